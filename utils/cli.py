@@ -1,0 +1,111 @@
+"""Command-line plumbing shared by every script: common flags, logging set-up, the entry point.
+
+Flags that several scripts take are added here, once, so their names, defaults and help never
+drift apart (DESIGN.md section 3).
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from utils.errors import ToolkitError, UnknownTaskError
+from utils.tasks import get_task
+
+DEFAULT_SEED = 42
+DEVICE_CHOICES = ("auto", "cpu", "cuda")
+PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """--seed, --device, --precision, --no_progress."""
+    group = parser.add_argument_group("run time")
+    group.add_argument("--seed", type=int, default=DEFAULT_SEED,
+                       help="Seeds random, NumPy and torch before any model is built; it also "
+                            "fixes data order and new-head initialisation.")
+    group.add_argument("--device", type=str, default="auto", choices=DEVICE_CHOICES,
+                       help="auto: a CUDA GPU when one is visible, else the CPU.")
+    group.add_argument("--precision", type=str, default="auto", choices=PRECISION_CHOICES,
+                       help="Compute precision (weights stay fp32). auto: bf16 on a GPU that "
+                            "supports it, fp32 on CPU. fp16 uses loss scaling and needs a GPU.")
+    group.add_argument("--no_progress", action="store_true",
+                       help="Turn progress bars off (they are off anyway when stderr is not a terminal).")
+
+
+def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True,
+                    default: str | None = None) -> None:
+    """--output_dir and --overwrite_output_dir."""
+    group = parser.add_argument_group("output")
+    group.add_argument("--output_dir", type=str, required=required, default=default,
+                       help="Folder for the checkpoint, run_args.json, log.jsonl, all_results.json "
+                            "and predictions. An existing non-empty folder is refused unless "
+                            "--overwrite_output_dir is given.")
+    group.add_argument("--overwrite_output_dir", action="store_true",
+                       help="Allow writing into an existing non-empty --output_dir.")
+
+
+def add_data_file_args(parser: argparse.ArgumentParser) -> None:
+    """--train_file, --validation_file, --max_train_samples, --max_eval_samples."""
+    group = parser.add_argument_group("data")
+    group.add_argument("--train_file", type=str, default=None,
+                       help="Local training data: the dataset's original file, canonical JSON lines, "
+                            "Hub-schema rows or a save_to_disk folder. Without it the task's Hub "
+                            "dataset is used.")
+    group.add_argument("--validation_file", type=str, default=None,
+                       help="Local evaluation data, in any format --train_file accepts.")
+    group.add_argument("--max_train_samples", type=positive_int, default=None,
+                       help="Use only the first N training examples (after the adapter).")
+    group.add_argument("--max_eval_samples", type=positive_int, default=None,
+                       help="Use only the first N evaluation examples (after the adapter).")
+
+
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def task_name(text: str) -> str:
+    """argparse type: a registered task name or alias, returned in canonical form."""
+    try:
+        return get_task(text).name
+    except UnknownTaskError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
+def progress_enabled(no_progress: bool) -> bool:
+    """Progress bars only for a person watching a terminal."""
+    return not no_progress and sys.stderr.isatty()
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """One timestamped format for every script; quiet the libraries' own chatter."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
+    for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def run_entry_point(main: Callable[[], Any]) -> NoReturn:
+    """Run a script's main(); a user error becomes one line on stderr and exit status 2.
+
+    Bugs keep their stack trace: only `ToolkitError` (bad input, missing files, unknown names,
+    unusable checkpoints) is turned into a message.
+    """
+    configure_logging()
+    try:
+        main()
+    except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(0)
