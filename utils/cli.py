@@ -85,6 +85,15 @@ def progress_enabled(no_progress: bool) -> bool:
     return not no_progress and sys.stderr.isatty()
 
 
+def silence_library_progress_bars() -> None:
+    """Turn off the progress bars transformers and datasets draw on their own (loading, saving)."""
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+
+
 def configure_logging(level: int = logging.INFO) -> None:
     """One timestamped format for every script; quiet the libraries' own chatter."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -275,7 +275,7 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
         data = _load_local(spec, split, Path(file), text_column, label_column)
     else:
         data = _load_hub(spec, split, text_column, label_column, local_hint, probe)
-    logger.info("%s %s: kept %d of %d records from %s", spec.name, split, data.stats.kept,
+    logger.debug("%s %s: kept %d of %d records from %s", spec.name, split, data.stats.kept,
                 data.stats.records_read, data.stats.source)
     return data
 
@@ -303,6 +303,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Text column of a classification table (default: sentence or text).")
     parser.add_argument("--label_column", type=str, default=None,
                         help="Label column of a classification table (default: label, if present).")
+    parser.add_argument("--compact", action="store_true",
+                        help="Print the statistics on one line instead of indented JSON.")
     parser.add_argument("--list_tasks", action="store_true",
                         help="Print the task registry as JSON and exit.")
     return parser
@@ -336,7 +338,7 @@ def main(argv: list[str] | None = None) -> dict:
     if args.stats_file:
         Path(args.stats_file).parent.mkdir(parents=True, exist_ok=True)
         Path(args.stats_file).write_text(text + "\n", encoding="utf-8")
-    print(text)
+    print(json.dumps(stats) if args.compact else text)
     return stats
 
 

@@ -20,7 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, 
 from transformers import AutoTokenizer, GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from utils.checkpoint import build_lineage, save_checkpoint
-from utils.cli import positive_int
+from utils.cli import positive_int, progress_enabled, silence_library_progress_bars
 from utils.data import load_task_data
 from utils.errors import ToolkitError
 from utils.outputs import prepare_output_dir
@@ -129,6 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--samples_dir", type=str, default=str(SAMPLES_DIR),
                         help="Where the bundled samples are (text for the tokenizer).")
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random initialisation.")
+    parser.add_argument("--no_progress", action="store_true", help="No progress bars.")
     return parser
 
 
@@ -137,6 +138,8 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
     if not 0.0 <= args.dropout < 1.0:
         parser.error("--dropout must be in [0, 1)")
+    if not progress_enabled(args.no_progress):
+        silence_library_progress_bars()
     prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
     path = build_tiny_model(args.output_dir, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                             n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,

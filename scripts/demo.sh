@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The study on the bundled samples with a tiny GPT-2, offline, in a few minutes on a CPU.
+# Each stage of the study is added here as its script lands. Outputs go to demo_output/
+# (or $DEMO_OUTPUT).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PY:-.venv/bin/python}
+OUT=${DEMO_OUTPUT:-demo_output}
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the demo never needs a network
+mkdir -p "$OUT"
+
+echo "== 1/2 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
+"$PY" -m utils.tiny_model --output_dir "$OUT/tiny_gpt2" --overwrite_output_dir --no_progress
+
+echo "== 2/2 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
+for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
+    for split in train validation; do
+        file=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', '$split'))")
+        "$PY" -m utils.data --task "$task" --split "$split" --file "$file" --compact \
+            --stats_file "$OUT/adapter_stats/${task}_${split}.json"
+    done
+done
+echo "== demo finished: outputs in $OUT/"

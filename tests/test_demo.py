@@ -1,0 +1,23 @@
+"""The README's demo, run as a user runs it (on the interpreter running the tests)."""
+import json
+import os
+import subprocess
+import sys
+
+from tests.conftest import REPO_ROOT
+from utils.checkpoint import load_model
+from utils.samples import SAMPLE_FILES
+
+
+def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
+    out = tmp_path / "demo"
+    done = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, capture_output=True, text=True,
+                          timeout=600, env={**os.environ, "PY": sys.executable, "DEMO_OUTPUT": str(out)})
+    assert done.returncode == 0, done.stderr
+    printed = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert {(s["task"], s["split"]) for s in printed} == {(t, split) for t in SAMPLE_FILES
+                                                          for split in ("train", "validation")}
+    for stats in printed:
+        saved = json.loads((out / "adapter_stats" / f"{stats['task']}_{stats['split']}.json").read_text())
+        assert saved["kept"] == stats["kept"] > 0
+    assert load_model(out / "tiny_gpt2", "qa").model.config.n_layer == 2

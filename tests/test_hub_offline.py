@@ -1,0 +1,34 @@
+"""Without a network, Hub names fail at once with a message naming the local-file flags."""
+import time
+
+import pytest
+
+from utils.data import load_task_data
+from utils.errors import HubUnavailableError
+from utils.hub import offline_mode_requested, require_hub
+
+
+def test_unreachable_hub_fails_at_once_naming_the_flags(monkeypatch):
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    assert not offline_mode_requested()
+    started = time.monotonic()
+    with pytest.raises(HubUnavailableError) as err:
+        load_task_data("duorc-s", "train", probe=lambda: False)
+    assert time.monotonic() - started < 2
+    assert "--train_file / --validation_file" in str(err.value) and "ibm/duorc (SelfRC)" in str(err.value)
+
+
+def test_offline_mode_skips_the_probe(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+    def probe():
+        raise AssertionError("offline mode must not probe the network")
+
+    require_hub("dataset x", "--train_file", probe=probe)
+
+
+def test_offline_cache_miss_names_the_flags():
+    # conftest sets HF_HUB_OFFLINE=1 and an empty HF_HOME: the cache cannot hold the dataset.
+    with pytest.raises(HubUnavailableError, match="--train_file"):
+        load_task_data("sst2", "validation")

@@ -1,0 +1,136 @@
+"""The adapters on the real public files in ../shared/data (skipped when it is absent).
+
+Expected numbers come from PROVENANCE.md or are recomputed here from the raw JSON with plain
+string operations, independently of the adapters' code."""
+import json
+
+import pytest
+
+from tests.conftest import run_module
+from utils.data import load_task_data
+
+
+def raw_squad_questions(path):
+    payload = json.loads(path.read_text(encoding="utf-8"))
+    for article in payload["data"]:
+        for paragraph in article["paragraphs"]:
+            for qa in paragraph["qas"]:
+                yield paragraph["context"], qa
+
+
+def assert_invariant(records):
+    for record in records:
+        for text, start in zip(record["answers"]["text"], record["answers"]["answer_start"]):
+            assert record["context"][start:start + len(text)] == text, record["id"]
+
+
+def test_squad_v1_dev_all_kept(shared_data):
+    path = shared_data / "squad_v1.1" / "dev-v1.1.json"
+    data = load_task_data("squad", "validation", path)
+    assert data.stats.records_read == data.stats.kept == 10570
+    assert not data.stats.dropped and not data.stats.notes
+    assert_invariant(data.records)
+    # Every published answer survives unchanged (same texts, same offsets, same order).
+    raw = {qa["id"]: qa for _, qa in raw_squad_questions(path)}
+    for record in data.records:
+        answers = raw[record["id"]]["answers"]
+        pairs = list(dict.fromkeys((a["text"], a["answer_start"]) for a in answers))
+        assert list(zip(record["answers"]["text"], record["answers"]["answer_start"])) == pairs
+
+
+def test_squad_v2_dev_subset(shared_data):
+    data = load_task_data("squad_v2", "validation", shared_data / "squad_v2.0" / "dev-v2.0.first2articles.json")
+    assert data.stats.kept == 626
+    assert sum(r["is_impossible"] for r in data.records) == 333
+    assert data.stats.notes["unanswerable"] == 333
+    assert_invariant(data.records)
+
+
+def test_quoref_dev_offsets(shared_data):
+    path = shared_data / "quoref" / "quoref-dev-v0.1.json"
+    misaligned = sum(1 for context, qa in raw_squad_questions(path) for a in qa["answers"]
+                     if context[a["answer_start"]:a["answer_start"] + len(a["text"])] != a["text"])
+    assert misaligned == 50  # PROVENANCE.md
+    data = load_task_data("quoref", "validation", path)
+    assert data.stats.records_read == 2418
+    assert data.stats.notes["answer_offset_repaired"] + data.stats.notes.get("answer_offset_unrepairable", 0) == 50
+    assert data.stats.kept + sum(data.stats.dropped.values()) == 2418
+    multi = sum(1 for _, qa in raw_squad_questions(path)
+                if len({(a["text"], a["answer_start"]) for a in qa["answers"]}) > 1)
+    assert data.stats.notes["multi_span_answer"] <= multi
+    assert_invariant(data.records)
+
+
+@pytest.mark.parametrize("name,task", [("ParaphraseRC_train", "duorc-p"), ("ParaphraseRC_dev", "duorc-p"),
+                                       ("SelfRC_train", "duorc-s"), ("SelfRC_dev", "duorc-s")])
+def test_duorc_samples(shared_data, name, task):
+    path = shared_data / "duorc" / f"{name}.sample.json"
+    movies = json.loads(path.read_text(encoding="utf-8"))
+    expected_impossible = expected_found = expected_lost = 0
+    for movie in movies:
+        plot = movie["plot"].lower()
+        for qa in movie["qa"]:
+            if qa["no_answer"]:
+                expected_impossible += 1
+            elif any(a.lower() in plot or a.strip().rstrip(".").strip().lower() in plot
+                     for a in qa["answers"] if a.strip()):
+                expected_found += 1
+            else:
+                expected_lost += 1
+    data = load_task_data(task, "train", path)
+    assert data.stats.notes.get("unanswerable", 0) == expected_impossible
+    assert data.stats.kept == expected_impossible + expected_found
+    assert data.stats.dropped.get("answer_not_in_plot", 0) + data.stats.dropped.get("no_answer_given", 0) == expected_lost
+    assert_invariant(data.records)
+
+
+@pytest.mark.parametrize("name", ["drop_dataset_train.sample.json", "drop_dataset_dev.sample.json",
+                                  "allennlp_drop_fixture.json"])
+def test_drop_files(shared_data, name):
+    payload = json.loads((shared_data / "drop" / name).read_text(encoding="utf-8"))
+    kinds = {"number": 0, "single": 0, "other": 0}
+    for entry in payload.values():
+        for qa in entry["qa_pairs"]:
+            answer = qa["answer"]
+            if answer["number"]:
+                kinds["number"] += 1
+            elif len(answer["spans"]) == 1 and answer["spans"][0] in entry["passage"]:
+                kinds["single"] += 1
+            else:
+                kinds["other"] += 1
+    data = load_task_data("drop", "train", shared_data / "drop" / name)
+    assert data.stats.dropped.get("number_answer", 0) == kinds["number"]
+    assert data.stats.kept == kinds["single"]
+    assert data.stats.records_read == sum(kinds.values())
+    assert_invariant(data.records)
+
+
+def test_quoref_allennlp_sample(shared_data):
+    data = load_task_data("quoref", "validation", shared_data / "quoref" / "allennlp_quoref_sample.json")
+    assert data.stats.records_read == 4
+    assert_invariant(data.records)
+
+
+def test_sst2(shared_data):
+    train = load_task_data("sst2", "train", shared_data / "sst2" / "train.tsv")
+    dev = load_task_data("sst2", "validation", shared_data / "sst2" / "dev.tsv")
+    test = load_task_data("sst2", "validation", shared_data / "sst2" / "test.tsv")
+    assert len(train.records) == 67349 and len(dev.records) == 872 and len(test.records) == 1821
+    assert train.stats.notes == {"label_negative": 29780, "label_positive": 37569}  # PROVENANCE.md
+    assert dev.stats.notes == {"label_negative": 428, "label_positive": 444}
+    assert all(r["label"] == -1 for r in test.records)
+    assert all(r["text"] and "\t" not in r["text"] for r in train.records)
+
+
+def test_command_line_on_real_file(shared_data, tmp_path):
+    out = tmp_path / "squad.jsonl"
+    done = run_module("utils.data", "--task", "squad_v2", "--file",
+                      str(shared_data / "squad_v2.0" / "dev-v2.0.first2articles.json"), "--to_jsonl", str(out),
+                      "--stats_file", str(tmp_path / "adapter_stats.json"))
+    assert done.returncode == 0, done.stderr
+    printed = json.loads(done.stdout)
+    assert printed["kept"] == 626 and printed["notes"]["unanswerable"] == 333
+    assert json.loads((tmp_path / "adapter_stats.json").read_text())["kept"] == 626
+    assert len(out.read_text().splitlines()) == 626
+    again = load_task_data("squad_v2", "validation", out)
+    assert again.stats.kept == 626

@@ -1,0 +1,107 @@
+"""Run plumbing: seeds, device and precision choice, the output files of every run, shared flags."""
+import argparse
+import json
+import random
+from importlib import metadata
+
+import numpy as np
+import pytest
+import torch
+
+from utils.cli import add_data_file_args, add_output_args, add_runtime_args, task_name
+from utils.errors import ToolkitError
+from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_run_args
+from utils.runtime import make_generator, resolve_device, resolve_precision, set_seed
+
+
+def draws():
+    return random.random(), float(np.random.rand()), float(torch.rand(1))
+
+
+def test_set_seed_fixes_every_generator():
+    set_seed(7)
+    first = draws()
+    set_seed(7)
+    assert draws() == first
+    set_seed(8)
+    assert draws() != first
+    with pytest.raises(TypeError):
+        set_seed(None)
+
+
+def test_explicit_generator():
+    assert torch.equal(torch.rand(3, generator=make_generator(1)), torch.rand(3, generator=make_generator(1)))
+
+
+def test_device_and_precision():
+    assert resolve_device("cpu").type == "cpu"
+    cpu = torch.device("cpu")
+    assert resolve_precision("auto", cpu).name == "fp32" and resolve_precision("auto", cpu).autocast_dtype is None
+    assert resolve_precision("bf16", cpu).autocast_dtype is torch.bfloat16
+    with pytest.raises(ToolkitError, match="fp16"):
+        resolve_precision("fp16", cpu)
+    if not torch.cuda.is_available():
+        assert resolve_device("auto").type == "cpu"
+        with pytest.raises(ToolkitError, match="no CUDA"):
+            resolve_device("cuda")
+
+
+def test_output_dir_refused_unless_overwrite_or_resume(tmp_path):
+    out = tmp_path / "run"
+    prepare_output_dir(out, overwrite=False)  # new
+    prepare_output_dir(out, overwrite=False)  # empty is fine
+    (out / "x").write_text("1")
+    with pytest.raises(ToolkitError, match="--overwrite_output_dir"):
+        prepare_output_dir(out, overwrite=False)
+    prepare_output_dir(out, overwrite=True)
+    prepare_output_dir(out, overwrite=False, resuming=True)
+
+
+def parser_with_everything():
+    parser = argparse.ArgumentParser()
+    add_runtime_args(parser)
+    add_output_args(parser)
+    add_data_file_args(parser)
+    parser.add_argument("--dataset_name", type=task_name, default="squad", help="task")
+    return parser
+
+
+def test_shared_flags_have_defaults_and_help():
+    parser = parser_with_everything()
+    args = parser.parse_args(["--output_dir", "o", "--dataset_name", "duorc;SelfRC"])
+    assert args.seed == 42 and args.device == "auto" and args.precision == "auto"
+    assert args.dataset_name == "duorc-s" and args.max_train_samples is None
+    for action in parser._actions:
+        if action.dest != "help":
+            assert action.help, action.dest
+    with pytest.raises(SystemExit):
+        parser.parse_args(["--output_dir", "o", "--max_train_samples", "0"])
+
+
+def test_unknown_dataset_name_is_a_parser_error(capsys):
+    with pytest.raises(SystemExit):
+        parser_with_everything().parse_args(["--output_dir", "o", "--dataset_name", "nope"])
+    assert "Known tasks" in capsys.readouterr().err
+
+
+def test_run_files(tmp_path):
+    args = parser_with_everything().parse_args(["--output_dir", str(tmp_path), "--seed", "3"])
+    path = write_run_args(tmp_path, args, {"total_steps": 10, "effective_batch_size": 32})
+    record = json.loads(path.read_text())
+    assert record["args"]["seed"] == 3 and record["derived"]["total_steps"] == 10
+    assert record["versions"]["torch"] == metadata.version("torch")
+    assert {"commit", "dirty"} <= set(record["git"]) and record["started_at"]
+    assert vars(args)["output_dir"] == str(tmp_path)  # not mutated
+
+    log = JsonlLog(tmp_path / "log.jsonl")
+    log.log({"step": 1, "loss": 2.5})
+    log.log({"step": 2, "eval_f1": 10.0})
+    lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [line["step"] for line in lines] == [1, 2] and "time" in lines[0]
+
+    write_all_results(tmp_path, {"eval_f1": 50.0, "train_loss": 1.25})
+    assert json.loads((tmp_path / "all_results.json").read_text()) == {"eval_f1": 50.0, "train_loss": 1.25}
+    with pytest.raises(ValueError, match="flat"):
+        write_all_results(tmp_path, {"eval": {"f1": 1.0}})
+    with pytest.raises(ValueError, match="finite"):
+        write_all_results(tmp_path, {"train_loss": float("nan")})
