@@ -279,3 +279,10 @@ def test_glue_hub_rows_and_canonical_classification(tmp_path):
     assert load_task_data("glue;sst2", "train", rows).records == [{"id": "7", "text": "fine", "label": 1}]
     canonical = write(tmp_path, "c.jsonl", '{"id": "a", "text": "fine", "label": 0}\n')
     assert load_task_data("sst2", "train", canonical).records == [{"id": "a", "text": "fine", "label": 0}]
+
+
+def test_empty_file_is_an_error(tmp_path):
+    with pytest.raises(DataError, match="no records"):
+        load_task_data("sst2", "train", write(tmp_path, "empty.tsv", "sentence\tlabel\n"))
+    with pytest.raises(DataError, match="no records"):
+        load_task_data("squad", "train", write(tmp_path, "empty.json", {"data": []}))

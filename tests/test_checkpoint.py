@@ -131,9 +131,15 @@ def test_folders_that_are_not_checkpoints(tiny_checkpoint, tmp_path):
         load_model(no_weights, "lm")
 
 
-def test_hub_name_without_network_fails_fast():
+def test_hub_name_without_network_fails_fast(monkeypatch):
+    # Offline mode on, empty cache: the cache miss names the flag.
     with pytest.raises(HubUnavailableError, match="--model_name"):
-        load_model("gpt2", "lm", probe=lambda: False)
+        load_model("gpt2", "lm")
+    # Offline mode off, Hub unreachable: the probe's answer is enough, nothing is downloaded.
+    for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
+    with pytest.raises(HubUnavailableError, match="cannot be reached.*--model_name"):
+        load_model("openai-community/gpt2", "lm", probe=lambda: False)
 
 
 class FailingTokenizer:

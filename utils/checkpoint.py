@@ -210,8 +210,9 @@ def _move_into_place(staging: Path, destination: Path) -> None:
 
 # ----------------------------------------------------------------------------- loading
 
-def verify_checkpoint_folder(folder: str | os.PathLike) -> dict | None:
-    """Check that a local folder holds a complete checkpoint; return its lineage (None if foreign).
+def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
+    """Check that a local folder holds a complete checkpoint; return its digest and lineage
+    (the lineage is None for a folder we did not write).
 
     Raises:
         CheckpointError: missing folder or files, an interrupted save, PyTorch-pickle weights only,
@@ -230,13 +231,12 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> dict | None:
                  "safetensors)") if any(folder.glob("*.bin")) else ""
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{extra}")
     lineage = read_lineage(folder)
-    if lineage is not None and lineage.get("sha256"):
-        digest = weights_sha256(folder)
-        if digest != lineage["sha256"]:
-            raise CheckpointError(f"{folder}: the weights' sha256 {digest[:12]}... differs from the "
-                                  f"{lineage['sha256'][:12]}... recorded in {LINEAGE_FILE}; the "
-                                  "weights were changed or truncated after saving")
-    return lineage
+    digest = weights_sha256(folder)
+    if lineage is not None and lineage.get("sha256") and digest != lineage["sha256"]:
+        raise CheckpointError(f"{folder}: the weights' sha256 {digest[:12]}... differs from the "
+                              f"{lineage['sha256'][:12]}... recorded in {LINEAGE_FILE}; the "
+                              "weights were changed or truncated after saving")
+    return Provenance(str(folder), digest, lineage)
 
 
 def check_loading_info(info: dict, head: str, source: str) -> None:
@@ -302,10 +302,8 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         raise ValueError(f"head must be one of {sorted(HEAD_CLASSES)}, got {head!r}")
     source = str(name_or_path)
     if is_local_path(source):
-        folder = Path(source).expanduser()
-        lineage = verify_checkpoint_folder(folder)
-        provenance = Provenance(str(folder), weights_sha256(folder), lineage)
-        load_from = str(folder)
+        provenance = verify_checkpoint_folder(Path(source).expanduser())
+        load_from = provenance.path
     else:
         require_hub(f"model {source!r} (no local folder of that name)", local_hint, probe=probe)
         provenance = Provenance(source, None, None)

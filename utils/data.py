@@ -275,6 +275,8 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
         data = _load_local(spec, split, Path(file), text_column, label_column)
     else:
         data = _load_hub(spec, split, text_column, label_column, local_hint, probe)
+    if data.stats.records_read == 0:
+        raise DataError("holds no records", file=data.stats.source)
     logger.debug("%s %s: kept %d of %d records from %s", spec.name, split, data.stats.kept,
                 data.stats.records_read, data.stats.source)
     return data
