@@ -45,3 +45,17 @@ def test_span_invariant():
     assert not span_matches("abc", "b", 0)
     assert not span_matches("abc", "", 0)
     assert not span_matches("abc", "a", -1)
+
+
+def test_whole_word_occurrence_is_preferred():
+    context = "They met in Chinatown, then flew to China."
+    found = locate_answer(context, "China")
+    assert found.start == context.index("China.") and not found.inside_word
+    assert found.occurrences == 2
+    only_inside = locate_answer("Lupo arrives.", "Lu")
+    assert only_inside.start == 0 and only_inside.inside_word
+
+
+def test_whole_word_in_another_case_beats_a_cut_word():
+    found = locate_answer("The source of RC cola.", "rc")
+    assert (found.text, found.inside_word, found.how) == ("RC", False, "case_insensitive")

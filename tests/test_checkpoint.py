@@ -204,3 +204,68 @@ def test_killed_save_leaves_nothing_the_loader_accepts(tiny_checkpoint, tmp_path
         load_model(leftovers[0], "lm")
     assert load_model(destination, "lm").provenance.sha256 == before
     assert json.loads((destination / "lineage.json").read_text())["sha256"] == before
+
+
+def test_folder_without_tokenizer_is_refused(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "model_only"
+    shutil.copytree(tiny_checkpoint, folder)
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        (folder / name).unlink()
+    with pytest.raises(CheckpointError, match="no tokenizer files"):
+        load_model(folder, "qa")
+
+
+def test_backbone_shape_mismatch_names_the_keys(tiny_checkpoint, tmp_path):
+    folder = tmp_path / "wider_config"
+    shutil.copytree(tiny_checkpoint, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["n_positions"] = 64  # the saved position table has 128 rows
+    (folder / "config.json").write_text(json.dumps(config))
+    for head in ("lm", "qa", "classification"):
+        with pytest.raises(CheckpointError, match=r"transformer\.wpe\.weight"):
+            load_model(folder, head, label_names=LABELS)
+
+
+def test_failed_swap_puts_the_old_checkpoint_back(tiny_checkpoint, tmp_path, monkeypatch):
+    """Where the atomic exchange is unavailable, a failure between the two renames is undone."""
+    import os
+
+    import utils.checkpoint as checkpoint
+
+    loaded = load_model(tiny_checkpoint, "lm")
+    destination = resave(loaded, tmp_path / "run", task=None, head="lm")
+    before = sha256_file(destination / "model.safetensors")
+    monkeypatch.setattr(checkpoint, "exchange_paths", lambda a, b: False)
+    real_replace = os.replace
+    calls = []
+
+    def flaky_replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:  # the new folder moving into place
+            raise OSError("disk went away")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(checkpoint.os, "replace", flaky_replace)
+    lineage = build_lineage(script="t", task=None, objective=None, head="lm", seed=0, parent=loaded.provenance)
+    with pytest.raises(OSError, match="disk went away"):
+        save_checkpoint(loaded.model, loaded.tokenizer, destination, lineage)
+    monkeypatch.undo()
+    assert load_model(destination, "lm").provenance.sha256 == before
+
+
+def test_saved_files_follow_the_umask_and_lineage_paths_are_absolute(tiny_checkpoint, tmp_path, monkeypatch):
+    import os
+    import stat
+
+    monkeypatch.chdir(tmp_path)
+    old_umask = os.umask(0o022)
+    try:
+        loaded = load_model(os.path.relpath(tiny_checkpoint, tmp_path), "qa")
+        destination = resave(loaded, tmp_path / "shared_run", task="squad", head="qa")
+    finally:
+        os.umask(old_umask)
+    assert stat.S_IMODE(destination.stat().st_mode) == 0o755
+    for name in ("lineage.json", "model.safetensors", "config.json"):
+        assert stat.S_IMODE((destination / name).stat().st_mode) == 0o644, name
+    parent_path = read_lineage(destination)["parent"]["path"]
+    assert os.path.isabs(parent_path) and parent_path == str(tiny_checkpoint.resolve())

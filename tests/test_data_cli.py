@@ -83,3 +83,49 @@ def test_list_tasks():
     done = run_module("utils.data", "--list_tasks")
     assert done.returncode == 0
     assert [t["name"] for t in json.loads(done.stdout)][:3] == ["squad", "squad_v2", "duorc-p"]
+
+
+def test_rows_of_the_wrong_type(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    path.write_text('{"sentence": "fine", "label": 1}\n[1, 2]\n', encoding="utf-8")
+    one_line_error(run_module("utils.data", "--task", "sst2", "--file", str(path)), "record 2",
+                   "expected a JSON object")
+    rows = tmp_path / "hub.jsonl"
+    rows.write_text(json.dumps({"id": "h", "context": "abc", "question": "?",
+                                "answers": {"text": ["b"], "answer_start": ["1"]}}) + "\n", encoding="utf-8")
+    one_line_error(run_module("utils.data", "--task", "squad", "--file", str(rows)), "record h", "field 'answers'")
+    drop = tmp_path / "drop.json"
+    drop.write_text(json.dumps({"p1": {"passage": "x", "qa_pairs": [
+        {"query_id": "d1", "question": "?", "answer": {"number": "", "date": {}, "spans": [1]}}]}}))
+    one_line_error(run_module("utils.data", "--task", "drop", "--file", str(drop)), "record d1", "field 'answer.spans'")
+
+
+def test_text_that_is_not_utf8(tmp_path):
+    path = tmp_path / "latin1.tsv"
+    path.write_bytes("sentence\tlabel\ncaf\xe9 cr\xe8me \t1\n".encode("latin-1"))
+    one_line_error(run_module("utils.data", "--task", "sst2", "--file", str(path)), str(path), "not UTF-8")
+
+
+def test_unwritable_outputs_are_one_line_errors(tmp_path):
+    sample = str(SAMPLES_DIR / SAMPLE_FILES["squad"]["train"])
+    one_line_error(run_module("utils.data", "--task", "squad", "--file", sample, "--stats_file", str(tmp_path)),
+                   str(tmp_path))
+    (tmp_path / "a_file").write_text("x")
+    one_line_error(run_module("utils.data", "--task", "squad", "--file", sample, "--to_jsonl",
+                              str(tmp_path / "a_file" / "x.jsonl")), "a_file")
+
+
+def test_a_file_with_nothing_usable(tmp_path):
+    path = tmp_path / "numbers_only.json"
+    path.write_text(json.dumps({"p1": {"passage": "They scored 7.", "qa_pairs": [
+        {"query_id": "n1", "question": "How many?", "answer": {"number": "7", "date": {}, "spans": []}}]}}))
+    one_line_error(run_module("utils.data", "--task", "drop", "--file", str(path)), "none of its 1 records",
+                   "number_answer: 1")
+
+
+def test_json_lines_under_a_json_name(tmp_path):
+    path = tmp_path / "export.json"
+    path.write_text('{"sentence": "fine", "label": 1}\n{"sentence": "bad", "label": 0}\n', encoding="utf-8")
+    done = run_module("utils.data", "--task", "sst2", "--file", str(path))
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["kept"] == 2

@@ -86,12 +86,13 @@ def test_unknown_dataset_name_is_a_parser_error(capsys):
 
 def test_run_files(tmp_path):
     args = parser_with_everything().parse_args(["--output_dir", str(tmp_path), "--seed", "3"])
+    before = dict(vars(args))
     path = write_run_args(tmp_path, args, {"total_steps": 10, "effective_batch_size": 32})
+    assert vars(args) == before  # derived values go beside the arguments, never into them
     record = json.loads(path.read_text())
     assert record["args"]["seed"] == 3 and record["derived"]["total_steps"] == 10
     assert record["versions"]["torch"] == metadata.version("torch")
     assert {"commit", "dirty"} <= set(record["git"]) and record["started_at"]
-    assert vars(args)["output_dir"] == str(tmp_path)  # not mutated
 
     log = JsonlLog(tmp_path / "log.jsonl")
     log.log({"step": 1, "loss": 2.5})

@@ -2,21 +2,28 @@ import json
 
 import pytest
 import torch
+from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from tests.conftest import run_module
 from utils.checkpoint import load_model, read_lineage
-from utils.tiny_model import END_OF_TEXT, build_tiny_model, sample_texts, train_tokenizer
+from utils.tiny_model import build_tiny_model, sample_texts, train_tokenizer
+from utils.tokenization import END_OF_TEXT
 
 
 def test_loads_with_every_head_and_only_the_head_is_new(tiny_checkpoint):
-    for head, new in (("lm", None), ("qa", "qa_outputs"), ("classification", "score")):
+    saved = load_file(str(tiny_checkpoint / "model.safetensors"))
+    assert not any(key.startswith(("qa_outputs", "score")) for key in saved)
+    for head, new in (("lm", set()), ("qa", {"qa_outputs.weight", "qa_outputs.bias"}),
+                      ("classification", {"score.weight"})):
         loaded = load_model(tiny_checkpoint, head, label_names=("negative", "positive"))
         config = loaded.model.config
         assert (config.n_layer, config.n_embd, config.n_head) == (2, 32, 2)
         assert config.pad_token_id == loaded.tokenizer.pad_token_id == loaded.tokenizer.eos_token_id
-        if new:
-            assert hasattr(loaded.model, new)
+        state = loaded.model.state_dict()
+        assert {k for k in state if k not in saved and k != "lm_head.weight"} == new
+        for key, tensor in saved.items():
+            assert torch.equal(state[key], tensor), key
 
 
 def test_tokenizer_behaves_like_gpt2(tiny_checkpoint):
@@ -49,11 +56,15 @@ def test_same_seed_same_weights(tmp_path):
 
 
 def test_forward_and_backward_on_every_head(tiny_checkpoint):
-    qa = load_model(tiny_checkpoint, "qa").model
-    ids = torch.tensor([[5, 6, 7, 8]])
-    out = qa(input_ids=ids, start_positions=torch.tensor([1]), end_positions=torch.tensor([2]))
-    out.loss.backward()
-    assert torch.isfinite(out.loss) and out.start_logits.shape == (1, 4)
+    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 11, 12]])
+    targets = {"lm": {"labels": ids}, "qa": {"start_positions": torch.tensor([1, 0]), "end_positions": torch.tensor([2, 3])},
+               "classification": {"labels": torch.tensor([0, 1])}}
+    for head, labels in targets.items():
+        model = load_model(tiny_checkpoint, head, label_names=("negative", "positive")).model
+        out = model(input_ids=ids, **labels)
+        out.loss.backward()
+        assert torch.isfinite(out.loss), head
+        assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()), head
 
 
 def test_command_line_with_size_flags(tmp_path):

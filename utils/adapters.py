@@ -42,17 +42,21 @@ class AdapterStats:
     notes: Counter = field(default_factory=Counter)
 
     def keep(self) -> None:
+        """Count one record read and kept."""
         self.records_read += 1
         self.kept += 1
 
     def drop(self, reason: str) -> None:
+        """Count one record read and dropped, and why."""
         self.records_read += 1
         self.dropped[reason] += 1
 
     def note(self, what: str, count: int = 1) -> None:
+        """Count something done to kept records (a repaired offset, a case-insensitive match)."""
         self.notes[what] += count
 
     def to_dict(self) -> dict[str, Any]:
+        """The statistics as written to adapter_stats.json."""
         return {
             "task": self.task,
             "split": self.split,
@@ -163,6 +167,8 @@ def _free_form_answers(answers: Iterable[str], context: str, stats: AdapterStats
             stats.note(f"answer_found_{located.how}")
         if located.occurrences > 1:
             stats.note("answer_ambiguous_first_occurrence_used")
+        if located.inside_word:
+            stats.note("answer_found_inside_a_word")
         if (located.text, located.start) not in zip(texts, starts):
             texts.append(located.text)
             starts.append(located.start)
@@ -225,7 +231,11 @@ def adapt_squad_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) 
         if not isinstance(texts, list) or not isinstance(starts, list) or len(texts) != len(starts):
             raise DataError("must hold equally long lists 'text' and 'answer_start'", file=file,
                             record=record_id, field="answers")
-        raw = [(str(t), int(s)) for t, s in zip(texts, starts)]
+        if not all(isinstance(t, str) for t in texts) or not all(isinstance(v, int) and not isinstance(v, bool)
+                                                               for v in starts):
+            raise DataError("answer texts must be strings and offsets integers", file=file, record=record_id,
+                            field="answers")
+        raw = list(zip(texts, starts))
         meta = {"title": row["title"]} if row.get("title") else None
         _squad_like_question(spec, stats, out, record_id=record_id, context=context, question=question,
                              raw=raw, impossible=not raw, meta=meta)
@@ -344,8 +354,13 @@ def adapt_drop_json(spec: TaskSpec, payload: Any, stats: AdapterStats) -> list[d
             record_id = str(_field(qa, "query_id", (str, int), file=file, where=f"{passage_id}.qa_pairs[{q_index}]"))
             ids.check(record_id)
             answer = _field(qa, "answer", dict, file=file, where=record_id)
-            extra = [v["spans"][0] for v in qa.get("validated_answers") or []
-                     if isinstance(v, dict) and _drop_answer_kind(v) == "span"]
+            validated = [v for v in qa.get("validated_answers") or [] if isinstance(v, dict)]
+            for checked in (answer, *validated):
+                spans = checked.get("spans") or []
+                if not isinstance(spans, list) or not all(isinstance(span, str) for span in spans):
+                    raise DataError("spans must be a list of strings", file=file, record=record_id,
+                                    field="answer.spans")
+            extra = [v["spans"][0] for v in validated if _drop_answer_kind(v) == "span"]
             _drop_question(spec, stats, out, record_id=record_id, passage=passage,
                            question=_field(qa, "question", str, file=file, where=record_id),
                            kind=_drop_answer_kind(answer),
@@ -368,7 +383,10 @@ def adapt_drop_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) -
         record_id = str(_field(row, "query_id", (str, int), file=file, where=index))
         ids.check(record_id)
         spans_field = _field(row, "answers_spans", dict, file=file, where=record_id)
-        spans = [s for s in spans_field.get("spans") or [] if str(s).strip()]
+        raw_spans = spans_field.get("spans") or []
+        if not isinstance(raw_spans, list) or not all(isinstance(span, str) for span in raw_spans):
+            raise DataError("spans must be a list of strings", file=file, record=record_id, field="answers_spans")
+        spans = [span for span in raw_spans if span.strip()]
         types = list(spans_field.get("types") or [])
         if any(t == "number" for t in types):
             kind = "number"

@@ -21,6 +21,7 @@ class Located:
     text: str
     how: MatchKind
     occurrences: int
+    inside_word: bool = False
 
 
 def span_matches(context: str, text: str, start: int) -> bool:
@@ -33,8 +34,10 @@ def locate_answer(context: str, answer: str) -> Located | None:
 
     Tries, in order: the exact string; the string ignoring letter case (the span keeps the
     context's casing, so the invariant holds); the string without surrounding whitespace and a
-    final full stop, exact then ignoring case. The first occurrence wins; `occurrences` says how
-    many there were, so callers can count ambiguous answers.
+    final full stop, exact then ignoring case. The first form with an occurrence that stands as
+    whole words wins ("China" in "... in China." rather than in "Chinatown"); only when no form
+    has one is the first occurrence inside a longer word used (`inside_word`). `occurrences` says how many there were, so
+    callers can count ambiguous answers.
 
     Returns:
         The located span, or None when the answer is not in the context in any of these forms.
@@ -43,16 +46,28 @@ def locate_answer(context: str, answer: str) -> Located | None:
     trimmed = answer.strip().rstrip(".").strip()
     if trimmed and trimmed != answer:
         candidates += [(trimmed, False), (trimmed, True)]
+    fallback: Located | None = None
     for index, (needle, ignore_case) in enumerate(candidates):
         if not needle:
             continue
-        flags = re.IGNORECASE if ignore_case else 0
-        matches = list(re.finditer(re.escape(needle), context, flags))
-        if matches:
+        matches = list(re.finditer(re.escape(needle), context, re.IGNORECASE if ignore_case else 0))
+        if not matches:
+            continue
+        how: MatchKind = "trimmed" if index >= 2 else ("case_insensitive" if ignore_case else "exact")
+        whole = [m for m in matches if _whole_words(context, m.start(), m.end())]
+        if whole:
+            return Located(whole[0].start(), context[whole[0].start():whole[0].end()], how, len(matches))
+        if fallback is None:
             first = matches[0]
-            how: MatchKind = "trimmed" if index >= 2 else ("case_insensitive" if ignore_case else "exact")
-            return Located(first.start(), context[first.start():first.end()], how, len(matches))
-    return None
+            fallback = Located(first.start(), context[first.start():first.end()], how, len(matches), inside_word=True)
+    return fallback
+
+
+def _whole_words(context: str, start: int, end: int) -> bool:
+    """The span does not cut a word: no letter or digit glued to either edge of it."""
+    glued_left = start > 0 and context[start].isalnum() and context[start - 1].isalnum()
+    glued_right = end < len(context) and context[end - 1].isalnum() and context[end].isalnum()
+    return not (glued_left or glued_right)
 
 
 def repair_offset(context: str, text: str, start: int, max_shift: int) -> int | None:

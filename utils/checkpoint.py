@@ -7,8 +7,9 @@ of every stage of the chain, each with the sha256 of the weights it produced.
 Loading into a head (`lm`, `qa`, `classification`) keeps every backbone tensor and creates only
 the new head; anything else missing, unexpected or mismatched is an error that names the keys.
 
-Saving is atomic: the folder is assembled under a hidden sibling name and renamed into place, so
-an interrupted save leaves the previous checkpoint where it was and nothing the loader accepts.
+Saving is atomic: the folder is assembled under a hidden sibling name (marked incomplete until
+its lineage.json is written) and then exchanged with the old folder in one step, so an
+interrupted save leaves the previous checkpoint where it was and nothing the loader accepts.
 """
 from __future__ import annotations
 
@@ -19,9 +20,10 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Literal
 
 import torch
@@ -29,22 +31,24 @@ from transformers import (AutoTokenizer, GPT2ForQuestionAnswering, GPT2ForSequen
                           GPT2LMHeadModel, PreTrainedModel)
 
 from utils.errors import CheckpointError
-from utils.hub import hub_reachable, offline_cache_miss, require_hub
+from utils.fs import exchange_paths, make_shareable
+from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.outputs import utc_now, write_json
+from utils.tokenization import has_tokenizer_files, load_tokenizer
 
 logger = logging.getLogger(__name__)
 
 Head = Literal["lm", "qa", "classification"]
-HEAD_CLASSES: dict[str, type[PreTrainedModel]] = {
+HEAD_CLASSES: Mapping[str, type[PreTrainedModel]] = MappingProxyType({
     "lm": GPT2LMHeadModel,
     "qa": GPT2ForQuestionAnswering,
     "classification": GPT2ForSequenceClassification,
-}
-HEAD_PREFIXES: dict[str, tuple[str, ...]] = {
+})
+HEAD_PREFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType({
     "lm": ("lm_head.",),
     "qa": ("qa_outputs.",),
     "classification": ("score.",),
-}
+})
 ANY_HEAD_PREFIX = tuple(prefix for prefixes in HEAD_PREFIXES.values() for prefix in prefixes)
 
 SCHEMA_VERSION = 1
@@ -92,7 +96,8 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
 
 
 def weights_sha256(folder: str | os.PathLike) -> str:
-    """sha256 of the folder's weights: `model.safetensors`, or its shards in index order."""
+    """sha256 of the folder's weights: `model.safetensors`, or the digests of its shards in
+    file-name order."""
     folder = Path(folder)
     single = folder / WEIGHTS_FILE
     if single.exists():
@@ -179,10 +184,13 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
     destination = Path(output_dir).resolve()
     destination.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    make_shareable(staging)
     try:
         (staging / INCOMPLETE_MARKER).write_text("save in progress\n", encoding="utf-8")
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        for written in staging.iterdir():
+            make_shareable(written)  # some writers create private (0600) files
         digest = weights_sha256(staging)
         write_json(staging / LINEAGE_FILE, _complete_lineage(lineage, digest))
         (staging / INCOMPLETE_MARKER).unlink()
@@ -195,17 +203,29 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
 
 
 def _move_into_place(staging: Path, destination: Path) -> None:
-    """Replace `destination` by the complete `staging` folder, keeping non-checkpoint files."""
+    """Replace `destination` by the complete `staging` folder, keeping non-checkpoint files.
+
+    Where the system allows it the two folders are exchanged in one atomic step, so there is no
+    moment without a complete checkpoint at `destination`. Elsewhere the old folder is renamed
+    aside and the new one into place; a failure in between puts the old one back.
+    """
     if not destination.exists():
         os.replace(staging, destination)
         return
-    backup = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
-    os.replace(destination, backup)
-    os.replace(staging, destination)
-    for entry in backup.iterdir():
+    if exchange_paths(staging, destination):
+        old = staging
+    else:
+        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
+        os.replace(destination, old)
+        try:
+            os.replace(staging, destination)
+        except BaseException:
+            os.replace(old, destination)
+            raise
+    for entry in old.iterdir():
         if entry.name not in CHECKPOINT_FILES and not (destination / entry.name).exists():
             os.replace(entry, destination / entry.name)
-    shutil.rmtree(backup)
+    shutil.rmtree(old)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -226,6 +246,9 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
                               "delete it and use the previous one")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json: not a checkpoint folder")
+    if not has_tokenizer_files(folder):
+        raise CheckpointError(f"{folder} has no tokenizer files (tokenizer.json, vocab.json + merges.txt, or "
+                              "encoder.json + vocab.bpe); save the tokenizer with the model")
     if not (folder / WEIGHTS_FILE).exists() and not (folder / WEIGHTS_INDEX_FILE).exists():
         extra = (" (it has PyTorch pickle weights only; convert them with save_pretrained to "
                  "safetensors)") if any(folder.glob("*.bin")) else ""
@@ -236,7 +259,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
         raise CheckpointError(f"{folder}: the weights' sha256 {digest[:12]}... differs from the "
                               f"{lineage['sha256'][:12]}... recorded in {LINEAGE_FILE}; the "
                               "weights were changed or truncated after saving")
-    return Provenance(str(folder), digest, lineage)
+    return Provenance(str(folder.resolve()), digest, lineage)
 
 
 def check_loading_info(info: dict, head: str, source: str) -> None:
@@ -309,15 +332,22 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         provenance = Provenance(source, None, None)
         load_from = source
     try:
+        # Mismatched shapes are let through here and judged by check_loading_info, which allows
+        # them only in the new head (e.g. a classifier with another number of labels).
         model, info = HEAD_CLASSES[head].from_pretrained(
             load_from, output_loading_info=True, use_safetensors=True, dtype=torch.float32,
-            ignore_mismatched_sizes=head == "classification", **_head_config(head, label_names))
-        tokenizer = AutoTokenizer.from_pretrained(load_from)
+            ignore_mismatched_sizes=True, **_head_config(head, label_names))
+        tokenizer = load_tokenizer(load_from) if provenance.sha256 else AutoTokenizer.from_pretrained(load_from)
     except OSError as err:
         if provenance.sha256 is None:
-            raise offline_cache_miss(f"model {source}", local_hint, err) from err
+            raise hub_load_failed(f"model {source!r} (no local folder of that name)", local_hint, err) from err
         raise CheckpointError(f"{source}: {err}") from err
     check_loading_info(info, head, source)
+    if len(tokenizer) > model.config.vocab_size:
+        raise CheckpointError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
+                              f"has {model.config.vocab_size}; they do not belong together")
+    logger.info("loaded %s into a %s head%s", source, head,
+                f" (new: {sorted(info['missing_keys'])})" if info.get("missing_keys") else "")
     if tokenizer.pad_token is None:
         # GPT-2 has no pad token; EOS is safe as pad because attention masks hide padding and
         # classification pools on the last non-pad token.

@@ -19,19 +19,29 @@ DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 
-def add_runtime_args(parser: argparse.ArgumentParser) -> None:
-    """--seed, --device, --precision, --no_progress."""
-    group = parser.add_argument_group("run time")
+def add_seed_arg(group: argparse._ActionsContainer) -> None:
+    """--seed."""
     group.add_argument("--seed", type=int, default=DEFAULT_SEED,
                        help="Seeds random, NumPy and torch before any model is built; it also "
                             "fixes data order and new-head initialisation.")
+
+
+def add_progress_arg(group: argparse._ActionsContainer) -> None:
+    """--no_progress."""
+    group.add_argument("--no_progress", action="store_true",
+                       help="Turn progress bars off (they are off anyway when stderr is not a terminal).")
+
+
+def add_runtime_args(parser: argparse.ArgumentParser) -> None:
+    """--seed, --device, --precision, --no_progress."""
+    group = parser.add_argument_group("run time")
+    add_seed_arg(group)
     group.add_argument("--device", type=str, default="auto", choices=DEVICE_CHOICES,
                        help="auto: a CUDA GPU when one is visible, else the CPU.")
     group.add_argument("--precision", type=str, default="auto", choices=PRECISION_CHOICES,
                        help="Compute precision (weights stay fp32). auto: bf16 on a GPU that "
                             "supports it, fp32 on CPU. fp16 uses loss scaling and needs a GPU.")
-    group.add_argument("--no_progress", action="store_true",
-                       help="Turn progress bars off (they are off anyway when stderr is not a terminal).")
+    add_progress_arg(group)
 
 
 def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True,
@@ -86,11 +96,13 @@ def progress_enabled(no_progress: bool) -> bool:
 
 
 def silence_library_progress_bars() -> None:
-    """Turn off the progress bars transformers and datasets draw on their own (loading, saving)."""
+    """Turn off the progress bars transformers and datasets draw on their own (loading, saving),
+    and transformers' load reports (utils.checkpoint checks and logs the loaded keys itself)."""
     import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
 
@@ -106,12 +118,17 @@ def run_entry_point(main: Callable[[], Any]) -> NoReturn:
     """Run a script's main(); a user error becomes one line on stderr and exit status 2.
 
     Bugs keep their stack trace: only `ToolkitError` (bad input, missing files, unknown names,
-    unusable checkpoints) is turned into a message.
+    unusable checkpoints) and `OSError` (a path that cannot be read or written) become a message.
     """
     configure_logging()
     try:
         main()
     except ToolkitError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+    except OSError as err:
+        # A path that cannot be read or written (a folder given for a file, no permission, a full
+        # disk): the message names the path.
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:

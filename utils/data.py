@@ -24,13 +24,14 @@ from typing import Any
 from utils import adapters
 from utils.adapters import AdapterStats
 from utils.errors import DataError
-from utils.hub import hub_reachable, offline_cache_miss, require_hub
+from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.records import read_jsonl, write_jsonl
 from utils.tasks import SPLITS, TaskSpec, all_task_specs, get_task
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_LOCAL_HINT = "--train_file / --validation_file"
+JSON_LINES = object()  # read_json's answer for a .json file that holds JSON lines
 # Which original file layouts each adapter family reads (JSON lines, JSON rows and saved
 # datasets are accepted by every family).
 _NATIVE_FORMATS = {
@@ -56,13 +57,14 @@ class TaskData:
 
     @property
     def label_names(self) -> tuple[str, ...] | None:
+        """Class names of a classification task (index = label), None for QA."""
         return self.spec.label_names
 
 
 # ----------------------------------------------------------------------------- reading files
 
 def read_json(path: Path) -> Any:
-    """Parse a JSON file.
+    """Parse a JSON file (or return JSON_LINES when it holds one JSON value per line).
 
     Raises:
         DataError: the file is not valid JSON; the message gives line, column and character.
@@ -71,6 +73,9 @@ def read_json(path: Path) -> Any:
         with open(path, encoding="utf-8") as handle:
             return json.load(handle)
     except json.JSONDecodeError as err:
+        if err.msg == "Extra data" and err.lineno > 1 and err.colno == 1:
+            # `Dataset.to_json("x.json")` writes JSON lines under a .json name.
+            return JSON_LINES
         raise DataError(f"malformed JSON at line {err.lineno}, column {err.colno} "
                         f"(character {err.pos}): {err.msg}", file=str(path)) from None
     except UnicodeDecodeError as err:
@@ -111,19 +116,25 @@ def _table_rows(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str, 
     """Header and ("line N", row) pairs of a TSV/CSV; a short row is an error naming its line."""
     # GLUE sentences contain bare quotes, so TSVs are read without quote processing.
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
+    rows = []
+    line_number = 1
     with open(path, encoding="utf-8", newline="") as handle:
-        reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-        header = [name.strip() for name in next(reader, [])]
-        if not header:
-            raise DataError("is empty (no header line)", file=str(path))
-        rows = []
-        for line_number, values in enumerate(reader, start=2):
-            if not values or all(not value.strip() for value in values):
-                continue
-            if len(values) < len(header):
-                raise DataError(f"has {len(values)} of {len(header)} columns", file=str(path),
-                                record=f"line {line_number}", field=header[len(values)])
-            rows.append((f"line {line_number}", dict(zip(header, values))))
+        try:
+            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
+            header = [name.strip() for name in next(reader, [])]
+            if not header:
+                raise DataError("is empty (no header line)", file=str(path))
+            for line_number, values in enumerate(reader, start=2):
+                if not values or all(not value.strip() for value in values):
+                    continue
+                if len(values) < len(header):
+                    raise DataError(f"has {len(values)} of {len(header)} columns", file=str(path),
+                                    record=f"line {line_number}", field=header[len(values)])
+                rows.append((f"line {line_number}", dict(zip(header, values))))
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text (near line {line_number + 1}, byte {err.start})", file=str(path)) from None
+        except csv.Error as err:
+            raise DataError(f"unreadable table at line {line_number + 1}: {err}", file=str(path)) from None
     return header, rows
 
 
@@ -153,6 +164,9 @@ def _adapt_rows(spec: TaskSpec, rows: list[tuple[Any, Any]], stats: AdapterStats
     if not isinstance(first, dict):
         raise DataError(f"expected JSON objects, got {type(first).__name__}", file=stats.source,
                         record=rows[0][0])
+    for where, row in rows:
+        if not isinstance(row, dict):
+            raise DataError(f"expected a JSON object, got {type(row).__name__}", file=stats.source, record=where)
     keys = set(first)
     if spec.kind == "classification":
         if text_column is None and {"text", "label", "id"} <= keys:
@@ -186,7 +200,7 @@ def _load_local(spec: TaskSpec, split: str, path: Path, text_column: str | None,
     if not path.exists():
         raise DataError("file not found", file=str(path))
     payload = read_json(path) if path.suffix.lower() == ".json" and path.is_file() else None
-    fmt = detect_format(path, payload)
+    fmt = "jsonl" if payload is JSON_LINES else detect_format(path, payload)
     stats = AdapterStats(task=spec.name, source=str(path), format=fmt, split=split)
     native = _NATIVE_FORMATS[spec.adapter]
     if fmt in _FORMAT_DESCRIPTIONS and fmt not in native:
@@ -239,8 +253,8 @@ def _load_hub(spec: TaskSpec, split: str, text_column: str | None, label_column:
 
     try:
         loaded = datasets.load_dataset(spec.hub_id, spec.hub_config, split=spec.hub_split(split))
-    except (ConnectionError, FileNotFoundError, OSError, ValueError) as err:
-        raise offline_cache_miss(f"dataset {name}", local_hint, err) from err
+    except (ConnectionError, OSError, ValueError, RuntimeError) as err:
+        raise hub_load_failed(f"dataset {name}", local_hint, err) from err
     source = f"hub:{spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else "") + \
         f"[{spec.hub_split(split)}]"
     stats = AdapterStats(task=spec.name, source=source, format="hub", split=split)
@@ -277,6 +291,10 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
         data = _load_hub(spec, split, text_column, label_column, local_hint, probe)
     if data.stats.records_read == 0:
         raise DataError("holds no records", file=data.stats.source)
+    if data.stats.kept == 0:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(data.stats.dropped.items()))
+        raise DataError(f"none of its {data.stats.records_read} records is usable for task {spec.name} "
+                        f"(dropped: {reasons})", file=data.stats.source)
     logger.debug("%s %s: kept %d of %d records from %s", spec.name, split, data.stats.kept,
                 data.stats.records_read, data.stats.source)
     return data
@@ -285,6 +303,7 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
 # ----------------------------------------------------------------------------- command line
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m utils.data`."""
     parser = argparse.ArgumentParser(
         prog="python -m utils.data",
         description="Load a task's data through its adapter, print what was kept and dropped (JSON), "
@@ -316,12 +335,13 @@ def registry_table() -> list[dict]:
     """The registry as plain dicts, for --list_tasks."""
     return [{"name": s.name, "aliases": list(s.aliases), "kind": s.kind,
              "version_2_with_negative": s.version_2_with_negative, "hub_id": s.hub_id,
-             "hub_config": s.hub_config, "hub_splits": s.hub_splits, "adapter": s.adapter,
+             "hub_config": s.hub_config, "hub_splits": dict(s.hub_splits), "adapter": s.adapter,
              "label_names": list(s.label_names) if s.label_names else None, "notes": s.notes}
             for s in all_task_specs()]
 
 
 def main(argv: list[str] | None = None) -> dict:
+    """Print (and optionally write) the adapter statistics of one file; returns them."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.list_tasks:

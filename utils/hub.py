@@ -17,6 +17,7 @@ from utils.errors import HubUnavailableError
 logger = logging.getLogger(__name__)
 
 OFFLINE_VARIABLES = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE")
+PROXY_VARIABLES = ("HTTPS_PROXY", "https_proxy", "ALL_PROXY", "all_proxy")
 DEFAULT_ENDPOINT = "https://huggingface.co"
 PROBE_TIMEOUT_SECONDS = 3.0
 
@@ -36,6 +37,11 @@ def hub_reachable(timeout: float = PROBE_TIMEOUT_SECONDS) -> bool:
     endpoint = urlparse(os.environ.get("HF_ENDPOINT", DEFAULT_ENDPOINT))
     host = endpoint.hostname or "huggingface.co"
     port = endpoint.port or (80 if endpoint.scheme == "http" else 443)
+    proxy = next((os.environ[name] for name in PROXY_VARIABLES if os.environ.get(name)), None)
+    if proxy:
+        # Behind a proxy the Hub is reached through it: the proxy is what must answer.
+        parsed = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+        host, port = parsed.hostname or host, parsed.port or 3128
     result: list[bool] = []
 
     def probe() -> None:
@@ -69,9 +75,10 @@ def require_hub(what: str, local_hint: str, *, probe: Callable[[], bool] = hub_r
             f"to read it without a network.)")
 
 
-def offline_cache_miss(what: str, local_hint: str, error: BaseException) -> HubUnavailableError:
-    """The error to raise when offline mode is on and the cache does not hold `what`."""
-    return HubUnavailableError(
-        f"{what} is not in the local Hugging Face cache and offline mode is on "
-        f"({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}). "
-        f"Use local files instead: {local_hint}.")
+def hub_load_failed(what: str, local_hint: str, error: BaseException) -> HubUnavailableError:
+    """The error to raise when loading `what` from the Hub (or its cache, offline) failed."""
+    first_line = str(error).splitlines()[0] if str(error) else ""
+    where = ("is not in the local Hugging Face cache and offline mode is on" if offline_mode_requested()
+             else "could not be loaded from the Hugging Face Hub")
+    return HubUnavailableError(f"{what} {where} ({type(error).__name__}: {first_line}). "
+                               f"Use local files instead: {local_hint}.")

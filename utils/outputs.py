@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import ToolkitError
+from utils.fs import make_shareable
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "numpy")
@@ -42,6 +43,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             json.dump(obj, out, indent=2, sort_keys=False, allow_nan=False)
             out.write("\n")
+        make_shareable(Path(temporary))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

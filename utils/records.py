@@ -21,6 +21,7 @@ from typing import Any
 
 from utils.answer_spans import span_matches
 from utils.errors import DataError
+from utils.fs import make_shareable
 
 QA_REQUIRED_FIELDS = ("id", "context", "question", "answers")
 CLASSIFICATION_REQUIRED_FIELDS = ("id", "text", "label")
@@ -121,14 +122,17 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
         DataError: a line is not valid JSON (the message gives line and column).
     """
     with open(path, encoding="utf-8") as handle:
-        for line_number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
+        line_number = 0
+        try:
+            for line_number, line in enumerate(handle, start=1):
+                if not line.strip():
+                    continue
                 yield line_number, json.loads(line)
-            except json.JSONDecodeError as err:
-                raise DataError(f"malformed JSON at line {line_number}, column {err.colno}: {err.msg}",
-                                file=str(path)) from None
+        except json.JSONDecodeError as err:
+            raise DataError(f"malformed JSON at line {line_number}, column {err.colno}: {err.msg}",
+                            file=str(path)) from None
+        except UnicodeDecodeError as err:
+            raise DataError(f"not UTF-8 text (line {line_number + 1}, byte {err.start})", file=str(path)) from None
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
@@ -140,6 +144,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             for record in records:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        make_shareable(Path(temporary))
         os.replace(temporary, target)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)

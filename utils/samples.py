@@ -5,14 +5,16 @@ same adapters as the real data.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 from utils.tasks import get_task
 
 SAMPLES_DIR = Path(__file__).resolve().parent.parent / "data" / "samples"
 
 # task -> {logical split: file under data/samples}
-SAMPLE_FILES: dict[str, dict[str, str]] = {
+SAMPLE_FILES: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "squad": {"train": "squad/train-v1.1.json", "validation": "squad/dev-v1.1.json"},
     "squad_v2": {"train": "squad_v2/train-v2.0.json", "validation": "squad_v2/dev-v2.0.json"},
     "duorc-p": {"train": "duorc/ParaphraseRC_train.json", "validation": "duorc/ParaphraseRC_dev.json"},
@@ -23,7 +25,7 @@ SAMPLE_FILES: dict[str, dict[str, str]] = {
     "mlqa_en": {"train": "mlqa/test-context-en-question-en.json",
                 "validation": "mlqa/dev-context-en-question-en.json"},
     "sst2": {"train": "sst2/train.tsv", "validation": "sst2/dev.tsv"},
-}
+})
 SST2_UNLABELLED_TEST = "sst2/test.tsv"
 
 

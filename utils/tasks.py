@@ -6,7 +6,9 @@ repository's spellings (`duorc;SelfRC`, `glue;sst2`, ...) are accepted as aliase
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from utils.errors import UnknownTaskError
@@ -39,7 +41,7 @@ class TaskSpec:
     version_2_with_negative: bool
     hub_id: str
     hub_config: str | None
-    hub_splits: dict[str, str]
+    hub_splits: Mapping[str, str]
     adapter: AdapterFamily
     label_names: tuple[str, ...] | None = None
     notes: str = ""
@@ -51,11 +53,11 @@ class TaskSpec:
         return self.hub_splits[split]
 
 
-_STANDARD_SPLITS = {"train": "train", "validation": "validation"}
+_STANDARD_SPLITS = MappingProxyType({"train": "train", "validation": "validation"})
 # MLQA ships no training split; as in the literature, its test split is what one trains on and
 # the (small) validation split is what one evaluates on. Users who need a clean test set must
 # bring their own.
-_MLQA_SPLITS = {"train": "test", "validation": "validation"}
+_MLQA_SPLITS = MappingProxyType({"train": "test", "validation": "validation"})
 _MLQA_NOTE = ("MLQA has no train split: 'train' reads the Hub 'test' split "
               "(test-context-XX-question-XX.json), 'validation' reads the dev split.")
 
