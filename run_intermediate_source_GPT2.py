@@ -1,0 +1,159 @@
+"""Fine-tune GPT-2 on one intermediate QA task, evaluate it with the official SQuAD metric, and
+write a checkpoint the next task (or the target script) starts from.
+
+    python run_intermediate_source_GPT2.py --dataset_name squad --output_dir ./pretrained_model_squad
+    python run_intermediate_source_GPT2.py --dataset_name squad_v2 --model_name ./pretrained_model_squad \\
+        --output_dir ./pretrained_model_squad_v2
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from utils.checkpoint import Provenance, build_lineage, save_checkpoint
+from utils.cli import (add_data_file_args, add_output_args, add_runtime_args, positive_int, progress_enabled,
+                       run_entry_point, silence_library_progress_bars, task_name)
+from utils.data import load_task_data
+from utils.distributed import barrier, init_distributed, shutdown_distributed
+from utils.errors import ToolkitError
+from utils.feature_cache import default_cache_dir
+from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_json, write_run_args
+from utils.qa_features import SpanFeatureConfig
+from utils.qa_generative import GenerativeConfig
+from utils.qa_pipeline import (OBJECTIVES, QA_HEAD_CHOICES, QASettings, evaluate_qa, load_qa_model, make_objective,
+                               qa_features, write_predictions)
+from utils.qa_postprocess import PostprocessConfig
+from utils.runtime import resolve_device, resolve_precision, set_seed
+from utils.tasks import get_task
+from utils.training import LoopContext, LoopSettings, plan_schedule, read_trainer_state, resolve_resume_dir, train
+from utils.training_args import add_training_args, loop_settings
+
+logger = logging.getLogger("run_intermediate_source_GPT2")
+SCRIPT = "run_intermediate_source_GPT2.py"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--dataset_name", type=task_name, default="squad",
+                        help="Intermediate QA task: squad, squad_v2, duorc-p, duorc-s, drop, quoref, mlqa_en, ...")
+    parser.add_argument("--model_name", type=str, default="gpt2",
+                        help="Starting weights: 'gpt2' (Hugging Face Hub) or a checkpoint folder with an LM, QA or "
+                             "classification head, e.g. the --output_dir of the previous task.")
+    parser.add_argument("--objective", type=str, default="span", choices=OBJECTIVES,
+                        help="span: a QA head picks start/end tokens; generative: the LM writes the answer.")
+    parser.add_argument("--qa_head", type=str, default="keep", choices=QA_HEAD_CHOICES,
+                        help="When --model_name already has a QA head: keep it (default) or start a fresh one.")
+    add_output_args(parser)
+    add_data_file_args(parser)
+    add_training_args(parser, learning_rate=3e-5, batch_size=12, epochs=2.0, weight_decay=0.01, warmup_ratio=0.06)
+    group = parser.add_argument_group("QA features and answers")
+    group.add_argument("--max_seq_length", type=positive_int, default=384, help="Tokens per window (question included).")
+    group.add_argument("--doc_stride", type=positive_int, default=128, help="Overlap in tokens between windows of a long context.")
+    group.add_argument("--max_question_length", type=positive_int, default=64, help="Questions are cut to this many tokens.")
+    group.add_argument("--max_answer_length", type=positive_int, default=30,
+                       help="Longest answer in tokens: span length cap (span) or tokens generated (generative).")
+    group.add_argument("--n_best_size", type=positive_int, default=20, help="Candidate answers kept per question.")
+    group.add_argument("--null_score_diff_threshold", type=float, default=0.0,
+                       help="v2 tasks: answer \"\" when null score - best span score exceeds this.")
+    group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
+                       help="Where tokenized features are cached ('none' to turn caching off).")
+    add_runtime_args(parser)
+    return parser
+
+
+def qa_settings(args: argparse.Namespace) -> QASettings:
+    span = SpanFeatureConfig(args.max_seq_length, args.doc_stride, args.max_question_length)
+    generative = GenerativeConfig(args.max_seq_length, args.doc_stride, args.max_question_length, args.max_answer_length)
+    (span if args.objective == "span" else generative).validate()
+    return QASettings(args.objective, span, generative,
+                      PostprocessConfig(args.n_best_size, args.max_answer_length, args.null_score_diff_threshold,
+                                        get_task(args.dataset_name).version_2_with_negative))
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    spec = get_task(args.dataset_name)
+    if spec.kind != "qa":
+        parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; this script trains QA tasks "
+                     "(use run_target_task_GPT2_sst2_multiple.py for classification)")
+    settings, loop = qa_settings(args), loop_settings(args)
+    set_seed(args.seed)
+    progress = progress_enabled(args.no_progress)
+    if not progress:
+        silence_library_progress_bars()
+    device = resolve_device(args.device)
+    dist_ctx = init_distributed(device)
+    output_dir = Path(args.output_dir)
+    if dist_ctx.is_main:
+        prepare_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=bool(args.resume_from_checkpoint))
+    barrier(dist_ctx)
+    resume_dir = resolve_resume_dir(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
+
+    train_data = load_task_data(spec, "train", args.train_file)
+    eval_data = load_task_data(spec, "validation", args.validation_file)
+    train_records = train_data.records[:args.max_train_samples]
+    eval_records = eval_data.records[:args.max_eval_samples]
+    if not train_records or not eval_records:
+        raise ToolkitError(f"{spec.name}: the adapter kept {len(train_records)} training and {len(eval_records)} "
+                           "evaluation questions; see adapter_stats.json")
+
+    loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep")
+    parent = read_trainer_state(resume_dir).parent if resume_dir else loaded.provenance.__dict__
+    if args.max_seq_length > loaded.model.config.n_positions:
+        raise ToolkitError(f"--max_seq_length {args.max_seq_length} exceeds the {loaded.model.config.n_positions} "
+                           f"positions of {args.model_name}; lower it")
+    model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
+    cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
+    features = {}
+    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
+        if dist_ctx.is_main == rank_turn:
+            features["train"] = qa_features(train_records, tokenizer, settings, training=True, cache_dir=cache, name=spec.name)
+            features["eval"] = qa_features(eval_records, tokenizer, settings, training=False, cache_dir=cache, name=spec.name)
+        barrier(dist_ctx)
+
+    schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size)
+    if dist_ctx.is_main:
+        write_run_args(output_dir, args, {**schedule.__dict__, "world_size": dist_ctx.world_size,
+                                          "device": str(dist_ctx.device), "precision": resolve_precision(args.precision, device).name,
+                                          "train_examples": len(train_records), "train_features": len(features["train"]),
+                                          "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
+        for name, data in (("train", train_data), ("validation", eval_data)):
+            write_json(output_dir / f"adapter_stats_{name}.json", data.stats.to_dict())
+        logger.info("%s: %d training questions -> %d features, %d evaluation questions; %d steps of %d sequences",
+                    spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
+                    schedule.effective_batch_size)
+    ctx = LoopContext(dist_ctx.device, resolve_precision(args.precision, device), dist_ctx, output_dir,
+                      JsonlLog(output_dir / "log.jsonl") if dist_ctx.is_main else None, progress)
+
+    def lineage(metrics: dict) -> dict:
+        return build_lineage(script=SCRIPT, task=spec.name, objective=args.objective, head=loaded.head, seed=args.seed,
+                             parent=Provenance(**parent), metrics=metrics)
+
+    def evaluate(current) -> dict:
+        done = evaluate_qa(current, tokenizer, spec, eval_records, features["eval"], settings,
+                           loop.per_device_eval_batch_size, ctx)
+        return done[0] if done else {}
+
+    train_metrics = train(model, features["train"], list(features["train"]["length"]), make_objective(settings, tokenizer),
+                          loop, ctx, save_model=lambda m, folder: save_checkpoint(m, tokenizer, folder, lineage({})),
+                          evaluate=evaluate, resume_from=resume_dir, parent=parent)
+    evaluated = evaluate_qa(model, tokenizer, spec, eval_records, features["eval"], settings,
+                            loop.per_device_eval_batch_size, ctx)
+    results: dict = {}
+    if dist_ctx.is_main:
+        metrics, predictions = evaluated
+        results = {**metrics, **train_metrics, "train_examples": len(train_records), "train_features": len(features["train"]),
+                   "eval_features": len(features["eval"]), "seed": args.seed}
+        write_predictions(output_dir, predictions, spec.version_2_with_negative)
+        save_checkpoint(model, tokenizer, output_dir, lineage(metrics))
+        write_all_results(output_dir, results)
+        ctx.log.log({"step": train_metrics["train_steps"], **metrics})
+        logger.info("%s: %s", spec.name, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
+    shutdown_distributed(dist_ctx)
+    return results
+
+
+if __name__ == "__main__":
+    run_entry_point(main)

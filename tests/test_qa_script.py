@@ -1,0 +1,167 @@
+"""run_intermediate_source_GPT2.py end to end: learning, resumption, data parallelism, the chain."""
+import json
+import os
+import shutil
+import sys
+import time
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import run_intermediate_source_GPT2 as script
+from tests.conftest import REPO_ROOT, run_module
+from utils.checkpoint import read_lineage
+from utils.records import write_jsonl
+from utils.samples import sample_file
+from utils.synthetic_qa import SyntheticTask, synthetic_records
+from utils.tiny_model import build_tiny_model, train_tokenizer
+
+SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
+         "--features_cache_dir", "none", "--logging_steps", "50", "--warmup_ratio", "0.1", "--weight_decay", "0"]
+
+
+@pytest.fixture(scope="module")
+def synthetic(tmp_path_factory):
+    """Synthetic QA files and a tiny model whose tokenizer was trained on that text."""
+    folder = tmp_path_factory.mktemp("synthetic")
+    task = SyntheticTask("event")
+    train = synthetic_records(task, 10000, seed=1)
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "dev.jsonl", synthetic_records(task, 200, seed=2))
+    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
+    train_tokenizer(iter(texts), 400).save_pretrained(str(folder / "tokenizer"))
+    model = build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
+                             tokenizer_path=str(folder / "tokenizer"), seed=0)
+    return folder, model
+
+
+def curve(output_dir):
+    return [(e["step"], round(e["loss"], 3)) for e in map(json.loads, open(output_dir / "log.jsonl")) if "loss" in e]
+
+
+@pytest.mark.parametrize("objective,steps", [("span", 600), ("generative", 1300)])
+def test_both_objectives_learn_a_synthetic_task_within_a_minute(synthetic, tmp_path, objective, steps):
+    folder, model = synthetic
+    started = time.monotonic()
+    results = script.main(["--dataset_name", "squad", "--model_name", str(model), "--objective", objective,
+                           "--train_file", str(folder / "train.jsonl"), "--validation_file", str(folder / "dev.jsonl"),
+                           "--output_dir", str(tmp_path / objective), "--max_steps", str(steps),
+                           "--learning_rate", "3e-3", "--per_device_train_batch_size", "32", "--seed", "0", *SHORT])
+    elapsed = time.monotonic() - started
+    print(f"{objective}: eval_f1 {results['eval_f1']:.1f} after {steps} steps, {elapsed:.1f} s in all "
+          f"(training {results['train_runtime']:.1f} s); loss curve {curve(tmp_path / objective)}")
+    assert results["eval_f1"] >= 90.0
+    assert elapsed < 60.0
+
+
+def test_resumed_run_ends_where_the_uninterrupted_one_does(synthetic, tmp_path):
+    folder, _ = synthetic
+    model = build_tiny_model(tmp_path / "dropout_model", n_layer=2, n_embd=32, n_head=2, n_positions=128,
+                             dropout=0.1, tokenizer_path=str(folder / "tokenizer"), seed=3)
+    common = ["--dataset_name", "squad", "--model_name", str(model), "--train_file", str(folder / "dev.jsonl"),
+              "--validation_file", str(folder / "dev.jsonl"), "--max_steps", "12", "--save_steps", "5",
+              "--per_device_train_batch_size", "8", "--gradient_accumulation_steps", "2", "--learning_rate", "1e-3",
+              "--seed", "5", *SHORT]
+    full = script.main([*common, "--output_dir", str(tmp_path / "full")])
+    assert (tmp_path / "full" / "checkpoint-5").is_dir() and (tmp_path / "full" / "checkpoint-10").is_dir()
+    resumed_dir = tmp_path / "resumed"
+    resumed_dir.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-5", resumed_dir / "checkpoint-5")
+    resumed = script.main([*common, "--output_dir", str(resumed_dir), "--resume_from_checkpoint", "latest"])
+    a = load_file(str(tmp_path / "full" / "model.safetensors"))
+    b = load_file(str(resumed_dir / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+    for key, value in full.items():
+        if key.startswith("eval_") or key in ("train_loss", "train_steps"):
+            assert resumed[key] == pytest.approx(value, abs=1e-6), key
+    # The lineage of the resumed run points at the original parent, not at checkpoint-5.
+    assert read_lineage(resumed_dir)["parent"]["path"] == str(model.resolve())
+
+
+def test_save_total_limit_and_refused_output_dir(synthetic, tmp_path):
+    folder, model = synthetic
+    common = ["--dataset_name", "squad", "--model_name", str(model), "--train_file", str(folder / "dev.jsonl"),
+              "--validation_file", str(folder / "dev.jsonl"), "--max_steps", "6", "--save_steps", "2",
+              "--save_total_limit", "1", "--per_device_train_batch_size", "16", *SHORT]
+    script.main([*common, "--output_dir", str(tmp_path / "run")])
+    assert sorted(p.name for p in (tmp_path / "run").glob("checkpoint-*")) == ["checkpoint-4"]
+    done = run_module("run_intermediate_source_GPT2.py", *common, "--output_dir", str(tmp_path / "run"))
+    assert done.returncode == 2 and "--overwrite_output_dir" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_data_parallel_under_torchrun(synthetic, tmp_path):
+    folder, model = synthetic
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29533",
+               str(REPO_ROOT / "run_intermediate_source_GPT2.py"), "--dataset_name", "squad_v2",
+               "--model_name", str(model), "--train_file", str(folder / "dev.jsonl"),
+               "--validation_file", str(folder / "dev.jsonl"), "--max_eval_samples", "101", "--output_dir", str(out),
+               "--max_steps", "4", "--per_device_train_batch_size", "8", "--device", "cpu", *SHORT]
+    import subprocess
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads((out / "all_results.json").read_text())
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    dev_ids = [json.loads(line)["id"] for line in open(folder / "dev.jsonl")][:101]
+    assert sorted(predictions) == sorted(dev_ids)            # every example once (an odd count: 51 + 50)
+    assert results["eval_total"] == 101 and results["train_steps"] == 4
+    assert json.loads((out / "run_args.json").read_text())["derived"]["world_size"] == 2
+    assert len(list(out.glob("model.safetensors"))) == 1 and not list(out.glob(".*partial*"))
+    assert len(read_lineage(out)["chain"]) == 2
+
+
+def test_the_readme_chain_verbatim(tmp_path):
+    tiny = build_tiny_model(tmp_path / "tiny_gpt2")  # the demo's model: 512 positions fit 384-token windows
+    data = {task: (str(sample_file(task, "train")), str(sample_file(task, "validation")))
+            for task in ("squad", "squad_v2", "duorc-p")}
+    chain = [("squad", str(tiny), "./pretrained_model_squad"),
+             ("squad_v2", "./pretrained_model_squad", "./pretrained_model_squad_v2"),
+             ("duorc-p", "./pretrained_model_squad_v2", "./pretrained_model_duorc-p")]
+    for task, parent, output in chain:
+        done = run_module(str(REPO_ROOT / "run_intermediate_source_GPT2.py"), "--dataset_name", task, "--model_name",
+                          parent, "--output_dir", output, "--train_file", data[task][0], "--validation_file",
+                          data[task][1], "--max_steps", "3", "--features_cache_dir", str(tmp_path / "cache"),
+                          cwd=tmp_path)
+        assert done.returncode == 0, done.stderr[-3000:]
+    last = tmp_path / "pretrained_model_duorc-p"
+    lineage = read_lineage(last)
+    assert [entry["task"] for entry in lineage["chain"]][1:] == ["squad", "squad_v2", "duorc-p"]
+    assert lineage["parent"]["path"] == str(tmp_path / "pretrained_model_squad_v2")
+    v2_results = json.loads((tmp_path / "pretrained_model_squad_v2" / "all_results.json").read_text())
+    for key in ("eval_exact", "eval_f1", "eval_HasAns_exact", "eval_NoAns_exact", "eval_best_f1", "eval_best_f1_thresh"):
+        assert key in v2_results
+    v1_results = json.loads((tmp_path / "pretrained_model_squad" / "all_results.json").read_text())
+    assert {"eval_exact_match", "eval_f1"} <= set(v1_results)
+    assert (tmp_path / "pretrained_model_squad_v2" / "eval_null_odds.json").exists()
+    assert not (tmp_path / "pretrained_model_squad" / "eval_null_odds.json").exists()
+    for name in ("eval_predictions.json", "eval_nbest_predictions.json", "run_args.json", "log.jsonl", "lineage.json"):
+        assert (last / name).exists(), name
+    # A second run on the same data reads the cached features instead of tokenizing again.
+    cached = sorted(p.name for p in (tmp_path / "cache").iterdir())
+    assert len(cached) == 6
+    done = run_module(str(REPO_ROOT / "run_intermediate_source_GPT2.py"), "--dataset_name", "squad", "--model_name",
+                      str(tiny), "--output_dir", "again", "--train_file", data["squad"][0],
+                      "--validation_file", data["squad"][1], "--max_steps", "1", "--features_cache_dir",
+                      str(tmp_path / "cache"), cwd=tmp_path)
+    assert done.returncode == 0 and "features read from cache" in done.stderr
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
+
+
+def test_user_errors_are_one_line(tiny_checkpoint, tmp_path):
+    done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "sst2", "--output_dir", str(tmp_path / "x"))
+    assert done.returncode == 2 and "classification task" in done.stderr
+    done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "squad", "--model_name",
+                      str(tiny_checkpoint), "--output_dir", str(tmp_path / "y"), "--train_file",
+                      str(tmp_path / "missing.json"), "--validation_file", str(tmp_path / "missing.json"))
+    assert done.returncode == 2 and "file not found" in done.stderr and "Traceback" not in done.stderr
+    done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "squad", "--max_seq_length", "64",
+                      "--output_dir", str(tmp_path / "z"))
+    assert done.returncode == 2 and "--doc_stride" in done.stderr
+    sample = str(sample_file("squad", "train"))
+    done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "squad", "--model_name", str(tiny_checkpoint),
+                      "--train_file", sample, "--validation_file", sample, "--output_dir", str(tmp_path / "w"))
+    assert done.returncode == 2 and "exceeds the 128 positions" in done.stderr

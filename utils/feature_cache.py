@@ -1,0 +1,75 @@
+"""Tokenized features built once and reused: a second run with the same data, tokenizer and
+settings reads them from disk instead of tokenizing again (DESIGN.md section 5)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import datasets
+
+logger = logging.getLogger(__name__)
+
+
+def default_cache_dir() -> Path:
+    """$GPT2_TRANSFER_CACHE, else ~/.cache/gpt2-transfer/features."""
+    root = os.environ.get("GPT2_TRANSFER_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "gpt2-transfer" / "features"
+
+
+def tokenizer_digest(tokenizer: Any) -> str:
+    """sha256 of the tokenizer's full definition (vocabulary, merges, special tokens)."""
+    return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def records_digest(records: list[dict]) -> str:
+    """sha256 of the records' canonical JSON."""
+    digest = hashlib.sha256()
+    for record in records:
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()
+
+
+def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]], dict[str, list]], *,
+                   name: str, settings: dict[str, Any], cache_dir: Path | None,
+                   batch_size: int = 1000) -> datasets.Dataset:
+    """Map canonical records to features in batches, through an on-disk cache.
+
+    Args:
+        fn: (columns of a batch of records, their indices in `records`) -> feature columns; may
+            return more or fewer rows than it was given (windows).
+        name: a readable prefix for the cache folder.
+        settings: everything besides the records that changes the features (tokenizer digest,
+            lengths, objective); it is part of the cache key.
+        cache_dir: where to keep features; None turns caching off.
+    """
+    key = hashlib.sha256(json.dumps({"settings": settings, "records": records_digest(records)},
+                                    sort_keys=True).encode()).hexdigest()[:20]
+    folder = cache_dir / f"{name}-{key}" if cache_dir is not None else None
+    if folder is not None and folder.exists():
+        logger.info("features read from cache %s", folder)
+        return datasets.load_from_disk(str(folder))
+    columns = ("id", "context", "question", "answers") if records and "context" in records[0] else ("id", "text", "label")
+    source = datasets.Dataset.from_dict({column: [record[column] for record in records] for column in columns})
+    features = source.map(fn, batched=True, batch_size=batch_size, with_indices=True,
+                          remove_columns=list(columns), keep_in_memory=True, desc=f"features {name}")
+    if folder is None:
+        return features
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        features.save_to_disk(str(staging))
+        os.replace(staging, folder)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not folder.exists():
+            raise
+        # Another process finished the same features first; theirs are identical.
+    return datasets.load_from_disk(str(folder))

@@ -1,0 +1,154 @@
+"""The pieces of an intermediate QA run, shared by run_intermediate_source_GPT2.py and maml_qa.py:
+model loading for an objective, features, evaluation with the official metric, prediction files."""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.checkpoint import LoadedModel, load_model
+from utils.feature_cache import build_features, tokenizer_digest
+from utils.objectives import CausalLMObjective, SpanObjective
+from utils.outputs import write_json
+from utils.qa_features import SpanFeatureConfig, span_features
+from utils.qa_generative import (GenerativeConfig, generative_features, greedy_decode, left_padded,
+                                 postprocess_generations)
+from utils.qa_postprocess import PostprocessConfig, postprocess_span_predictions
+from utils.squad_metric import squad_v1_scores, squad_v2_scores
+from utils.tasks import TaskSpec
+from utils.training import LoopContext, predict
+
+logger = logging.getLogger(__name__)
+
+OBJECTIVES = ("span", "generative")
+QA_HEAD_CHOICES = ("keep", "reinit")
+
+
+@dataclass(frozen=True)
+class QASettings:
+    """Everything that shapes features, decoding and post-processing."""
+
+    objective: str
+    span: SpanFeatureConfig
+    generative: GenerativeConfig
+    postprocess: PostprocessConfig
+
+
+def load_qa_model(name_or_path: str, objective: str, qa_head: str) -> LoadedModel:
+    """The model for an objective: a QA head for `span`, the LM head for `generative`.
+
+    Between QA tasks the parent's QA head is kept unless `qa_head == "reinit"`, which draws a
+    fresh one as GPT-2 initialises linear layers (normal, std = initializer_range; zero bias).
+    """
+    loaded = load_model(name_or_path, "qa" if objective == "span" else "lm")
+    if objective == "span" and qa_head == "reinit":
+        head = loaded.model.qa_outputs
+        with torch.no_grad():
+            head.weight.normal_(0.0, loaded.model.config.initializer_range)
+            head.bias.zero_()
+    return loaded
+
+
+def make_objective(settings: QASettings, tokenizer: Any) -> SpanObjective | CausalLMObjective:
+    return SpanObjective(tokenizer.pad_token_id) if settings.objective == "span" else CausalLMObjective(tokenizer.pad_token_id)
+
+
+def qa_features(records: list[dict], tokenizer: Any, settings: QASettings, *, training: bool,
+                cache_dir: Path | None, name: str):
+    """Training rows or evaluation features of the run's objective (cached; see utils.feature_cache)."""
+    if settings.objective == "span":
+        def fn(batch: dict, indices: list[int]) -> dict:
+            out = span_features(batch, tokenizer, settings.span, with_labels=training, with_offsets=not training,
+                                example_offset=indices[0])
+            out["length"] = [len(ids) for ids in out["input_ids"]]
+            return out
+        config = settings.span
+    else:
+        def fn(batch: dict, indices: list[int]) -> dict:
+            out = generative_features(batch, tokenizer, settings.generative, training=training,
+                                      example_offset=indices[0])
+            out["length"] = [len(ids) for ids in out["input_ids"]]
+            return out
+        config = settings.generative
+    key = {"objective": settings.objective, "training": training, "config": config.__dict__,
+           "tokenizer": tokenizer_digest(tokenizer), "version": 1}
+    return build_features(records, fn, name=f"{name}-{settings.objective}-{'train' if training else 'eval'}",
+                          settings=key, cache_dir=cache_dir)
+
+
+def _span_forward(objective: SpanObjective):
+    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
+        start, end = objective.logits(model, batch)
+        lengths = batch["attention_mask"].sum(-1).tolist()
+        return [(start[i, :n].cpu().numpy(), end[i, :n].cpu().numpy()) for i, n in enumerate(lengths)]
+    return forward
+
+
+def _generation_collate(pad_id: int):
+    def collate(rows: list[dict]) -> dict[str, torch.Tensor]:
+        return left_padded([row["input_ids"] for row in rows], pad_id)
+    return collate
+
+
+def _generate_forward(tokenizer: Any, max_new_tokens: int):
+    stop_ids = sorted({tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)["input_ids"]})
+
+    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
+        decoded = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, stop_ids)
+        return [(tokenizer.decode(ids), score) for ids, score in decoded]
+    return forward
+
+
+def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples: list[dict], features,
+                settings: QASettings, batch_size: int, ctx: LoopContext) -> tuple[dict[str, float], Any] | None:
+    """Predict every evaluation example and score it with the official SQuAD metric.
+
+    Returns (metrics prefixed `eval_`, predictions) on rank 0, None on the other ranks. v2 tasks
+    get the main v2.0 keys from the predicted texts and best_exact/best_f1 from the null odds.
+    """
+    lengths = list(features["length"])
+    if settings.objective == "span":
+        objective = SpanObjective(tokenizer.pad_token_id)
+        outputs = predict(model, features, lengths, _span_forward(objective), objective.collate, batch_size, ctx)
+        if outputs is None:
+            return None
+        columns = {name: list(features[name]) for name in ("example_index", "context_start", "context_end",
+                                                     "null_index", "token_start", "token_end")}
+        predictions = postprocess_span_predictions(examples, columns, [o[0] for o in outputs],
+                                                   [o[1] for o in outputs], settings.postprocess)
+    else:
+        outputs = predict(model, features, lengths,
+                          _generate_forward(tokenizer, settings.generative.max_answer_tokens),
+                          _generation_collate(tokenizer.pad_token_id), batch_size, ctx, desc="generating")
+        if outputs is None:
+            return None
+        predictions = postprocess_generations(examples, {"example_index": list(features["example_index"])}, outputs,
+                                              version_2_with_negative=spec.version_2_with_negative,
+                                              unanswerable_text=settings.generative.unanswerable_text)
+    return score_predictions(spec, examples, predictions), predictions
+
+
+def score_predictions(spec: TaskSpec, examples: list[dict], predictions: Any) -> dict[str, float]:
+    """eval_-prefixed official metrics (v2.0 for tasks with unanswerable questions)."""
+    golds = {example["id"]: example["answers"]["text"] for example in examples}
+    if spec.version_2_with_negative:
+        main = squad_v2_scores(golds, predictions.predictions, None, na_prob_thresh=None)
+        best = squad_v2_scores(golds, predictions.best_non_null, predictions.null_odds, na_prob_thresh=None)
+        main.update({key: best[key] for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")})
+        metrics = main
+    else:
+        metrics = squad_v1_scores(golds, predictions.predictions)
+    metrics["samples"] = len(examples)
+    return {f"eval_{key}": value for key, value in metrics.items()}
+
+
+def write_predictions(output_dir: Path, predictions: Any, version_2_with_negative: bool) -> None:
+    """eval_predictions.json, eval_nbest_predictions.json and, for v2 tasks, eval_null_odds.json."""
+    write_json(output_dir / "eval_predictions.json", predictions.predictions)
+    write_json(output_dir / "eval_nbest_predictions.json", predictions.nbest)
+    if version_2_with_negative:
+        write_json(output_dir / "eval_null_odds.json", predictions.null_odds)

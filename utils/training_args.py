@@ -1,0 +1,62 @@
+"""The training-loop flags, added to a parser once and turned into `LoopSettings`."""
+from __future__ import annotations
+
+import argparse
+
+from utils.cli import positive_int
+from utils.training import LoopSettings
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a float >= 0."""
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
+                      weight_decay: float = 0.0, warmup_ratio: float = 0.0,
+                      batch_flag: str = "--per_device_train_batch_size", epochs_flag: str = "--num_train_epochs") -> None:
+    """Optimiser, schedule, batching, evaluation and checkpoint flags of the shared loop.
+
+    `batch_flag` / `epochs_flag` keep the original scripts' names (e.g. --batch_size, --epochs).
+    """
+    group = parser.add_argument_group("training")
+    group.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak AdamW learning rate.")
+    group.add_argument("--weight_decay", type=non_negative_float, default=weight_decay,
+                       help="AdamW weight decay (never on biases and LayerNorm weights).")
+    group.add_argument("--warmup_ratio", type=non_negative_float, default=warmup_ratio,
+                       help="Share of the steps with a linear warm-up, before the linear decay to 0.")
+    group.add_argument(epochs_flag, dest="num_train_epochs", type=non_negative_float, default=epochs,
+                       help="Passes over the training data (ignored when --max_steps is given).")
+    group.add_argument("--max_steps", type=positive_int, default=None,
+                       help="Train for exactly this many optimizer steps (overrides the epochs).")
+    group.add_argument(batch_flag, dest="per_device_train_batch_size", type=positive_int, default=batch_size,
+                       help="Sequences per device per micro-batch.")
+    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=32, help="Sequences per device at evaluation.")
+    group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1,
+                       help="Micro-batches per optimizer step (effective batch = batch × steps × processes).")
+    group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    group.add_argument("--logging_steps", type=positive_int, default=50, help="Log loss, learning rate and tokens/s every N steps.")
+    group.add_argument("--eval_steps", type=positive_int, default=None, help="Also evaluate every N steps (default: only at the end).")
+    group.add_argument("--save_steps", type=positive_int, default=None,
+                       help="Write output_dir/checkpoint-N every N steps (model, optimizer, scheduler, RNG).")
+    group.add_argument("--save_total_limit", type=positive_int, default=None,
+                       help="Keep only the newest N checkpoint-N folders.")
+    group.add_argument("--resume_from_checkpoint", type=str, default=None,
+                       help="Continue a run from a checkpoint-N folder, or 'latest' for the newest in --output_dir.")
+    group.add_argument("--no_group_by_length", action="store_true",
+                       help="Random batches instead of length-grouped ones (more padding; for comparisons).")
+
+
+def loop_settings(args: argparse.Namespace) -> LoopSettings:
+    """LoopSettings from parsed flags (the Namespace is not changed)."""
+    return LoopSettings(
+        learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
+        num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
+        per_device_train_batch_size=args.per_device_train_batch_size,
+        per_device_eval_batch_size=args.per_device_eval_batch_size,
+        gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm,
+        logging_steps=args.logging_steps, eval_steps=args.eval_steps, save_steps=args.save_steps,
+        save_total_limit=args.save_total_limit, seed=args.seed, group_by_length=not args.no_group_by_length)
