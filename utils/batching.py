@@ -55,18 +55,26 @@ def evaluation_batches(lengths: Sequence[int], batch_size: int, rank: int = 0, w
     return [mine[i:i + batch_size].tolist() for i in range(0, len(mine), batch_size)]
 
 
-def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int) -> torch.Tensor:
-    """(B, T) tensor of the sequences right-padded with `pad_value` to the longest one."""
-    width = max(len(s) for s in sequences)
+def padded_width(sequences: Sequence[Sequence[int]], multiple: int = 1) -> int:
+    """The longest length, rounded up to a multiple (few distinct shapes keep GPU kernels and the
+    allocator warm; tensor cores like multiples of 8)."""
+    longest = max(len(s) for s in sequences)
+    return -(-longest // multiple) * multiple
+
+
+def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int, multiple: int = 1) -> torch.Tensor:
+    """(B, T) tensor of the sequences right-padded with `pad_value` to the longest one (rounded up
+    to `multiple`)."""
+    width = padded_width(sequences, multiple)
     out = torch.full((len(sequences), width), pad_value, dtype=torch.long)
     for row, sequence in enumerate(sequences):
         out[row, :len(sequence)] = torch.as_tensor(sequence, dtype=torch.long)
     return out
 
 
-def attention_mask_for(sequences: Sequence[Sequence[int]]) -> torch.Tensor:
+def attention_mask_for(sequences: Sequence[Sequence[int]], multiple: int = 1) -> torch.Tensor:
     """(B, T) mask: 1 on real tokens, 0 on right padding."""
-    width = max(len(s) for s in sequences)
+    width = padded_width(sequences, multiple)
     mask = torch.zeros((len(sequences), width), dtype=torch.long)
     for row, sequence in enumerate(sequences):
         mask[row, :len(sequence)] = 1

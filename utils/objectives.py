@@ -21,16 +21,18 @@ class SpanObjective:
     """Extractive QA on features from utils.qa_features."""
 
     pad_token_id: int
+    pad_to_multiple_of: int = 8
     name: str = "span"
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         ids = [row["input_ids"] for row in rows]
-        input_ids = pad_sequences(ids, self.pad_token_id)                  # (B, T)
+        input_ids = pad_sequences(ids, self.pad_token_id, self.pad_to_multiple_of)   # (B, T)
         candidates = torch.zeros_like(input_ids, dtype=torch.bool)        # (B, T)
         for i, row in enumerate(rows):
             candidates[i, row["context_start"]:row["context_end"]] = True
             candidates[i, row["null_index"]] = True
-        batch = {"input_ids": input_ids, "attention_mask": attention_mask_for(ids), "candidates": candidates}
+        batch = {"input_ids": input_ids, "attention_mask": attention_mask_for(ids, self.pad_to_multiple_of),
+                 "candidates": candidates}
         if "start_positions" in rows[0]:
             batch["start_positions"] = torch.tensor([row["start_positions"] for row in rows])
             batch["end_positions"] = torch.tensor([row["end_positions"] for row in rows])
@@ -54,13 +56,16 @@ class CausalLMObjective:
     """Causal LM loss on rows {input_ids, labels} (labels -100 where nothing is learned)."""
 
     pad_token_id: int
+    pad_to_multiple_of: int = 8
     name: str = "lm"
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
         ids = [row["input_ids"] for row in rows]
-        batch = {"input_ids": pad_sequences(ids, self.pad_token_id), "attention_mask": attention_mask_for(ids)}
+        multiple = self.pad_to_multiple_of
+        batch = {"input_ids": pad_sequences(ids, self.pad_token_id, multiple),
+                 "attention_mask": attention_mask_for(ids, multiple)}
         if "labels" in rows[0]:
-            batch["labels"] = pad_sequences([row["labels"] for row in rows], -100)
+            batch["labels"] = pad_sequences([row["labels"] for row in rows], -100, multiple)
         return batch
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -1,0 +1,195 @@
+"""Benchmark: training throughput of the project's QA batching against pad-to-max-length batches.
+
+Both variants train on the same SQuAD v1.1 dev windows (384/128, real GPT-2 tokenizer) with the
+same model, optimizer and batch size, interleaved, several repeats:
+
+- ours: length-grouped batches padded to their own longest sequence (utils.batching);
+- baseline: random batches padded to --max_seq_length (the stock `pad_to_max_length=True`).
+
+Reported: real (non-pad) tokens per second, the ratio ours / baseline, and model FLOP
+utilisation: useful training FLOPs (6·N·T + 12·L·d·T² per sequence of T real tokens, N the
+non-embedding parameters) per second over a peak measured in the same run (CPU: the best fp32
+matrix product) or the datasheet peak (GPU, bf16 dense).
+
+    python benchmarks/qa_batching.py                       # CPU, tiny model, writes results/qa_batching.json
+    python benchmarks/qa_batching.py --device cuda --model gpt2-small --precision bf16 --output gpu.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers import GPT2Config, GPT2ForQuestionAnswering  # noqa: E402
+
+from utils.batching import length_grouped_batches, pad_sequences  # noqa: E402
+from utils.data import load_task_data  # noqa: E402
+from utils.objectives import SpanObjective  # noqa: E402
+from utils.qa_features import SpanFeatureConfig, span_features  # noqa: E402
+from utils.runtime import resolve_device, resolve_precision  # noqa: E402
+from utils.tokenization import load_tokenizer  # noqa: E402
+from utils.training import autocast_context, build_optimizer, move_batch  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+MODELS = {"tiny": dict(n_layer=2, n_embd=128, n_head=4), "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12)}
+# Dense bf16 tensor-core peaks from the datasheets (FLOP/s).
+GPU_PEAKS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}
+
+
+def measured_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2048, repeats: int = 10) -> float:
+    """Best FLOP/s of a size×size matrix product (the CPU's practical peak)."""
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    best = 0.0
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = max(best, 2 * size ** 3 / (time.perf_counter() - started))
+    return best
+
+
+def training_flops(lengths: list[int], config: GPT2Config, non_embedding_params: int) -> float:
+    """Useful FLOPs of one training pass (forward + backward) over sequences of these lengths."""
+    return float(sum(6 * non_embedding_params * t + 12 * config.n_layer * config.n_embd * t * t for t in lengths))
+
+
+def run_variant(model, optimizer, objective, rows, batches, pad_to: int | None, device, precision) -> float:
+    """Seconds to train on `batches` (one optimizer step each)."""
+    model.train()
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    for indices in batches:
+        batch = objective.collate([rows[i] for i in indices])
+        if pad_to is not None:
+            width = pad_to - batch["input_ids"].size(1)
+            batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, width), value=objective.pad_token_id)
+            batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, width))
+            batch["candidates"] = torch.nn.functional.pad(batch["candidates"], (0, width))
+        batch = move_batch(batch, device)
+        with autocast_context(precision, device):
+            loss = objective.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--squad", type=str, default=str(SHARED / "squad_v1.1" / "dev-v1.1.json"), help="SQuAD v1.1 dev JSON.")
+    parser.add_argument("--tokenizer", type=str, default=str(SHARED / "gpt2_tokenizer"), help="GPT-2 tokenizer folder.")
+    parser.add_argument("--model", choices=sorted(MODELS), default="tiny", help="Model shape (random weights).")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where to train.")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"), help="Compute precision.")
+    parser.add_argument("--batch_size", type=int, default=16, help="Sequences per batch.")
+    parser.add_argument("--steps", type=int, default=12, help="Batches per variant and repeat.")
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved repeats (the median is reported).")
+    parser.add_argument("--max_seq_length", type=int, default=384, help="Window length (and the baseline's padding).")
+    parser.add_argument("--pad_to_multiple_of", type=int, default=8, help="Dynamic padding rounds widths up to this.")
+    parser.add_argument("--output", type=str, default=str(Path(__file__).parent / "results" / "qa_batching.json"),
+                        help="Where to write the result JSON.")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision(args.precision, device)
+    torch.manual_seed(0)
+
+    tokenizer = load_tokenizer(args.tokenizer)
+    records = load_task_data("squad", "validation", args.squad).records
+    columns = {key: [r[key] for r in records] for key in ("id", "context", "question", "answers")}
+    features = span_features(columns, tokenizer, SpanFeatureConfig(args.max_seq_length, 128, 64), with_labels=True,
+                             with_offsets=False)
+    rows = [dict(zip(features, values)) for values in zip(*features.values())]
+    lengths = [len(row["input_ids"]) for row in rows]
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, **MODELS[args.model],
+                        pad_token_id=tokenizer.pad_token_id)
+    model = GPT2ForQuestionAnswering(config).to(device)
+    optimizer = build_optimizer(model, 1e-4, 0.0, device)
+    objective = SpanObjective(tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
+
+    rng = np.random.default_rng(0)
+    per_repeat = args.steps * args.batch_size
+    ours_rates, base_rates, ours_mfu, base_mfu = [], [], [], []
+    peak = None
+    if device.type == "cpu":
+        peak = measured_matmul_peak(device, torch.float32)
+    else:
+        name = torch.cuda.get_device_name(0)
+        peak = next((value for key, value in GPU_PEAKS.items() if key in name), None)
+    # Warm-up (allocator, kernels): one batch of every padded width either variant will see, as a
+    # long training run would have seen them all after its first few hundred steps.
+    by_width: dict[int, list[int]] = {}
+    for index, length in enumerate(lengths):
+        by_width.setdefault(-(-length // args.pad_to_multiple_of), []).append(index)
+    warm = [indices[:args.batch_size] for indices in by_width.values() if len(indices) >= args.batch_size]
+    run_variant(model, optimizer, objective, rows, warm, None, device, precision)
+    run_variant(model, optimizer, objective, rows, warm[:2], args.max_seq_length, device, precision)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    for repeat in range(args.repeats):
+        chosen = rng.choice(len(rows), size=per_repeat, replace=False)
+        chosen_lengths = [lengths[i] for i in chosen]
+        grouped = [[int(chosen[j]) for j in batch] for batch in
+                   length_grouped_batches(chosen_lengths, args.batch_size, seed=repeat, epoch=0)]
+        random_batches = [chosen[i:i + args.batch_size].tolist() for i in range(0, per_repeat, args.batch_size)]
+        real_tokens = sum(chosen_lengths)
+        flops = training_flops(chosen_lengths, config, non_embedding)
+        for label in (("ours", "baseline") if repeat % 2 == 0 else ("baseline", "ours")):
+            if label == "ours":
+                seconds = run_variant(model, optimizer, objective, rows, grouped, None, device, precision)
+                ours_rates.append(real_tokens / seconds)
+                ours_mfu.append(flops / seconds / peak if peak else None)
+            else:
+                seconds = run_variant(model, optimizer, objective, rows, random_batches, args.max_seq_length, device,
+                                      precision)
+                base_rates.append(real_tokens / seconds)
+                base_mfu.append(flops / seconds / peak if peak else None)
+        print(f"repeat {repeat}: ours {ours_rates[-1]:.0f} real tokens/s, baseline {base_rates[-1]:.0f}", flush=True)
+    ours, base = statistics.median(ours_rates), statistics.median(base_rates)
+    result = {
+        "name": "qa_batching",
+        "what": f"training real (non-pad) tokens/s on SQuAD v1.1 dev windows ({args.max_seq_length}/128, GPT-2 "
+                f"tokenizer), {args.model} GPT-2 QA model, batch {args.batch_size}, {precision.name}",
+        "unit": "real tokens per second",
+        "baseline": {"label": f"random batches padded to {args.max_seq_length}", "value": base},
+        "ours": {"label": "length-grouped batches, dynamic padding", "value": ours},
+        "ratio": ours / base,
+        "target_ratio": 1.5,
+        "extra": {
+            "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+            "repeats": {"ours": ours_rates, "baseline": base_rates},
+            "mfu_ours": statistics.median(ours_mfu) if peak else None,
+            "mfu_baseline": statistics.median(base_mfu) if peak else None,
+            "peak_flops": peak, "peak_source": "measured fp32 matmul" if device.type == "cpu" else "datasheet bf16 dense",
+            "mean_window_tokens": float(np.mean(lengths)), "windows": len(rows),
+            "model_parameters": sum(p.numel() for p in model.parameters()), "non_embedding_parameters": non_embedding,
+            "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
+        },
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("ours", "baseline", "ratio")}, indent=1))
+    print(f"MFU ours {result['extra']['mfu_ours']}, baseline {result['extra']['mfu_baseline']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
