@@ -9,10 +9,10 @@ OUT=${DEMO_OUTPUT:-demo_output}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the demo never needs a network
 mkdir -p "$OUT"
 
-echo "== 1/2 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
+echo "== 1/3 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
 "$PY" -m utils.tiny_model --output_dir "$OUT/tiny_gpt2" --overwrite_output_dir --no_progress
 
-echo "== 2/2 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
+echo "== 2/3 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
 for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
     for split in train validation; do
         file=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', '$split'))")
@@ -20,4 +20,16 @@ for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
             --stats_file "$OUT/adapter_stats/${task}_${split}.json"
     done
 done
+echo "== 3/3 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
+parent="$OUT/tiny_gpt2"
+for task in squad squad_v2 duorc-p; do
+    train=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'train'))")
+    dev=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'validation'))")
+    "$PY" run_intermediate_source_GPT2.py --dataset_name "$task" --model_name "$parent" \
+        --output_dir "$OUT/pretrained_model_$task" --overwrite_output_dir \
+        --train_file "$train" --validation_file "$dev" --max_steps 30 --learning_rate 1e-3 \
+        --features_cache_dir "$OUT/features_cache" --no_progress
+    parent="$OUT/pretrained_model_$task"
+done
+"$PY" -c "import json; l = json.load(open('$parent/lineage.json')); print('lineage:', ' -> '.join(str(c['task'] or c['script']) for c in l['chain']))"
 echo "== demo finished: outputs in $OUT/"

@@ -21,3 +21,6 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
         saved = json.loads((out / "adapter_stats" / f"{stats['task']}_{stats['split']}.json").read_text())
         assert saved["kept"] == stats["kept"] > 0
     assert load_model(out / "tiny_gpt2", "qa").model.config.n_layer == 2
+    for task in ("squad", "squad_v2", "duorc-p"):
+        assert (out / f"pretrained_model_{task}" / "all_results.json").exists(), task
+    assert "lineage: utils.tiny_model -> squad -> squad_v2 -> duorc-p" in done.stdout
