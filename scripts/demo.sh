@@ -9,10 +9,10 @@ OUT=${DEMO_OUTPUT:-demo_output}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the demo never needs a network
 mkdir -p "$OUT"
 
-echo "== 1/3 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
+echo "== 1/4 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
 "$PY" -m utils.tiny_model --output_dir "$OUT/tiny_gpt2" --overwrite_output_dir --no_progress
 
-echo "== 2/3 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
+echo "== 2/4 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
 for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
     for split in train validation; do
         file=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', '$split'))")
@@ -20,7 +20,7 @@ for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
             --stats_file "$OUT/adapter_stats/${task}_${split}.json"
     done
 done
-echo "== 3/3 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
+echo "== 3/4 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
 parent="$OUT/tiny_gpt2"
 for task in squad squad_v2 duorc-p; do
     train=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'train'))")
@@ -32,4 +32,16 @@ for task in squad squad_v2 duorc-p; do
     parent="$OUT/pretrained_model_$task"
 done
 "$PY" -c "import json; l = json.load(open('$parent/lineage.json')); print('lineage:', ' -> '.join(str(c['task'] or c['script']) for c in l['chain']))"
+echo "== 4/4 SST-2 target over 3 seeds, from the chain's end and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
+rm -f "$OUT/results_table.csv"
+for source in "$parent" "$OUT/tiny_gpt2"; do
+    "$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$source" \
+        --output_dir "$OUT/target_sst2_$(basename "$source")" --overwrite_output_dir \
+        --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
+        --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
+        --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
+done
+"$PY" -m utils.seed_statistics "$OUT/target_sst2_tiny_gpt2/summary.json" \
+    "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
+"$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); print('transfer (chain - plain): mean %+.4f, paired t p = %.3f, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], c['paired_t_p_value'], c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
 echo "== demo finished: outputs in $OUT/"

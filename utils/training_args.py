@@ -17,10 +17,13 @@ def non_negative_float(text: str) -> float:
 
 def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
                       weight_decay: float = 0.0, warmup_ratio: float = 0.0,
-                      batch_flag: str = "--per_device_train_batch_size", epochs_flag: str = "--num_train_epochs") -> None:
+                      batch_flag: str = "--per_device_train_batch_size", epochs_flag: str = "--num_train_epochs",
+                      periodic: bool = True) -> None:
     """Optimiser, schedule, batching, evaluation and checkpoint flags of the shared loop.
 
-    `batch_flag` / `epochs_flag` keep the original scripts' names (e.g. --batch_size, --epochs).
+    `batch_flag` / `epochs_flag` keep the original scripts' names (e.g. --batch_size, --epochs);
+    `periodic=False` leaves out periodic evaluation, checkpoints and resumption (for scripts that
+    decide those themselves).
     """
     group = parser.add_argument_group("training")
     group.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak AdamW learning rate.")
@@ -39,6 +42,10 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
                        help="Micro-batches per optimizer step (effective batch = batch × steps × processes).")
     group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
     group.add_argument("--logging_steps", type=positive_int, default=50, help="Log loss, learning rate and tokens/s every N steps.")
+    group.add_argument("--no_group_by_length", action="store_true",
+                       help="Random batches instead of length-grouped ones (more padding; for comparisons).")
+    if not periodic:
+        return
     group.add_argument("--eval_steps", type=positive_int, default=None, help="Also evaluate every N steps (default: only at the end).")
     group.add_argument("--save_steps", type=positive_int, default=None,
                        help="Write output_dir/checkpoint-N every N steps (model, optimizer, scheduler, RNG).")
@@ -46,17 +53,18 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
                        help="Keep only the newest N checkpoint-N folders.")
     group.add_argument("--resume_from_checkpoint", type=str, default=None,
                        help="Continue a run from a checkpoint-N folder, or 'latest' for the newest in --output_dir.")
-    group.add_argument("--no_group_by_length", action="store_true",
-                       help="Random batches instead of length-grouped ones (more padding; for comparisons).")
 
 
-def loop_settings(args: argparse.Namespace) -> LoopSettings:
-    """LoopSettings from parsed flags (the Namespace is not changed)."""
-    return LoopSettings(
+def loop_settings(args: argparse.Namespace, **overrides) -> LoopSettings:
+    """LoopSettings from parsed flags (the Namespace is not changed); `overrides` win."""
+    values = dict(
         learning_rate=args.learning_rate, weight_decay=args.weight_decay, warmup_ratio=args.warmup_ratio,
         num_train_epochs=args.num_train_epochs, max_steps=args.max_steps,
         per_device_train_batch_size=args.per_device_train_batch_size,
         per_device_eval_batch_size=args.per_device_eval_batch_size,
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm,
-        logging_steps=args.logging_steps, eval_steps=args.eval_steps, save_steps=args.save_steps,
-        save_total_limit=args.save_total_limit, seed=args.seed, group_by_length=not args.no_group_by_length)
+        logging_steps=args.logging_steps, eval_steps=getattr(args, "eval_steps", None),
+        save_steps=getattr(args, "save_steps", None), save_total_limit=getattr(args, "save_total_limit", None),
+        seed=args.seed, group_by_length=not args.no_group_by_length)
+    values.update(overrides)
+    return LoopSettings(**values)

@@ -1,0 +1,136 @@
+"""Benchmark: SST-2 training throughput of the project's batching against padding to --max_length.
+
+Both variants train the same tiny GPT-2 classifier (real GPT-2 tokenizer) on the same real SST-2
+training sentences, interleaved, several repeats: length-grouped batches padded to their own
+longest sentence (ours) against random batches padded to --max_length (128, run_glue's default).
+Reported: sentences per second, their ratio, and MFU against a matrix-multiply peak measured in
+the same run.
+
+    python benchmarks/sst2_batching.py          # writes results/sst2_batching.json
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from qa_batching import measured_matmul_peak, training_flops  # noqa: E402
+from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
+
+from utils.batching import length_grouped_batches  # noqa: E402
+from utils.classification import ClassificationObjective  # noqa: E402
+from utils.data import load_task_data  # noqa: E402
+from utils.runtime import resolve_device, resolve_precision  # noqa: E402
+from utils.tokenization import load_tokenizer  # noqa: E402
+from utils.training import autocast_context, build_optimizer, move_batch  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def run_variant(model, optimizer, objective, rows, batches, pad_to, device, precision) -> float:
+    """Seconds to train one optimizer step per batch."""
+    started = time.perf_counter()
+    for indices in batches:
+        batch = objective.collate([rows[i] for i in indices])
+        if pad_to is not None:
+            width = pad_to - batch["input_ids"].size(1)
+            batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, width), value=objective.pad_token_id)
+            batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, width))
+        batch = move_batch(batch, device)
+        with autocast_context(precision, device):
+            loss = objective.loss(model, batch)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - started
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--train_file", default=str(SHARED / "sst2" / "train.tsv"), help="GLUE SST-2 train.tsv.")
+    parser.add_argument("--tokenizer", default=str(SHARED / "gpt2_tokenizer"), help="GPT-2 tokenizer folder.")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"), help="Where to train.")
+    parser.add_argument("--batch_size", type=int, default=32, help="Sentences per batch.")
+    parser.add_argument("--steps", type=int, default=20, help="Batches per variant and repeat.")
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved repeats (median reported).")
+    parser.add_argument("--max_length", type=int, default=128, help="The baseline pads to this (and sentences are cut).")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "sst2_batching.json"),
+                        help="Where to write the result JSON.")
+    args = parser.parse_args(argv)
+    device = resolve_device(args.device)
+    precision = resolve_precision("auto", device)
+    torch.manual_seed(0)
+    tokenizer = load_tokenizer(args.tokenizer)
+    records = load_task_data("sst2", "train", args.train_file).records
+    encoded = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
+                        max_length=args.max_length)["input_ids"]
+    rows = [{"input_ids": ids or [tokenizer.eos_token_id], "labels": r["label"]} for ids, r in zip(encoded, records)]
+    lengths = [len(row["input_ids"]) for row in rows]
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.max_length, n_layer=2, n_embd=128, n_head=4,
+                        num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    model = GPT2ForSequenceClassification(config).to(device)
+    optimizer = build_optimizer(model, 1e-4, 0.0, device)
+    objective = ClassificationObjective(tokenizer.pad_token_id)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
+    peak = measured_matmul_peak(device, torch.float32) if device.type == "cpu" else None
+    warm = [list(range(i, i + args.batch_size)) for i in range(0, 4 * args.batch_size, args.batch_size)]
+    run_variant(model, optimizer, objective, rows, warm, None, device, precision)
+    run_variant(model, optimizer, objective, rows, warm, args.max_length, device, precision)
+    rng = np.random.default_rng(0)
+    per_repeat = args.steps * args.batch_size
+    ours, base, mfu_ours, mfu_base = [], [], [], []
+    for repeat in range(args.repeats):
+        chosen = rng.choice(len(rows), size=per_repeat, replace=False)
+        chosen_lengths = [lengths[i] for i in chosen]
+        grouped = [[int(chosen[j]) for j in b] for b in
+                   length_grouped_batches(chosen_lengths, args.batch_size, seed=repeat, epoch=0)]
+        random_batches = [chosen[i:i + args.batch_size].tolist() for i in range(0, per_repeat, args.batch_size)]
+        flops = training_flops(chosen_lengths, config, non_embedding)
+        for label in (("ours", "baseline") if repeat % 2 == 0 else ("baseline", "ours")):
+            if label == "ours":
+                seconds = run_variant(model, optimizer, objective, rows, grouped, None, device, precision)
+                ours.append(per_repeat / seconds)
+                mfu_ours.append(flops / seconds / peak if peak else None)
+            else:
+                seconds = run_variant(model, optimizer, objective, rows, random_batches, args.max_length, device, precision)
+                base.append(per_repeat / seconds)
+                mfu_base.append(flops / seconds / peak if peak else None)
+        print(f"repeat {repeat}: ours {ours[-1]:.0f} sentences/s, baseline {base[-1]:.0f}", flush=True)
+    result = {
+        "name": "sst2_batching",
+        "what": f"SST-2 training sentences/s, tiny GPT-2 classifier (2x128, GPT-2 vocabulary), batch {args.batch_size}, "
+                f"{precision.name}, real train.tsv sentences",
+        "unit": "sentences per second",
+        "baseline": {"label": f"random batches padded to --max_length {args.max_length}", "value": statistics.median(base)},
+        "ours": {"label": "length-grouped batches, dynamic padding", "value": statistics.median(ours)},
+        "ratio": statistics.median(ours) / statistics.median(base),
+        "target_ratio": 1.5,
+        "extra": {"repeats": {"ours": ours, "baseline": base},
+                  "mfu_ours": statistics.median(mfu_ours) if peak else None,
+                  "mfu_baseline": statistics.median(mfu_base) if peak else None,
+                  "peak_flops": peak, "peak_source": "measured fp32 matmul",
+                  "mean_sentence_tokens": float(np.mean(lengths)), "sentences": len(rows)},
+        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+        "torch": torch.__version__,
+        "date": date.today().isoformat(),
+    }
+    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("ours", "baseline", "ratio")}, indent=1))
+    return result
+
+
+if __name__ == "__main__":
+    main()
