@@ -144,7 +144,10 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     if dist_ctx.is_main:
         metrics, predictions = evaluated
-        results = {**metrics, **train_metrics, "train_examples": len(train_records), "train_features": len(features["train"]),
+        # Questions with no training row: answers longer than a window (generative objective).
+        unused = len(train_records) - len(set(features["train"]["example_index"]))
+        results = {**metrics, **train_metrics, "train_examples": len(train_records), "train_examples_unused": unused,
+                   "train_features": len(features["train"]),
                    "eval_features": len(features["eval"]), "seed": args.seed}
         write_predictions(output_dir, predictions, spec.version_2_with_negative)
         save_checkpoint(model, tokenizer, output_dir, lineage(metrics))

@@ -15,7 +15,7 @@ from utils.cli import (add_data_file_args, add_runtime_args, positive_int, progr
                        silence_library_progress_bars, task_name)
 from utils.data import load_task_data
 from utils.distributed import barrier, init_distributed, shutdown_distributed
-from utils.feature_cache import build_features, default_cache_dir, tokenizer_digest
+from utils.feature_cache import build_features, default_cache_dir, source_digest, tokenizer_digest
 from utils.outputs import JsonlLog, prepare_output_dir, write_json, write_run_args
 from utils.runtime import resolve_device, resolve_precision
 from utils.target_task import (SAVE_MODEL_CHOICES, SELECTIONS, TargetData, append_results_table, build_summary,
@@ -95,7 +95,8 @@ def main(argv: list[str] | None = None) -> dict:
     reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
     tokenizer = reference.tokenizer
     cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
-    key = {"max_length": args.max_length, "tokenizer": tokenizer_digest(tokenizer), "version": 1}
+    key = {"max_length": args.max_length, "tokenizer": tokenizer_digest(tokenizer),
+           "code": source_digest(classification_features)}
 
     def features(records: list[dict], name: str):
         return build_features(records, lambda batch, _: classification_features(batch, tokenizer, args.max_length),

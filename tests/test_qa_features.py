@@ -59,8 +59,12 @@ def test_span_feature_properties_on_samples(task, tokenizer):
             assert start == end == null
         elif start != null:
             assert features["context_start"][f] <= start <= end < null
-            text = record["context"][features["token_start"][f][start]:features["token_end"][f][end]]
-            assert record["answers"]["text"][0] in text
+            # The labelled tokens are exactly those holding the answer's first and last character.
+            begin = record["answers"]["answer_start"][0]
+            finish = begin + len(record["answers"]["text"][0])
+            token_start, token_end = features["token_start"][f], features["token_end"][f]
+            assert token_start[start] <= begin < token_end[start]
+            assert token_start[end] < finish <= token_end[end]
             found.add(record["id"])
     # Windows overlap by doc_stride tokens, so an answer of at most that many tokens lies whole in
     # some window (the answer alone may tokenize one token shorter than in context: margin 2).
@@ -220,17 +224,20 @@ def test_greedy_decoding_batched_equals_one_by_one(tiny_checkpoint):
 
     def one_by_one(prompt, steps=6):
         ids, out, logprobs = list(prompt), [], []
-        for _ in range(steps + 1):
+        for step in range(steps + 1):
             with torch.no_grad():
                 logits = model(input_ids=torch.tensor([ids])).logits[0, -1].double()
             lp = torch.log_softmax(logits, -1)
             token = int(lp.argmax())
-            logprobs.append(float(lp[token]))
             if token in stop:
+                logprobs.append(float(lp[token]))
                 break
+            if step == steps:  # the answer is cut here; its score covers the tokens it has
+                break
+            logprobs.append(float(lp[token]))
             out.append(token)
             ids.append(token)
-        return out[:steps], sum(logprobs) / len(logprobs)
+        return out, sum(logprobs) / len(logprobs)
 
     batch = left_padded(prompts, model.config.pad_token_id)
     for prompt, (tokens, score) in zip(prompts, greedy_decode(model, batch["input_ids"], batch["attention_mask"], 6, stop)):

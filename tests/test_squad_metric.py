@@ -86,8 +86,14 @@ def test_cs224n_predictions_official_numbers(shared_data, tmp_path):
     odds = json.loads(odds_file.read_text())
     from utils.squad_metric import squad_v2_raw_scores
     exact_raw, f1_raw = squad_v2_raw_scores(golds, preds)
-    assert result["best_exact"] == pytest.approx(brute_force_best(golds, preds, odds, exact_raw)[0], abs=0.02)
-    assert result["best_f1"] == pytest.approx(brute_force_best(golds, preds, odds, f1_raw)[0], abs=0.02)
+    assert result["best_exact"] == pytest.approx(brute_force_best(golds, preds, odds, exact_raw)[0], abs=1e-9)
+    assert result["best_f1"] == pytest.approx(brute_force_best(golds, preds, odds, f1_raw)[0], abs=1e-9)
+    # The official evaluate-v2.0.py definition on these files (recorded values).
+    assert result["best_exact"] == pytest.approx(73.47811780190852)
+    assert result["best_exact_thresh"] == pytest.approx(-3.623612880706787)
+    assert result["best_f1"] == pytest.approx(75.93172252069158)
+    assert result["HasAns_f1"] == pytest.approx(80.6205747217895)
+    assert result["NoAns_exact"] == pytest.approx(68.21338383838383)
     # NoAns_exact from first principles: share of unanswerable questions predicted "".
     no_answer = [q for q, a in golds.items() if not a]
     assert result["NoAns_exact"] == pytest.approx(100 * sum(preds[q] == "" for q in no_answer) / len(no_answer))
@@ -103,3 +109,16 @@ def test_v1_command_line(tmp_path):
     assert json.loads(done.stdout) == {"exact_match": 50.0, "f1": 50.0}
     bad = run_module("utils.squad_metric", str(tmp_path / "d.json"), str(tmp_path / "nope.json"))
     assert bad.returncode == 2 and "file not found" in bad.stderr
+
+
+def test_command_line_refuses_what_the_official_scripts_choke_on(tmp_path):
+    data = {"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "Paris is big.", "qas": [
+        {"id": "q1", "question": "?", "answers": [{"text": "Paris", "answer_start": 0}], "is_impossible": False},
+        {"id": "q2", "question": "?", "answers": [], "is_impossible": True}]}]}]}
+    (tmp_path / "d.json").write_text(json.dumps(data))
+    (tmp_path / "partial.json").write_text(json.dumps({"q1": "Paris"}))
+    (tmp_path / "null.json").write_text(json.dumps({"q1": None, "q2": ""}))
+    for preds, extra, fragment in (("partial.json", [], "no prediction"), ("null.json", [], "expected a string"),
+                                   ("partial.json", ["--version", "1.1"], "use --version 2.0")):
+        done = run_module("utils.squad_metric", str(tmp_path / "d.json"), str(tmp_path / preds), *extra)
+        assert done.returncode == 2 and fragment in done.stderr and "Traceback" not in done.stderr, done.stderr

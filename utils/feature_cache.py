@@ -3,6 +3,7 @@ settings reads them from disk instead of tokenizing again (DESIGN.md section 5).
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -26,6 +27,14 @@ def default_cache_dir() -> Path:
 def tokenizer_digest(tokenizer: Any) -> str:
     """sha256 of the tokenizer's full definition (vocabulary, merges, special tokens)."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()
+
+
+def source_digest(*functions: Callable) -> str:
+    """sha256 of the source files defining `functions`: a change to the feature code is a new key."""
+    digest = hashlib.sha256()
+    for path in sorted({inspect.getsourcefile(function) for function in functions}):
+        digest.update(Path(path).read_bytes())
+    return digest.hexdigest()
 
 
 def records_digest(records: list[dict]) -> str:

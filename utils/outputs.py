@@ -14,6 +14,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -64,8 +65,27 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resuming: bo
     if output_dir.is_dir() and any(output_dir.iterdir()) and not (overwrite or resuming):
         raise ToolkitError(f"--output_dir {output_dir} already exists and is not empty; pass "
                            "--overwrite_output_dir to write into it, or choose another folder")
+    if overwrite and not resuming and output_dir.is_dir():
+        clear_previous_run(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
+
+
+# What a previous run leaves in an output folder. Overwriting removes these, so that its logs,
+# predictions and checkpoint-N folders cannot mix with the new run's (rotation and `latest` would
+# otherwise pick up the old checkpoints). Other files are left alone.
+PREVIOUS_RUN_PATTERNS = ("checkpoint-*", "runs", "log.jsonl", "all_results.json", "run_args.json", "summary.json",
+                         "eval_*.json", "adapter_stats*.json", "meta_log.jsonl")
+
+
+def clear_previous_run(output_dir: Path) -> None:
+    """Remove a previous run's outputs (PREVIOUS_RUN_PATTERNS) from `output_dir`."""
+    for pattern in PREVIOUS_RUN_PATTERNS:
+        for path in output_dir.glob(pattern):
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
 
 
 def library_versions() -> dict[str, str | None]:

@@ -34,7 +34,9 @@ class SpanFeatureConfig:
     max_question_tokens: int = 64
 
     def validate(self) -> None:
-        """Raises ToolkitError when a window could not advance."""
+        """Raises ToolkitError when a window could not advance or questions would vanish."""
+        if self.max_question_tokens < 2:
+            raise ToolkitError("--max_question_length must be at least 2 (the question and its line break)")
         room = self.max_seq_length - self.max_question_tokens - 1
         if room <= self.doc_stride:
             raise ToolkitError(

@@ -25,7 +25,7 @@ import torch
 from utils.errors import ToolkitError
 from utils.qa_features import encode_contexts, token_span, window_starts
 
-QUESTION_PREFIX = "\nQuestion: "
+QUESTION_PREFIX = "\nQuestion:"
 ANSWER_PREFIX = "\nAnswer:"
 
 
@@ -52,7 +52,8 @@ def _prompt_tail(tokenizer: Any, questions: list[str], max_question_tokens: int)
     """Token ids of "\\nQuestion: <question>\\nAnswer:" for each question (question capped)."""
     prefix = tokenizer(QUESTION_PREFIX, add_special_tokens=False)["input_ids"]
     suffix = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
-    encoded = tokenizer([q.strip() for q in questions], add_special_tokens=False, truncation=True,
+    # " " + question: GPT-2 tokenizes words with their leading space, as the rest of the prompt.
+    encoded = tokenizer([" " + q.strip() for q in questions], add_special_tokens=False, truncation=True,
                         max_length=max_question_tokens)["input_ids"]
     return [prefix + ids + suffix for ids in encoded]
 
@@ -146,26 +147,27 @@ def greedy_decode(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     done = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
     next_position = positions[:, -1] + 1                                         # (B,)
     logits, past = out.logits[:, -1].float(), _returned_cache(out)
-    for _ in range(max_new_tokens + 1):
+    for step in range(max_new_tokens + 1):
         logprobs = torch.log_softmax(logits, dim=-1)                            # (B, V)
         chosen = logprobs.argmax(dim=-1)                                         # (B,)
         chosen_lp = logprobs.gather(1, chosen[:, None]).squeeze(1)
-        active = ~done
-        logprob_sum += torch.where(active, chosen_lp, 0.0).double().cpu()
-        counts += active.long().cpu()
         is_stop = torch.isin(chosen, stops)
-        for row in torch.nonzero(active & ~is_stop).flatten().tolist():
-            tokens[row].append(int(chosen[row]))
+        # After max_new_tokens answer tokens only a stop may still be scored: a cut-off answer is
+        # scored on the tokens it has.
+        counted = ~done & (is_stop if step == max_new_tokens else torch.ones_like(is_stop))
+        logprob_sum += torch.where(counted, chosen_lp, 0.0).double().cpu()
+        counts += counted.long().cpu()
+        if step < max_new_tokens:
+            for row in torch.nonzero(~done & ~is_stop).flatten().tolist():
+                tokens[row].append(int(chosen[row]))
         done |= is_stop
-        if bool(done.all()):
+        if bool(done.all()) or step == max_new_tokens:
             break
         attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1)
         out = model(input_ids=chosen[:, None], attention_mask=attention_mask, position_ids=next_position[:, None],
                     use_cache=True, **{cache_keyword: past})
         logits, past = out.logits[:, -1].float(), _returned_cache(out)
         next_position = next_position + 1
-    for row in range(batch):
-        tokens[row] = tokens[row][:max_new_tokens]
     return [(tokens[row], float(logprob_sum[row] / max(1, counts[row]))) for row in range(batch)]
 
 
@@ -185,11 +187,13 @@ def is_unanswerable(text: str, unanswerable_text: str) -> bool:
 
 
 def postprocess_generations(examples: Sequence[dict], features: dict[str, list], decoded: Sequence[tuple[str, float]],
-                            *, version_2_with_negative: bool, unanswerable_text: str) -> GenerativePredictions:
+                            *, version_2_with_negative: bool, unanswerable_text: str,
+                            null_score_diff_threshold: float = 0.0) -> GenerativePredictions:
     """One answer per example: the window answer with the highest mean log-probability.
 
-    In v2 mode the example is unanswerable when its best window says so; null odds = best
-    "unanswerable" score − best answer score (±1e9 when one side is missing).
+    In v2 mode null odds = best "unanswerable" score − best answer score (mean log-probabilities;
+    ±1e9 when one side is missing), and the example is unanswerable when the odds exceed
+    `null_score_diff_threshold`.
     """
     by_example: dict[int, list[int]] = defaultdict(list)
     for feature_index, example_index in enumerate(features["example_index"]):
@@ -207,7 +211,8 @@ def postprocess_generations(examples: Sequence[dict], features: dict[str, list],
             best_answer = answers[0]["score"] if answers else -1e9
             best_null = nulls[0]["score"] if nulls else -1e9
             result.null_odds[qid] = float(np.clip(best_null - best_answer, -1e9, 1e9))
-            result.predictions[qid] = "" if best_null > best_answer else result.best_non_null[qid]
+            odds = result.null_odds[qid]
+            result.predictions[qid] = "" if odds > null_score_diff_threshold else result.best_non_null[qid]
         else:
             result.predictions[qid] = result.best_non_null[qid]
     return result

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from utils.checkpoint import LoadedModel, load_model
-from utils.feature_cache import build_features, tokenizer_digest
+from utils.feature_cache import build_features, source_digest, tokenizer_digest
 from utils.objectives import CausalLMObjective, SpanObjective
 from utils.outputs import write_json
 from utils.qa_features import SpanFeatureConfig, span_features
@@ -75,7 +75,7 @@ def qa_features(records: list[dict], tokenizer: Any, settings: QASettings, *, tr
             return out
         config = settings.generative
     key = {"objective": settings.objective, "training": training, "config": config.__dict__,
-           "tokenizer": tokenizer_digest(tokenizer), "version": 1}
+           "tokenizer": tokenizer_digest(tokenizer), "code": source_digest(span_features, generative_features)}
     return build_features(records, fn, name=f"{name}-{settings.objective}-{'train' if training else 'eval'}",
                           settings=key, cache_dir=cache_dir)
 
@@ -128,7 +128,8 @@ def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples
             return None
         predictions = postprocess_generations(examples, {"example_index": list(features["example_index"])}, outputs,
                                               version_2_with_negative=spec.version_2_with_negative,
-                                              unanswerable_text=settings.generative.unanswerable_text)
+                                              unanswerable_text=settings.generative.unanswerable_text,
+                                              null_score_diff_threshold=settings.postprocess.null_score_diff_threshold)
     return score_predictions(spec, examples, predictions), predictions
 
 
@@ -136,10 +137,9 @@ def score_predictions(spec: TaskSpec, examples: list[dict], predictions: Any) ->
     """eval_-prefixed official metrics (v2.0 for tasks with unanswerable questions)."""
     golds = {example["id"]: example["answers"]["text"] for example in examples}
     if spec.version_2_with_negative:
-        main = squad_v2_scores(golds, predictions.predictions, None, na_prob_thresh=None)
-        best = squad_v2_scores(golds, predictions.best_non_null, predictions.null_odds, na_prob_thresh=None)
-        main.update({key: best[key] for key in ("best_exact", "best_exact_thresh", "best_f1", "best_f1_thresh")})
-        metrics = main
+        # As the official script scores the files written here (eval_predictions.json with
+        # eval_null_odds.json): the texts decide abstention, the null odds give best_*.
+        metrics = squad_v2_scores(golds, predictions.predictions, predictions.null_odds, na_prob_thresh=None)
     else:
         metrics = squad_v1_scores(golds, predictions.predictions)
     metrics["samples"] = len(examples)

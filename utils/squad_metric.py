@@ -238,18 +238,34 @@ def main(argv: list[str] | None = None) -> dict:
     if not isinstance(predictions, dict):
         raise DataError("expected an object {question id: predicted text}", file=args.pred_file)
     missing = [qid for qid in golds if qid not in predictions]
-    if missing:
-        print(f"warning: {len(missing)} questions have no prediction (e.g. {missing[0]}); they score 0",
-              file=sys.stderr)
+    bad = next((qid for qid, text in predictions.items() if not isinstance(text, str)), None)
+    if bad is not None:
+        raise DataError(f"prediction is {type(predictions[bad]).__name__}, expected a string", file=args.pred_file,
+                        record=bad)
     version = args.version if args.version != "auto" else ("2.0" if unanswerable or args.na_prob_file else "1.1")
     if version == "1.1":
+        if missing:
+            print(f"warning: {len(missing)} questions have no prediction (e.g. {missing[0]}); they score 0",
+                  file=sys.stderr)
+        if unanswerable:
+            no_gold = next(qid for qid, texts in golds.items() if not texts)
+            raise DataError("question without answers: this is SQuAD v2.0 data; use --version 2.0",
+                            file=args.data_file, record=no_gold)
         result = squad_v1_scores(golds, predictions)
     else:
+        if missing:
+            # The official v2.0 script fails on missing predictions; say so plainly instead.
+            raise DataError(f"{len(missing)} questions have no prediction (e.g. {missing[0]}); the v2.0 "
+                            "evaluation needs one for every question", file=args.pred_file)
         na_probs = _read_json(args.na_prob_file) if args.na_prob_file else None
         if na_probs is not None:
             absent = [qid for qid in predictions if qid not in na_probs]
             if absent:
                 raise DataError(f"no no-answer probability for question {absent[0]}", file=args.na_prob_file)
+            bad = next((qid for qid, value in na_probs.items()
+                        if not isinstance(value, (int, float)) or isinstance(value, bool)), None)
+            if bad is not None:
+                raise DataError("expected a number", file=args.na_prob_file, record=bad)
         result = squad_v2_scores(golds, predictions, na_probs, args.na_prob_thresh)
     text = json.dumps(result, indent=2) if version == "2.0" else json.dumps(result)
     if args.out_file:

@@ -81,6 +81,7 @@ class TrainState:
     loss_sum: float = 0.0
     loss_count: int = 0
     parent: dict | None = None
+    run_shape: dict | None = None
     history: list[dict] = field(default_factory=list)
 
 
@@ -143,7 +144,16 @@ def autocast_context(precision: Precision, device: torch.device):
 
 
 def move_batch(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    """The batch's tensors on `device`."""
     return {key: value.to(device, non_blocking=True) for key, value in batch.items()}
+
+
+def supervised_items(batch: dict[str, torch.Tensor]) -> int:
+    """What a batch's mean loss averages over: next-token labels that are not -100 (causal LM),
+    else its rows (span and classification losses are means over sequences)."""
+    if "labels" in batch and batch["labels"].dim() == 2:
+        return int((batch["labels"][:, 1:] != -100).sum())
+    return int(batch["input_ids"].size(0))
 
 
 # ----------------------------------------------------------------------------- checkpoints
@@ -267,8 +277,16 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
     optimizer = build_optimizer(model, settings.learning_rate, settings.weight_decay, ctx.device)
     scheduler = linear_schedule(optimizer, schedule.warmup_steps, schedule.total_steps)
     scaler = torch.amp.GradScaler(ctx.device.type) if ctx.precision.needs_grad_scaler else None
-    state = TrainState(parent=parent)
+    shape = {"objective": objective.name, "per_device_train_batch_size": settings.per_device_train_batch_size,
+             "gradient_accumulation_steps": settings.gradient_accumulation_steps, "world_size": dist_ctx.world_size,
+             "total_steps": schedule.total_steps, "seed": settings.seed, "rows": len(rows)}
+    state = TrainState(parent=parent, run_shape=shape)
     if resume_from is not None:
+        saved = read_trainer_state(resume_from)
+        if saved.run_shape is not None and saved.run_shape != shape:
+            changed = {k: (saved.run_shape.get(k), v) for k, v in shape.items() if saved.run_shape.get(k) != v}
+            raise ToolkitError(f"--resume_from_checkpoint {resume_from} was saved by a run of another shape "
+                               f"(saved vs now: {changed}); resume with the same settings and data")
         state = _restore_training_checkpoint(resume_from, optimizer, scheduler, scaler, dist_ctx)
         logger.info("resumed from %s at step %d", resume_from, state.global_step)
     wrapped = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
@@ -278,13 +296,15 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
                dynamic_ncols=True)
     window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "time": time.perf_counter()}
     started = time.perf_counter()
-    tokens_at_start = state.tokens_seen
+    tokens_at_start, steps_at_start = state.tokens_seen, state.global_step
     while state.global_step < schedule.total_steps:
         batches = shard_for_training(
             length_grouped_batches(lengths, settings.per_device_train_batch_size, seed=settings.seed,
                                    epoch=state.epoch, grouped=settings.group_by_length),
             dist_ctx.rank, dist_ctx.world_size)
-        usable = len(batches) - len(batches) % settings.gradient_accumulation_steps
+        accumulation = settings.gradient_accumulation_steps
+        # Whole groups of micro-batches only; an epoch shorter than one group is one short group.
+        usable = len(batches) - len(batches) % accumulation if len(batches) >= accumulation else len(batches)
         position = state.batches_done_in_epoch
         while position < usable and state.global_step < schedule.total_steps:
             group = batches[position:position + settings.gradient_accumulation_steps]
@@ -326,9 +346,8 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         "train_runtime": runtime,
         "train_steps": state.global_step,
         "train_tokens_per_second": total_tokens / runtime if runtime > 0 else 0.0,
-        "train_samples_per_second": (state.global_step - (read_trainer_state(resume_from).global_step
-                                                          if resume_from else 0))
-        * schedule.effective_batch_size / runtime if runtime > 0 else 0.0,
+        "train_samples_per_second": (state.global_step - steps_at_start) * schedule.effective_batch_size / runtime
+        if runtime > 0 else 0.0,
         "epoch": state.epoch + state.batches_done_in_epoch / max(1, schedule.batches_per_epoch),
     }
 
@@ -340,24 +359,30 @@ def _optimizer_step(wrapped: torch.nn.Module, model: torch.nn.Module, micro_batc
     over ranks and micro-batches, and this rank's number of real (non-pad) tokens."""
     total_loss = 0.0
     tokens = 0.0
-    for index, rows in enumerate(micro_batches):
-        batch = move_batch(objective.collate(rows), ctx.device)
+    batches = [move_batch(objective.collate(rows), ctx.device) for rows in micro_batches]
+    # Each micro-batch's loss is a mean over its own supervised items (answer tokens, sentences);
+    # weighting by those counts over the whole step (all ranks) makes k accumulated micro-batches
+    # equal to one k times larger. DDP then averages gradients over ranks, hence the world size.
+    weights = [supervised_items(batch) for batch in batches]
+    step_items = all_reduce_sum(ctx.dist, [float(sum(weights))])[0]
+    for index, (batch, weight) in enumerate(zip(batches, weights)):
         tokens += float(batch["attention_mask"].sum())
-        last = index == len(micro_batches) - 1
+        last = index == len(batches) - 1
         # DDP averages gradients only on the last micro-batch of the step.
         sync = nullcontext() if last or not ctx.dist.enabled else wrapped.no_sync()
         with sync:
             with autocast_context(ctx.precision, ctx.device):
                 loss = objective.loss(wrapped, batch)
-            scaled = loss / len(micro_batches)
+            scaled = loss * (weight * ctx.dist.world_size / step_items)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
-        total_loss += float(loss.detach())
+        total_loss += float(loss.detach()) * weight
     if scaler is not None:
         scaler.unscale_(optimizer)
-    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
-    mean_loss = total_loss / len(micro_batches)
-    reduced_loss, = all_reduce_sum(ctx.dist, [mean_loss])
-    reduced_loss /= ctx.dist.world_size
+    if settings.max_grad_norm > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), settings.max_grad_norm)
+    else:  # 0 turns clipping off; the norm is still needed for the divergence check
+        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+    reduced_loss = all_reduce_sum(ctx.dist, [total_loss])[0] / step_items
     bad = not math.isfinite(reduced_loss) or (scaler is None and not math.isfinite(float(grad_norm)))
     if bad:
         raise TrainingDivergedError(

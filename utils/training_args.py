@@ -15,6 +15,14 @@ def non_negative_float(text: str) -> float:
     return value
 
 
+def positive_float(text: str) -> float:
+    """argparse type: a float > 0."""
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
 def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
                       weight_decay: float = 0.0, warmup_ratio: float = 0.0,
                       batch_flag: str = "--per_device_train_batch_size", epochs_flag: str = "--num_train_epochs",
@@ -26,12 +34,12 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
     decide those themselves).
     """
     group = parser.add_argument_group("training")
-    group.add_argument("--learning_rate", type=float, default=learning_rate, help="Peak AdamW learning rate.")
+    group.add_argument("--learning_rate", type=positive_float, default=learning_rate, help="Peak AdamW learning rate.")
     group.add_argument("--weight_decay", type=non_negative_float, default=weight_decay,
                        help="AdamW weight decay (never on biases and LayerNorm weights).")
     group.add_argument("--warmup_ratio", type=non_negative_float, default=warmup_ratio,
                        help="Share of the steps with a linear warm-up, before the linear decay to 0.")
-    group.add_argument(epochs_flag, dest="num_train_epochs", type=non_negative_float, default=epochs,
+    group.add_argument(epochs_flag, dest="num_train_epochs", type=positive_float, default=epochs,
                        help="Passes over the training data (ignored when --max_steps is given).")
     group.add_argument("--max_steps", type=positive_int, default=None,
                        help="Train for exactly this many optimizer steps (overrides the epochs).")
@@ -40,7 +48,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
     group.add_argument("--per_device_eval_batch_size", type=positive_int, default=32, help="Sequences per device at evaluation.")
     group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1,
                        help="Micro-batches per optimizer step (effective batch = batch × steps × processes).")
-    group.add_argument("--max_grad_norm", type=float, default=1.0, help="Gradient clipping norm.")
+    group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0,
+                       help="Gradient clipping norm (0 turns clipping off).")
     group.add_argument("--logging_steps", type=positive_int, default=50, help="Log loss, learning rate and tokens/s every N steps.")
     group.add_argument("--no_group_by_length", action="store_true",
                        help="Random batches instead of length-grouped ones (more padding; for comparisons).")
