@@ -102,3 +102,22 @@ def test_real_learning_signal_on_sst2(shared_data, tmp_path):
     accuracy = summary["eval_accuracy"]["mean"]
     print(f"SST-2 dev accuracy {accuracy:.4f} after {elapsed:.0f} s (8,000 sentences, 2 epochs, tiny GPT-2)")
     assert accuracy >= 0.70
+
+
+def test_runs_data_parallel_under_torchrun(tiny_checkpoint, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29545",
+               str(REPO_ROOT / "run_target_task_GPT2_sst2_multiple.py"), "--pretrained_model", str(tiny_checkpoint),
+               "--seeds", "1", "2", "--output_dir", str(out), "--device", "cpu", *FAST]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seeds"] == [1, 2] and summary["eval_accuracy"]["n"] == 2
+    for seed in (1, 2):  # every validation sentence predicted exactly once
+        ids = [json.loads(line)["id"] for line in open(out / "runs" / f"seed_{seed}" / "predictions.jsonl")]
+        assert len(ids) == len(set(ids)) == 44
