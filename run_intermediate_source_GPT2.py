@@ -12,18 +12,14 @@ import logging
 from pathlib import Path
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import (add_data_file_args, add_output_args, add_runtime_args, positive_int, progress_enabled,
-                       run_entry_point, silence_library_progress_bars, task_name)
+from utils.cli import (add_data_file_args, add_output_args, add_runtime_args, progress_enabled, run_entry_point,
+                       silence_library_progress_bars, task_name)
 from utils.data import load_task_data
 from utils.distributed import barrier, init_distributed, shutdown_distributed
 from utils.errors import ToolkitError
-from utils.feature_cache import default_cache_dir
 from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_json, write_run_args
-from utils.qa_features import SpanFeatureConfig
-from utils.qa_generative import GenerativeConfig
-from utils.qa_pipeline import (OBJECTIVES, QA_HEAD_CHOICES, QASettings, evaluate_qa, load_qa_model, make_objective,
-                               qa_features, write_predictions)
-from utils.qa_postprocess import PostprocessConfig
+from utils.qa_pipeline import (QA_HEAD_CHOICES, add_qa_args, cache_dir_from, evaluate_qa, load_qa_model,
+                               make_objective, qa_features, qa_settings, write_predictions)
 from utils.runtime import resolve_device, resolve_precision, set_seed
 from utils.tasks import get_task
 from utils.training import LoopContext, LoopSettings, plan_schedule, read_trainer_state, resolve_resume_dir, train
@@ -40,35 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name", type=str, default="gpt2",
                         help="Starting weights: 'gpt2' (Hugging Face Hub) or a checkpoint folder with an LM, QA or "
                              "classification head, e.g. the --output_dir of the previous task.")
-    parser.add_argument("--objective", type=str, default="span", choices=OBJECTIVES,
-                        help="span: a QA head picks start/end tokens; generative: the LM writes the answer.")
     parser.add_argument("--qa_head", type=str, default="keep", choices=QA_HEAD_CHOICES,
                         help="When --model_name already has a QA head: keep it (default) or start a fresh one.")
     add_output_args(parser)
     add_data_file_args(parser)
     add_training_args(parser, learning_rate=3e-5, batch_size=12, epochs=2.0, weight_decay=0.01, warmup_ratio=0.06)
-    group = parser.add_argument_group("QA features and answers")
-    group.add_argument("--max_seq_length", type=positive_int, default=384, help="Tokens per window (question included).")
-    group.add_argument("--doc_stride", type=positive_int, default=128, help="Overlap in tokens between windows of a long context.")
-    group.add_argument("--max_question_length", type=positive_int, default=64, help="Questions are cut to this many tokens.")
-    group.add_argument("--max_answer_length", type=positive_int, default=30,
-                       help="Longest answer in tokens: span length cap (span) or tokens generated (generative).")
-    group.add_argument("--n_best_size", type=positive_int, default=20, help="Candidate answers kept per question.")
-    group.add_argument("--null_score_diff_threshold", type=float, default=0.0,
-                       help="v2 tasks: answer \"\" when null score - best span score exceeds this.")
-    group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
-                       help="Where tokenized features are cached ('none' to turn caching off).")
+    add_qa_args(parser)
     add_runtime_args(parser)
     return parser
-
-
-def qa_settings(args: argparse.Namespace) -> QASettings:
-    span = SpanFeatureConfig(args.max_seq_length, args.doc_stride, args.max_question_length)
-    generative = GenerativeConfig(args.max_seq_length, args.doc_stride, args.max_question_length, args.max_answer_length)
-    (span if args.objective == "span" else generative).validate()
-    return QASettings(args.objective, span, generative,
-                      PostprocessConfig(args.n_best_size, args.max_answer_length, args.null_score_diff_threshold,
-                                        get_task(args.dataset_name).version_2_with_negative))
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -78,7 +53,7 @@ def main(argv: list[str] | None = None) -> dict:
     if spec.kind != "qa":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; this script trains QA tasks "
                      "(use run_target_task_GPT2_sst2_multiple.py for classification)")
-    settings, loop = qa_settings(args), loop_settings(args)
+    settings, loop = qa_settings(args, spec.version_2_with_negative), loop_settings(args)
     set_seed(args.seed)
     progress = progress_enabled(args.no_progress)
     if not progress:
@@ -105,7 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         raise ToolkitError(f"--max_seq_length {args.max_seq_length} exceeds the {loaded.model.config.n_positions} "
                            f"positions of {args.model_name}; lower it")
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
-    cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
+    cache = cache_dir_from(args.features_cache_dir)
     features = {}
     for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
         if dist_ctx.is_main == rank_turn:

@@ -25,4 +25,6 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
         assert (out / f"pretrained_model_{task}" / "all_results.json").exists(), task
     assert "lineage: utils.tiny_model -> squad -> squad_v2 -> duorc-p" in done.stdout
     assert "transfer (chain - plain): mean" in done.stdout
-    assert len((out / "results_table.csv").read_text().splitlines()) == 3  # header and one row per source
+    assert len((out / "results_table.csv").read_text().splitlines()) == 4  # header and one row per source
+    assert (out / "logs" / "qa_tasks_demo" / "model" / "lineage.json").exists()
+    assert (out / "target_sst2_reptile" / "summary.json").exists()

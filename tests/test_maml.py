@@ -1,0 +1,146 @@
+"""maml_qa.py end to end: the original command, resumption, data parallelism, meta-learning."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import maml_qa
+from tests.conftest import REPO_ROOT, run_module
+from utils.checkpoint import read_lineage
+from utils.records import write_jsonl
+from utils.samples import sample_file
+from utils.synthetic_qa import SyntheticTask, synthetic_records
+from utils.tiny_model import build_tiny_model, train_tokenizer
+
+SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
+         "--features_cache_dir", "none"]
+# A family of synthetic QA tasks: the same structure, other wordings. The last one is held out.
+FAMILY = {
+    "squad": SyntheticTask("visit"),
+    "squad_v2": SyntheticTask("move", template="{person} moved to {city} in {year} with a {animal}.",
+                              questions={"person": "Who moved to {city}?", "city": "Where did {person} move?",
+                                         "year": "When did {person} move to {city}?",
+                                         "animal": "Which animal moved with {person}?"}),
+    "duorc-p": SyntheticTask("fly", template="In {year}, {person} flew to {city} with a {animal}.",
+                             questions={"person": "Who flew to {city}?", "city": "Where did {person} fly?",
+                                        "year": "When did {person} fly to {city}?",
+                                        "animal": "Which animal flew with {person}?"}),
+    "drop": SyntheticTask("ride", template="A {animal} carried {person} to {city} in {year}.",
+                          questions={"person": "Who rode to {city}?", "city": "Where did {person} ride?",
+                                     "year": "When did {person} ride to {city}?",
+                                     "animal": "Which animal carried {person}?"}),
+    "quoref": SyntheticTask("sail", template="{person} sailed to {city} with a {animal} in {year}.",
+                            questions={"person": "Who sailed to {city}?", "city": "Where did {person} sail?",
+                                       "year": "When did {person} sail to {city}?",
+                                       "animal": "Which animal sailed with {person}?"}),
+}
+
+
+@pytest.fixture(scope="module")
+def family(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("family")
+    texts = []
+    for index, (name, task) in enumerate(FAMILY.items()):
+        train = synthetic_records(task, 600, seed=10 + index)
+        write_jsonl(folder / f"{name}_train.jsonl", train)
+        write_jsonl(folder / f"{name}_dev.jsonl", synthetic_records(task, 100, seed=50 + index))
+        texts += [r["context"] + " " + r["question"] for r in train]
+    train_tokenizer(iter(texts), 400).save_pretrained(str(folder / "tokenizer"))
+    model = build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
+                             tokenizer_path=str(folder / "tokenizer"), seed=0)
+    files = [arg for name in ("squad", "squad_v2", "duorc-p", "drop", "quoref")
+             for arg in ("--task_file", f"{name}={folder / f'{name}_train.jsonl'}")]
+    return folder, model, files
+
+
+def test_reptile_initialisation_adapts_faster_on_an_unseen_task(family, tmp_path):
+    folder, model, files = family
+    common = ["--tasks", "squad,squad_v2,duorc-p,drop", "--model_name", str(model), *files, "--eval_tasks", "quoref",
+              "--eval_file", f"quoref={folder / 'quoref_dev.jsonl'}", "--eval_adapt_steps", "5,10,30",
+              "--inner_lr", "3e-3", "--num_inner_steps", "5", "--meta_batch_size", "2", "--inner_batch_size", "16",
+              "--seed", "0", *SHORT]
+    initial = maml_qa.main([*common, "--num_train_iterations", "1", "--outer_lr", "0", "--output_dir",
+                            str(tmp_path / "initial")])
+    reptile = maml_qa.main([*common, "--num_train_iterations", "80", "--output_dir", str(tmp_path / "reptile")])
+    curve = {k: round(v, 1) for k, v in reptile.items() if k.startswith("eval_quoref")}
+    baseline = {k: round(v, 1) for k, v in initial.items() if k.startswith("eval_quoref")}
+    print(f"held-out task F1 by adaptation steps: initial model {baseline}; Reptile initialisation {curve}")
+    assert reptile["eval_quoref_f1_30"] >= initial["eval_quoref_f1_30"] + 10
+
+
+def test_original_command_and_the_target_script_reads_the_result(tmp_path):
+    tiny = build_tiny_model(tmp_path / "tiny_gpt2")
+    files = [arg for name, task in (("squad", "squad"), ("squad_v2", "squad_v2"), ("duorc;SelfRC", "duorc-s"))
+             for arg in ("--task_file", f"{name}={sample_file(task, 'train')}")]
+    done = run_module(str(REPO_ROOT / "maml_qa.py"), "--tasks", "squad,squad_v2,duorc;SelfRC", "--model_name",
+                      str(tiny), *files, "--num_train_iterations", "3", "--num_inner_steps", "2", "--meta_batch_size",
+                      "2", "--inner_lr", "1e-3", "--features_cache_dir", "none", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    model_dir = tmp_path / "logs" / "qa_tasks_reptile" / "model"
+    lineage = read_lineage(model_dir)
+    assert lineage["meta_training_tasks"] == ["squad", "squad_v2", "duorc-s"]
+    assert lineage["chain"][-1]["task"] == "squad+squad_v2+duorc-s" and lineage["chain"][-1]["script"] == "maml_qa.py"
+    log = [json.loads(line) for line in open(tmp_path / "logs" / "qa_tasks_reptile" / "meta_log.jsonl")]
+    assert [e["step"] for e in log] == [1, 2, 3] and {"epsilon", "tasks", "inner_losses", "theta_step_norm"} <= set(log[0])
+    assert [round(e["epsilon"], 4) for e in log] == [1.0, round(2 / 3, 4), round(1 / 3, 4)]
+    done = run_module(str(REPO_ROOT / "run_target_task_GPT2_sst2_multiple.py"), "--pretrained_model", str(model_dir),
+                      "--train_file", str(sample_file("sst2", "train")), "--validation_file",
+                      str(sample_file("sst2", "validation")), "--num_runs", "1", "--epochs", "1", "--features_cache_dir",
+                      "none", "--output_dir", str(tmp_path / "target"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    summary = json.loads((tmp_path / "target" / "summary.json").read_text())
+    assert summary["source_tasks"] == "squad+squad_v2+duorc-s"
+
+
+def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path):
+    folder, _, files = family
+    model = build_tiny_model(tmp_path / "dropout_model", n_layer=2, n_embd=32, n_head=2, n_positions=128, dropout=0.1,
+                             tokenizer_path=str(folder / "tokenizer"), seed=1)
+    common = ["--tasks", "squad,squad_v2,duorc-p", "--model_name", str(model), *files, "--num_train_iterations", "6",
+              "--save_every", "3", "--num_inner_steps", "2", "--meta_batch_size", "2", "--inner_lr", "1e-3",
+              "--inner_opt_state", "carry", "--seed", "3", *SHORT]
+    maml_qa.main([*common, "--output_dir", str(tmp_path / "full")])
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    shutil.copytree(tmp_path / "full" / "checkpoint-3", resumed / "checkpoint-3")
+    maml_qa.main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-3")])
+    a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
+    assert read_lineage(resumed)["parent"]["path"] == str(model.resolve())
+
+
+def test_two_processes_give_the_same_theta_as_one(family, tmp_path):
+    folder, model, files = family
+    # SGD inner steps: Adam with β1 = 0 moves near-zero gradients by ±lr whatever their size, so
+    # float summation-order noise between thread counts would decide those steps.
+    common = ["--tasks", "squad,squad_v2,duorc-p,drop", "--model_name", str(model), *files, "--num_train_iterations",
+              "3", "--num_inner_steps", "2", "--meta_batch_size", "4", "--inner_optimizer", "sgd", "--inner_lr", "0.05",
+              "--seed", "4", "--device", "cpu", *SHORT]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as each torchrun process below
+    try:
+        maml_qa.main([*common, "--output_dir", str(tmp_path / "one")])
+    finally:
+        torch.set_num_threads(threads)
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+               str(REPO_ROOT / "maml_qa.py"), *common, "--output_dir", str(tmp_path / "two")]
+    done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = load_file(str(tmp_path / "one" / "model.safetensors")), load_file(str(tmp_path / "two" / "model.safetensors"))
+    for key in a:
+        assert torch.allclose(a[key], b[key], atol=1e-5), key
+    one = [json.loads(line)["tasks"] for line in open(tmp_path / "one" / "meta_log.jsonl")]
+    two = [json.loads(line)["tasks"] for line in open(tmp_path / "two" / "meta_log.jsonl")]
+    assert one == two
+
+
+def test_classification_tasks_are_refused(tmp_path):
+    done = run_module("maml_qa.py", "--tasks", "squad,sst2", "--output_dir", str(tmp_path / "x"))
+    assert done.returncode == 2 and "sst2 is a classification task" in done.stderr
