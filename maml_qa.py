@@ -11,17 +11,18 @@ from pathlib import Path
 import torch
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import (add_runtime_args, positive_int, progress_enabled, run_entry_point, silence_library_progress_bars)
+from utils.cli import add_runtime_args, positive_int, run_entry_point
 from utils.data import load_task_data
-from utils.distributed import barrier, init_distributed, shutdown_distributed
+from utils.distributed import barrier, shutdown_distributed
 from utils.errors import ToolkitError
 from utils.meta_training import (SAMPLING_CHOICES, MetaSettings, MetaState, TaskStream, adapt, meta_train,
                                  read_meta_state, write_meta_state)
-from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_json, write_run_args
+from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa_model, make_objective, qa_features,
                                qa_settings)
 from utils.reptile import INNER_OPTIMIZERS, INNER_STATE_CHOICES, make_inner_optimizer, meta_parameters
-from utils.runtime import resolve_device, resolve_precision, set_seed
+from utils.run_setup import start_run
+from utils.runtime import set_seed
 from utils.tasks import parse_task_list
 from utils.training_args import non_negative_float, positive_float
 
@@ -113,17 +114,10 @@ def main(argv: list[str] | None = None) -> dict:
                                                                       args.num_inner_steps)
     settings = qa_settings(args, version_2_with_negative=False)
     set_seed(args.seed)
-    progress = progress_enabled(args.no_progress)
-    if not progress:
-        silence_library_progress_bars()
-    device = resolve_device(args.device)
-    precision = resolve_precision(args.precision, device)
-    dist_ctx = init_distributed(device)
     run_dir = Path(args.output_dir) if args.output_dir else Path(args.log_dir) / f"qa_tasks_{args.out}"
     model_dir = run_dir if args.output_dir else run_dir / "model"
-    if dist_ctx.is_main:
-        prepare_output_dir(run_dir, overwrite=args.overwrite_output_dir, resuming=bool(args.resume_from_checkpoint))
-    barrier(dist_ctx)
+    run = start_run(args, run_dir, resuming=bool(args.resume_from_checkpoint))
+    dist_ctx, precision, progress = run.dist, run.precision, run.progress
     resume_dir = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     state = read_meta_state(resume_dir) if resume_dir else MetaState()
 

@@ -12,17 +12,17 @@ import logging
 from pathlib import Path
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import (add_data_file_args, add_output_args, add_runtime_args, progress_enabled, run_entry_point,
-                       silence_library_progress_bars, task_name)
+from utils.cli import add_data_file_args, add_output_args, add_runtime_args, run_entry_point, task_name
 from utils.data import load_task_data
-from utils.distributed import barrier, init_distributed, shutdown_distributed
+from utils.distributed import barrier, shutdown_distributed
 from utils.errors import ToolkitError
-from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_json, write_run_args
+from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (QA_HEAD_CHOICES, add_qa_args, cache_dir_from, evaluate_qa, load_qa_model,
                                make_objective, qa_features, qa_settings, write_predictions)
-from utils.runtime import resolve_device, resolve_precision, set_seed
+from utils.run_setup import start_run
+from utils.runtime import set_seed
 from utils.tasks import get_task
-from utils.training import LoopContext, LoopSettings, plan_schedule, read_trainer_state, resolve_resume_dir, train
+from utils.training import LoopContext, plan_schedule, read_trainer_state, resolve_resume_dir, train
 from utils.training_args import add_training_args, loop_settings
 
 logger = logging.getLogger("run_intermediate_source_GPT2")
@@ -55,15 +55,9 @@ def main(argv: list[str] | None = None) -> dict:
                      "(use run_target_task_GPT2_sst2_multiple.py for classification)")
     settings, loop = qa_settings(args, spec.version_2_with_negative), loop_settings(args)
     set_seed(args.seed)
-    progress = progress_enabled(args.no_progress)
-    if not progress:
-        silence_library_progress_bars()
-    device = resolve_device(args.device)
-    dist_ctx = init_distributed(device)
     output_dir = Path(args.output_dir)
-    if dist_ctx.is_main:
-        prepare_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=bool(args.resume_from_checkpoint))
-    barrier(dist_ctx)
+    run = start_run(args, output_dir, resuming=bool(args.resume_from_checkpoint))
+    dist_ctx = run.dist
     resume_dir = resolve_resume_dir(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
 
     train_data = load_task_data(spec, "train", args.train_file)
@@ -91,7 +85,7 @@ def main(argv: list[str] | None = None) -> dict:
     schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {**schedule.__dict__, "world_size": dist_ctx.world_size,
-                                          "device": str(dist_ctx.device), "precision": resolve_precision(args.precision, device).name,
+                                          "device": str(dist_ctx.device), "precision": run.precision.name,
                                           "train_examples": len(train_records), "train_features": len(features["train"]),
                                           "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
         for name, data in (("train", train_data), ("validation", eval_data)):
@@ -99,8 +93,8 @@ def main(argv: list[str] | None = None) -> dict:
         logger.info("%s: %d training questions -> %d features, %d evaluation questions; %d steps of %d sequences",
                     spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
                     schedule.effective_batch_size)
-    ctx = LoopContext(dist_ctx.device, resolve_precision(args.precision, device), dist_ctx, output_dir,
-                      JsonlLog(output_dir / "log.jsonl") if dist_ctx.is_main else None, progress)
+    ctx = LoopContext(dist_ctx.device, run.precision, dist_ctx, output_dir,
+                      JsonlLog(output_dir / "log.jsonl") if dist_ctx.is_main else None, run.progress)
 
     def lineage(metrics: dict) -> dict:
         return build_lineage(script=SCRIPT, task=spec.name, objective=args.objective, head=loaded.head, seed=args.seed,

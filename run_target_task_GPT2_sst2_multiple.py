@@ -11,13 +11,12 @@ from pathlib import Path
 
 from utils.checkpoint import load_model
 from utils.classification import classification_features
-from utils.cli import (add_data_file_args, add_runtime_args, positive_int, progress_enabled, run_entry_point,
-                       silence_library_progress_bars, task_name)
+from utils.cli import add_data_file_args, add_runtime_args, positive_int, run_entry_point, task_name
 from utils.data import load_task_data
-from utils.distributed import barrier, init_distributed, shutdown_distributed
+from utils.distributed import barrier, shutdown_distributed
 from utils.feature_cache import build_features, default_cache_dir, source_digest, tokenizer_digest
-from utils.outputs import JsonlLog, prepare_output_dir, write_json, write_run_args
-from utils.runtime import resolve_device, resolve_precision
+from utils.outputs import JsonlLog, write_json, write_run_args
+from utils.run_setup import start_run
 from utils.target_task import (SAVE_MODEL_CHOICES, SELECTIONS, TargetData, append_results_table, build_summary,
                                require_labels, resolve_seeds, run_seed, sample_records, split_holdout)
 from utils.tasks import get_task
@@ -71,15 +70,9 @@ def main(argv: list[str] | None = None) -> dict:
     if spec.kind != "classification":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; use run_intermediate_source_GPT2.py")
     seeds = resolve_seeds(args.num_runs, args.seeds)
-    progress = progress_enabled(args.no_progress)
-    if not progress:
-        silence_library_progress_bars()
-    device = resolve_device(args.device)
-    dist_ctx = init_distributed(device)
     output_dir = Path(args.output_dir or f"target_{spec.name}_{Path(args.pretrained_model.rstrip('/')).name}")
-    if dist_ctx.is_main:
-        prepare_output_dir(output_dir, overwrite=args.overwrite_output_dir)
-    barrier(dist_ctx)
+    run = start_run(args, output_dir)
+    dist_ctx, precision, progress = run.dist, run.precision, run.progress
 
     columns = {"text_column": args.text_column, "label_column": args.label_column}
     train_data = load_task_data(spec, "train", args.train_file, **columns)
@@ -108,7 +101,6 @@ def main(argv: list[str] | None = None) -> dict:
             data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
                               features(eval_records, "eval"), eval_records)
         barrier(dist_ctx)
-    precision = resolve_precision(args.precision, device)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {"seeds": seeds, "train_sentences": len(train_records),
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),

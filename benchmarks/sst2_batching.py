@@ -15,7 +15,6 @@ import json
 import platform
 import statistics
 import sys
-import time
 from datetime import date
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_batching import measured_matmul_peak, training_flops  # noqa: E402
+from qa_batching import measured_matmul_peak, run_variant, training_flops  # noqa: E402
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
 
 from utils.batching import length_grouped_batches  # noqa: E402
@@ -32,29 +31,9 @@ from utils.classification import ClassificationObjective  # noqa: E402
 from utils.data import load_task_data  # noqa: E402
 from utils.runtime import resolve_device, resolve_precision  # noqa: E402
 from utils.tokenization import load_tokenizer  # noqa: E402
-from utils.training import autocast_context, build_optimizer, move_batch  # noqa: E402
+from utils.training import build_optimizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def run_variant(model, optimizer, objective, rows, batches, pad_to, device, precision) -> float:
-    """Seconds to train one optimizer step per batch."""
-    started = time.perf_counter()
-    for indices in batches:
-        batch = objective.collate([rows[i] for i in indices])
-        if pad_to is not None:
-            width = pad_to - batch["input_ids"].size(1)
-            batch["input_ids"] = torch.nn.functional.pad(batch["input_ids"], (0, width), value=objective.pad_token_id)
-            batch["attention_mask"] = torch.nn.functional.pad(batch["attention_mask"], (0, width))
-        batch = move_batch(batch, device)
-        with autocast_context(precision, device):
-            loss = objective.loss(model, batch)
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-    return time.perf_counter() - started
 
 
 def main(argv: list[str] | None = None) -> dict:

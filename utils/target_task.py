@@ -8,8 +8,6 @@ training data (never on the validation set that is reported), or the last epoch 
 from __future__ import annotations
 
 import csv
-import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
