@@ -23,7 +23,7 @@ from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa
 from utils.reptile import INNER_OPTIMIZERS, INNER_STATE_CHOICES, make_inner_optimizer, meta_parameters
 from utils.run_setup import start_run
 from utils.runtime import set_seed
-from utils.tasks import parse_task_list
+from utils.tasks import get_task, parse_task_list
 from utils.training_args import non_negative_float, positive_float
 
 logger = logging.getLogger("maml_qa")
@@ -95,9 +95,29 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def files_by_task(pairs: list[tuple[str, str]], known: list, flag: str) -> dict[str, str]:
+    """NAME=PATH pairs keyed by canonical task name (any alias, any case); a file for a task this
+    run does not use is reported and ignored (one list of files can serve several runs).
+
+    Raises:
+        UnknownTaskError: a NAME that is no task at all.
+        ToolkitError: a task given twice.
+    """
+    names = {spec.name for spec in known}
+    files: dict[str, str] = {}
+    for name, path in pairs:
+        canonical = get_task(name).name
+        if canonical not in names:
+            logger.warning("%s %s=%s is not used: %s is not among this run's tasks", flag, name, path, canonical)
+        if canonical in files:
+            raise ToolkitError(f"{flag} gives task {canonical} twice")
+        files[canonical] = path
+    return files
+
+
 def task_records(spec, split: str, files: dict[str, str], limit: int | None) -> list[dict]:
     """A task's canonical records from its --task_file / --eval_file, or from the Hub."""
-    path = files.get(spec.name) or next((p for n, p in files.items() if n in (spec.name, *spec.aliases)), None)
+    path = files.get(spec.name)
     hint = "--task_file NAME=PATH" if split == "train" else "--eval_file NAME=PATH"
     return load_task_data(spec, split, path, local_hint=hint).records[:limit]
 
@@ -110,6 +130,8 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in [*specs, *eval_specs]:
         if spec.kind != "qa":
             parser.error(f"{spec.name} is a {spec.kind} task; Reptile here runs across QA tasks")
+    train_files = files_by_task(args.task_file, [*specs, *eval_specs], "--task_file")
+    eval_files = files_by_task(args.eval_file, eval_specs, "--eval_file")
     iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations, args.num_examples,
                                                                       args.num_inner_steps)
     settings = qa_settings(args, version_2_with_negative=False)
@@ -126,7 +148,6 @@ def main(argv: list[str] | None = None) -> dict:
         raise ToolkitError(f"--max_seq_length {args.max_seq_length} exceeds the model's {loaded.model.config.n_positions} positions")
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
-    train_files, eval_files = dict(args.task_file), dict(args.eval_file)
     cache = cache_dir_from(args.features_cache_dir)
     streams, eval_data = {}, {}
     for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first

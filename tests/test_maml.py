@@ -75,7 +75,7 @@ def test_reptile_initialisation_adapts_faster_on_an_unseen_task(family, tmp_path
 
 def test_original_command_and_the_target_script_reads_the_result(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny_gpt2")
-    files = [arg for name, task in (("squad", "squad"), ("squad_v2", "squad_v2"), ("duorc;SelfRC", "duorc-s"))
+    files = [arg for name, task in (("squad", "squad"), ("SQuAD_v2", "squad_v2"), ("duorc;SelfRC", "duorc-s"))
              for arg in ("--task_file", f"{name}={sample_file(task, 'train')}")]
     done = run_module(str(REPO_ROOT / "maml_qa.py"), "--tasks", "squad,squad_v2,duorc;SelfRC", "--model_name",
                       str(tiny), *files, "--num_train_iterations", "3", "--num_inner_steps", "2", "--meta_batch_size",
@@ -141,6 +141,12 @@ def test_two_processes_give_the_same_theta_as_one(family, tmp_path):
     assert one == two
 
 
-def test_classification_tasks_are_refused(tmp_path):
+def test_classification_tasks_and_stray_files_are_refused(tmp_path):
     done = run_module("maml_qa.py", "--tasks", "squad,sst2", "--output_dir", str(tmp_path / "x"))
     assert done.returncode == 2 and "sst2 is a classification task" in done.stderr
+    train = str(sample_file("squad", "train"))
+    done = run_module("maml_qa.py", "--tasks", "squad", "--task_file", f"dorp={train}", "--output_dir", str(tmp_path / "y"))
+    assert done.returncode == 2 and "unknown task 'dorp'" in done.stderr and "Traceback" not in done.stderr
+    done = run_module("maml_qa.py", "--tasks", "squad", "--task_file", f"squad={train}", "--task_file",
+                      f"squad_v1={train}", "--output_dir", str(tmp_path / "z"))
+    assert done.returncode == 2 and "gives task squad twice" in done.stderr
