@@ -97,6 +97,34 @@ def run_variant(model, optimizer, objective, rows, batches, pad_to: int | None, 
     return time.perf_counter() - started
 
 
+def interleaved_timings(model, optimizer, objective, rows, lengths: list[int], *, batch_size: int, steps: int,
+                        repeats: int, pad_to: int, device, precision, unit: str) -> dict[str, list[dict]]:
+    """Time ours (length-grouped, dynamic padding) and the baseline (random batches padded to
+    `pad_to`) on the same `steps * batch_size` random rows per repeat, alternating which goes first.
+
+    Returns, per variant, one {"seconds", "sequences", "tokens", "lengths"} per repeat.
+    """
+    rng = np.random.default_rng(0)
+    per_repeat = steps * batch_size
+    timings: dict[str, list[dict]] = {"ours": [], "baseline": []}
+    for repeat in range(repeats):
+        chosen = rng.choice(len(rows), size=per_repeat, replace=False)
+        chosen_lengths = [lengths[i] for i in chosen]
+        grouped = [[int(chosen[j]) for j in batch] for batch in
+                   length_grouped_batches(chosen_lengths, batch_size, seed=repeat, epoch=0)]
+        random_batches = [chosen[i:i + batch_size].tolist() for i in range(0, per_repeat, batch_size)]
+        for label in (("ours", "baseline") if repeat % 2 == 0 else ("baseline", "ours")):
+            batches, padding = (grouped, None) if label == "ours" else (random_batches, pad_to)
+            seconds = run_variant(model, optimizer, objective, rows, batches, padding, device, precision)
+            timings[label].append({"seconds": seconds, "sequences": per_repeat, "tokens": sum(chosen_lengths),
+                                   "lengths": chosen_lengths})
+        ours, base = timings["ours"][-1], timings["baseline"][-1]
+        key = "tokens" if unit == "tokens" else "sequences"
+        print(f"repeat {repeat}: ours {ours[key] / ours['seconds']:.0f} {unit}/s, "
+              f"baseline {base[key] / base['seconds']:.0f}", flush=True)
+    return timings
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--squad", type=str, default=str(SHARED / "squad_v1.1" / "dev-v1.1.json"), help="SQuAD v1.1 dev JSON.")
@@ -130,9 +158,6 @@ def main(argv: list[str] | None = None) -> dict:
     objective = SpanObjective(tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of)
     non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
 
-    rng = np.random.default_rng(0)
-    per_repeat = args.steps * args.batch_size
-    ours_rates, base_rates, ours_mfu, base_mfu = [], [], [], []
     peak = None
     if device.type == "cpu":
         peak = measured_matmul_peak(device, torch.float32)
@@ -149,25 +174,15 @@ def main(argv: list[str] | None = None) -> dict:
     run_variant(model, optimizer, objective, rows, warm[:2], args.max_seq_length, device, precision)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    for repeat in range(args.repeats):
-        chosen = rng.choice(len(rows), size=per_repeat, replace=False)
-        chosen_lengths = [lengths[i] for i in chosen]
-        grouped = [[int(chosen[j]) for j in batch] for batch in
-                   length_grouped_batches(chosen_lengths, args.batch_size, seed=repeat, epoch=0)]
-        random_batches = [chosen[i:i + args.batch_size].tolist() for i in range(0, per_repeat, args.batch_size)]
-        real_tokens = sum(chosen_lengths)
-        flops = training_flops(chosen_lengths, config, non_embedding)
-        for label in (("ours", "baseline") if repeat % 2 == 0 else ("baseline", "ours")):
-            if label == "ours":
-                seconds = run_variant(model, optimizer, objective, rows, grouped, None, device, precision)
-                ours_rates.append(real_tokens / seconds)
-                ours_mfu.append(flops / seconds / peak if peak else None)
-            else:
-                seconds = run_variant(model, optimizer, objective, rows, random_batches, args.max_seq_length, device,
-                                      precision)
-                base_rates.append(real_tokens / seconds)
-                base_mfu.append(flops / seconds / peak if peak else None)
-        print(f"repeat {repeat}: ours {ours_rates[-1]:.0f} real tokens/s, baseline {base_rates[-1]:.0f}", flush=True)
+    timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
+                                  steps=args.steps, repeats=args.repeats, pad_to=args.max_seq_length, device=device,
+                                  precision=precision, unit="tokens")
+    ours_rates = [t["tokens"] / t["seconds"] for t in timings["ours"]]
+    base_rates = [t["tokens"] / t["seconds"] for t in timings["baseline"]]
+    ours_mfu = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
+                for t in timings["ours"]]
+    base_mfu = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
+                for t in timings["baseline"]]
     ours, base = statistics.median(ours_rates), statistics.median(base_rates)
     result = {
         "name": "qa_batching",

@@ -23,10 +23,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_batching import measured_matmul_peak, run_variant, training_flops  # noqa: E402
+from qa_batching import interleaved_timings, measured_matmul_peak, run_variant, training_flops  # noqa: E402
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
 
-from utils.batching import length_grouped_batches  # noqa: E402
 from utils.classification import ClassificationObjective  # noqa: E402
 from utils.data import load_task_data  # noqa: E402
 from utils.runtime import resolve_device, resolve_precision  # noqa: E402
@@ -67,26 +66,15 @@ def main(argv: list[str] | None = None) -> dict:
     warm = [list(range(i, i + args.batch_size)) for i in range(0, 4 * args.batch_size, args.batch_size)]
     run_variant(model, optimizer, objective, rows, warm, None, device, precision)
     run_variant(model, optimizer, objective, rows, warm, args.max_length, device, precision)
-    rng = np.random.default_rng(0)
-    per_repeat = args.steps * args.batch_size
-    ours, base, mfu_ours, mfu_base = [], [], [], []
-    for repeat in range(args.repeats):
-        chosen = rng.choice(len(rows), size=per_repeat, replace=False)
-        chosen_lengths = [lengths[i] for i in chosen]
-        grouped = [[int(chosen[j]) for j in b] for b in
-                   length_grouped_batches(chosen_lengths, args.batch_size, seed=repeat, epoch=0)]
-        random_batches = [chosen[i:i + args.batch_size].tolist() for i in range(0, per_repeat, args.batch_size)]
-        flops = training_flops(chosen_lengths, config, non_embedding)
-        for label in (("ours", "baseline") if repeat % 2 == 0 else ("baseline", "ours")):
-            if label == "ours":
-                seconds = run_variant(model, optimizer, objective, rows, grouped, None, device, precision)
-                ours.append(per_repeat / seconds)
-                mfu_ours.append(flops / seconds / peak if peak else None)
-            else:
-                seconds = run_variant(model, optimizer, objective, rows, random_batches, args.max_length, device, precision)
-                base.append(per_repeat / seconds)
-                mfu_base.append(flops / seconds / peak if peak else None)
-        print(f"repeat {repeat}: ours {ours[-1]:.0f} sentences/s, baseline {base[-1]:.0f}", flush=True)
+    timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
+                                  steps=args.steps, repeats=args.repeats, pad_to=args.max_length, device=device,
+                                  precision=precision, unit="sentences")
+    ours = [t["sequences"] / t["seconds"] for t in timings["ours"]]
+    base = [t["sequences"] / t["seconds"] for t in timings["baseline"]]
+    mfu_ours = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
+                for t in timings["ours"]]
+    mfu_base = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
+                for t in timings["baseline"]]
     result = {
         "name": "sst2_batching",
         "what": f"SST-2 training sentences/s, tiny GPT-2 classifier (2x128, GPT-2 vocabulary), batch {args.batch_size}, "
