@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import add_runtime_args, positive_int, run_entry_point
+from utils.cli import add_runtime_args, files_by_task, name_path, positive_int, run_entry_point
 from utils.data import load_task_data
 from utils.distributed import barrier, shutdown_distributed
 from utils.errors import ToolkitError
@@ -23,19 +23,11 @@ from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa
 from utils.reptile import INNER_OPTIMIZERS, INNER_STATE_CHOICES, make_inner_optimizer, meta_parameters
 from utils.run_setup import start_run
 from utils.runtime import set_seed
-from utils.tasks import get_task, parse_task_list
+from utils.tasks import parse_task_list
 from utils.training_args import non_negative_float, positive_float
 
 logger = logging.getLogger("maml_qa")
 SCRIPT = "maml_qa.py"
-
-
-def name_path(text: str) -> tuple[str, str]:
-    """argparse type for NAME=PATH."""
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
-    name, path = text.split("=", 1)
-    return name.strip(), path.strip()
 
 
 def step_list(text: str) -> list[int]:
@@ -93,26 +85,6 @@ def build_parser() -> argparse.ArgumentParser:
     add_qa_args(parser)
     add_runtime_args(parser)
     return parser
-
-
-def files_by_task(pairs: list[tuple[str, str]], known: list, flag: str) -> dict[str, str]:
-    """NAME=PATH pairs keyed by canonical task name (any alias, any case); a file for a task this
-    run does not use is reported and ignored (one list of files can serve several runs).
-
-    Raises:
-        UnknownTaskError: a NAME that is no task at all.
-        ToolkitError: a task given twice.
-    """
-    names = {spec.name for spec in known}
-    files: dict[str, str] = {}
-    for name, path in pairs:
-        canonical = get_task(name).name
-        if canonical not in names:
-            logger.warning("%s %s=%s is not used: %s is not among this run's tasks", flag, name, path, canonical)
-        if canonical in files:
-            raise ToolkitError(f"{flag} gives task {canonical} twice")
-        files[canonical] = path
-    return files
 
 
 def task_records(spec, split: str, files: dict[str, str], limit: int | None) -> list[dict]:

@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 from utils.errors import ToolkitError, UnknownTaskError
 from utils.tasks import get_task
 
+logger = logging.getLogger(__name__)
 DEFAULT_SEED = 42
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -80,6 +81,34 @@ def positive_int(text: str) -> int:
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
     return value
+
+
+def name_path(text: str) -> tuple[str, str]:
+    """argparse type for NAME=PATH."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {text!r}")
+    name, path = text.split("=", 1)
+    return name.strip(), path.strip()
+
+
+def files_by_task(pairs: list[tuple[str, str]], known: list, flag: str) -> dict[str, str]:
+    """NAME=PATH pairs keyed by canonical task name (any alias, any case); a file for a task this
+    run does not use is reported and ignored (one list of files can serve several runs).
+
+    Raises:
+        UnknownTaskError: a NAME that is no task at all.
+        ToolkitError: a task given twice.
+    """
+    names = {spec.name for spec in known}
+    files: dict[str, str] = {}
+    for name, path in pairs:
+        canonical = get_task(name).name
+        if canonical not in names:
+            logger.warning("%s %s=%s is not used: %s is not among this run's tasks", flag, name, path, canonical)
+        if canonical in files:
+            raise ToolkitError(f"{flag} gives task {canonical} twice")
+        files[canonical] = path
+    return files
 
 
 def task_name(text: str) -> str:
