@@ -1,0 +1,7 @@
+"""Task2Vec for NLP tasks with a GPT-2 probe: Fisher estimators, embeddings, distances, diversity.
+
+Modules: `layout` (covered parameters and their coordinates), `fisher` (the diagonal Fisher
+estimators), `probe` (the fixed probe and its fitted head), `sequences` (task records as probe
+inputs), `embed` (the embedding of a task and of its batches), `io` (files), `distances`,
+`diversity`, `analysis` (what TaskDiversity.py reports). Command line: `python -m task2vec`.
+"""

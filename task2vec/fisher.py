@@ -1,0 +1,348 @@
+"""The diagonal of the Fisher information of a fixed probe, per parameter, three estimators.
+
+Notation: a batch of B sequences; sequence b has predictions p = 1..P (next tokens for a causal
+LM; one class for a classifier; a start and an end position for a span head), each a softmax over
+C outcomes with logits z_bp, and a mask m_bp that is 1 for the predictions that count (padding
+and positions without a target are 0). For a parameter tensor w:
+
+    s_b^(k) = sum_p m_bp * d/dw log p_w(y_bp^(k) | x_b)             (the per-SEQUENCE score)
+    F       = sum_b sum_k (s_b^(k))**2 / (K * sum_b sum_p m_bp)      (elementwise square)
+
+`mc` (the default, the *true* Fisher): y^(k) ~ p_w(. | x), K samples per prediction. Given x the
+sampled scores of different positions are independent with zero mean, so the square of their sum
+is unbiased for the sum of their squares: F estimates the prediction-averaged Fisher diagonal.
+`empirical`: y is the data's label (K = 1). Away from an optimum its cross terms do not vanish, so
+it is a different quantity (Kunstner et al. 2019); offered for comparison with TaskEmb.
+`minibatch_sq`: the reference implementations' estimator (Task2Vec, Beyond Scale): for minibatches
+of M sequences, the square of the gradient of the minibatch's mean loss on sampled labels,
+averaged over minibatches. It estimates F / (predictions per minibatch), with a higher variance;
+kept to compare with published numbers. Unlike Beyond Scale, padding is masked here too.
+
+Per-sequence gradients come from layer hooks, in one forward and K backward passes over the whole
+batch: for a linear map y = x W (HF Conv1D, W of shape (in, out)) the gradient of sequence b is
+sum_t x_bt^T delta_bt = X_b^T Delta_b, where delta = d(sum_b l_b)/dy is nonzero only on sequence
+b's own positions because sequences do not interact in a forward pass. LayerNorm weights get
+sum_t delta_bt * xhat_bt with xhat the normalised input. A brute-force loop over sequences with
+ordinary autograd (`method="loop"`) computes the same numbers and is kept for tests and benchmarks.
+Nothing is attached to the model: hooks live in a context manager and are removed on exit, and the
+model's train/eval mode and requires_grad flags are restored.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from task2vec.layout import CoveredParameter, select_parameters
+
+ESTIMATORS = ("mc", "empirical", "minibatch_sq")
+METHODS = ("hooks", "loop")
+# Per-sequence weight gradients are formed for this many elements at a time (about 64 MB in fp32).
+GRADIENT_CHUNK_ELEMENTS = 1 << 24
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a probe predicts for a batch: the softmax outputs whose log-likelihood is differentiated."""
+
+    logits: torch.Tensor   # (B, P, C)
+    mask: torch.Tensor     # (B, P) bool, True where the prediction counts
+    targets: torch.Tensor  # (B, P) long, the data's labels (any value where mask is False)
+
+
+OutputFn = Callable[[nn.Module, dict[str, torch.Tensor]], Predictions]
+
+
+@dataclass(frozen=True)
+class FisherSums:
+    """Unnormalised Fisher sums, so that batches (and processes) can be merged before dividing."""
+
+    squares: dict[str, torch.Tensor]  # parameter name -> sum of squared scores, the parameter's shape
+    weight: float                     # K * sum m for per-sequence estimators; minibatches for minibatch_sq
+
+    def merge(self, other: FisherSums) -> FisherSums:
+        """The sums of both (same parameters)."""
+        return FisherSums({name: self.squares[name] + other.squares[name] for name in self.squares},
+                          self.weight + other.weight)
+
+    def diagonal(self) -> dict[str, torch.Tensor]:
+        """F = squares / weight for every parameter."""
+        if self.weight <= 0:
+            raise ValueError("no prediction was counted (every mask is empty); the Fisher is undefined")
+        return {name: value / self.weight for name, value in self.squares.items()}
+
+
+def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
+    """A causal LM's next-token predictions: position t predicts token t+1.
+
+    Position t counts iff both t and t+1 are real tokens (works for right or left padding).
+    """
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    real = batch["attention_mask"].bool()                                                        # (B, T)
+    return Predictions(logits[:, :-1], real[:, :-1] & real[:, 1:], batch["input_ids"][:, 1:])
+
+
+def sample_labels(predictions: Predictions, num_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """(K, B, P) labels drawn from softmax(logits), independently for each prediction and sample."""
+    logits = predictions.logits.detach()
+    probs = torch.softmax(logits.double() if logits.dtype == torch.float64 else logits.float(), dim=-1)
+    flat = probs.reshape(-1, probs.size(-1))                                                    # (B*P, C)
+    drawn = torch.multinomial(flat, num_samples, replacement=True, generator=generator)        # (B*P, K)
+    return drawn.T.reshape(num_samples, *probs.shape[:-1])
+
+
+def _accumulator_dtype(tensor: torch.Tensor) -> torch.dtype:
+    # Squared gradients underflow in half precision; float64 models (tests) keep float64.
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
+
+
+@contextlib.contextmanager
+def _probe_mode(model: nn.Module, parameters: list[nn.Parameter]) -> Iterator[None]:
+    """Eval mode and requires_grad on the covered parameters for the duration; both restored."""
+    modes = {module: module.training for module in model.modules()}
+    flags = [parameter.requires_grad for parameter in parameters]
+    try:
+        model.eval()
+        for parameter in parameters:
+            parameter.requires_grad_(True)
+        with torch.enable_grad():
+            yield
+    finally:
+        for module, training in modes.items():
+            module.training = training
+        for parameter, flag in zip(parameters, flags):
+            parameter.requires_grad_(flag)
+
+
+class _ActivationCapture:
+    """Forward hooks that keep each covered module's input and output tensors (nothing else)."""
+
+    def __init__(self, modules: dict[str, nn.Module]) -> None:
+        self.inputs: dict[str, torch.Tensor] = {}
+        self.outputs: dict[str, torch.Tensor] = {}
+        self._handles = [module.register_forward_hook(self._hook(name)) for name, module in modules.items()]
+
+    def _hook(self, name: str):
+        def keep(_module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+            self.inputs[name] = args[0]
+            self.outputs[name] = output
+        return keep
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs: torch.Tensor,
+                          delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """sum_b (per-sequence gradient of `parameter`)**2 from the module's input and output gradient.
+
+    inputs: (B, T, in) and delta: (B, T, out); returns a tensor of the parameter's shape.
+    """
+    batch = inputs.size(0)
+    # Captured activations belong to the autograd graph; their products must not extend it.
+    x = inputs.detach().reshape(batch, -1, inputs.size(-1)).to(dtype)    # (B, T, in)
+    d = delta.detach().reshape(batch, -1, delta.size(-1)).to(dtype)      # (B, T, out)
+    if parameter.attribute == "bias":
+        return d.sum(dim=1).square().sum(dim=0)                 # (out,)
+    if parameter.kind == "layernorm":
+        xhat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
+        return (d * xhat).sum(dim=1).square().sum(dim=0)        # (d,)
+    total = torch.zeros(parameter.shape, dtype=dtype, device=x.device)
+    step = max(1, GRADIENT_CHUNK_ELEMENTS // (x.size(-1) * d.size(-1)))
+    for start in range(0, batch, step):
+        xs, ds = x[start:start + step], d[start:start + step]
+        if parameter.kind == "conv1d":
+            grads = torch.bmm(xs.transpose(1, 2), ds)           # (b, in, out), as Conv1D's weight
+        else:
+            grads = torch.bmm(ds.transpose(1, 2), xs)           # (b, out, in), as nn.Linear's weight
+        total += grads.square().sum(dim=0)
+    return total
+
+
+def _logit_gradient(predictions: Predictions, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """d(sum_b sum_p m_bp log p(label_bp))/d logits = m * (onehot(label) - p); shape (B, P, C)."""
+    grad = probs.neg()
+    safe = torch.where(predictions.mask, labels, torch.zeros_like(labels))
+    grad.scatter_add_(-1, safe.unsqueeze(-1), torch.ones_like(grad[..., :1]))
+    return grad * predictions.mask.unsqueeze(-1).to(grad.dtype)
+
+
+def _hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                 covered: list[CoveredParameter], draw: Callable[[Predictions], torch.Tensor]) -> FisherSums:
+    """Per-sequence estimators, vectorised: one forward, one backward per label sample."""
+    modules = dict(model.named_modules())
+    used = {parameter.module_name: modules[parameter.module_name] for parameter in covered}
+    capture = _ActivationCapture(used)
+    try:
+        predictions = output_fn(model, batch)
+    finally:
+        capture.close()
+    labels = draw(predictions)                                   # (K, B, P)
+    logits = predictions.logits
+    dtype = _accumulator_dtype(logits)
+    probs = torch.softmax(logits.detach().to(dtype), dim=-1)     # (B, P, C)
+    names = list(used)
+    outputs = [capture.outputs[name] for name in names]
+    squares = {p.name: torch.zeros(p.shape, dtype=dtype, device=logits.device) for p in covered}
+    for k in range(labels.size(0)):
+        grad_logits = _logit_gradient(predictions, probs, labels[k]).to(logits.dtype)
+        deltas = torch.autograd.grad(logits, outputs, grad_outputs=grad_logits,
+                                     retain_graph=k < labels.size(0) - 1, allow_unused=True)
+        by_module = dict(zip(names, deltas))
+        for parameter in covered:
+            delta = by_module[parameter.module_name]
+            if delta is not None:
+                squares[parameter.name] += _per_sequence_squares(
+                    parameter, used[parameter.module_name], capture.inputs[parameter.module_name], delta, dtype)
+    count = float(predictions.mask.sum()) * labels.size(0)
+    return FisherSums(squares, count)
+
+
+def _looped_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                 covered: list[CoveredParameter], draw: Callable[[Predictions], torch.Tensor]) -> FisherSums:
+    """Per-sequence estimators by brute force: each sequence alone, ordinary autograd."""
+    parameters = dict(model.named_parameters())
+    tensors = [parameters[p.name] for p in covered]
+    squares: dict[str, torch.Tensor] = {}
+    count = 0.0
+    first = next(iter(batch.values()))
+    for b in range(first.size(0)):
+        single = {key: value[b:b + 1] for key, value in batch.items()}
+        predictions = output_fn(model, single)
+        labels = draw(predictions, b)                            # (K, 1, P)
+        log_probs = torch.log_softmax(predictions.logits.to(_accumulator_dtype(predictions.logits)), dim=-1)
+        for k in range(labels.size(0)):
+            safe = torch.where(predictions.mask, labels[k], torch.zeros_like(labels[k]))
+            picked = log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)               # (1, P)
+            score = (picked * predictions.mask).sum()
+            grads = torch.autograd.grad(score, tensors, retain_graph=k < labels.size(0) - 1)
+            for parameter, grad in zip(covered, grads):
+                value = grad.to(log_probs.dtype).square()
+                squares[parameter.name] = squares[parameter.name] + value if parameter.name in squares else value
+        count += float(predictions.mask.sum()) * labels.size(0)
+    return FisherSums(squares, count)
+
+
+def _minibatch_square_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                           covered: list[CoveredParameter], num_samples: int, generator: torch.Generator,
+                           minibatch_size: int) -> FisherSums:
+    """sum over minibatches of (gradient of the minibatch's mean loss on sampled labels)**2."""
+    parameters = dict(model.named_parameters())
+    tensors = [parameters[p.name] for p in covered]
+    squares: dict[str, torch.Tensor] = {}
+    minibatches = 0
+    size = next(iter(batch.values())).size(0)
+    for start in range(0, size, minibatch_size):
+        part = {key: value[start:start + minibatch_size] for key, value in batch.items()}
+        predictions = output_fn(model, part)
+        if not predictions.mask.any():
+            continue
+        labels = sample_labels(predictions, num_samples, generator)                    # (K, b, P)
+        log_probs = torch.log_softmax(predictions.logits.to(_accumulator_dtype(predictions.logits)), dim=-1)
+        picked = log_probs.unsqueeze(0).expand(num_samples, *log_probs.shape).gather(
+            -1, labels.unsqueeze(-1)).squeeze(-1)                                       # (K, b, P)
+        loss = -(picked * predictions.mask).sum() / (predictions.mask.sum() * num_samples)
+        grads = torch.autograd.grad(loss, tensors)
+        for parameter, grad in zip(covered, grads):
+            value = grad.to(log_probs.dtype).square()
+            squares[parameter.name] = squares[parameter.name] + value if parameter.name in squares else value
+        minibatches += 1
+    if not squares:
+        squares = {p.name: torch.zeros(p.shape, dtype=torch.float32) for p in covered}
+    return FisherSums(squares, float(minibatches))
+
+
+def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                covered: list[CoveredParameter], *, estimator: str = "mc", num_samples: int = 1,
+                generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+                method: str = "hooks", minibatch_size: int = 8) -> FisherSums:
+    """Unnormalised Fisher sums of `covered` parameters over one batch (see the module docstring).
+
+    Args:
+        model: the probe; put in eval mode for the call and restored afterwards.
+        batch: tensors with a leading batch axis, passed to `output_fn`.
+        output_fn: the probe's predictions for a batch (next tokens, classes or span ends).
+        covered: the parameters to cover (task2vec.layout.select_parameters).
+        estimator: "mc", "empirical" or "minibatch_sq".
+        num_samples: K, label samples per prediction ("mc", "minibatch_sq"); 1 for "empirical".
+        generator: the Monte-Carlo generator, on the model's device (a seed-0 one when None).
+        labels: (K, B, P) labels to use instead of sampling ("mc" only), to compare methods.
+        method: "hooks" (vectorised) or "loop" (brute force over sequences).
+        minibatch_size: M, sequences per minibatch for "minibatch_sq".
+
+    Returns:
+        FisherSums; `.diagonal()` gives F for each covered parameter, in its own shape.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if labels is not None and estimator != "mc":
+        raise ValueError("explicit labels only make sense for the mc estimator")
+    parameters = dict(model.named_parameters())
+    missing = [p.name for p in covered if p.name not in parameters]
+    if missing:
+        raise ValueError(f"the model has no parameters named {missing[:3]}")
+    device = next(iter(batch.values())).device
+    generator = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    with _probe_mode(model, [parameters[p.name] for p in covered]):
+        if estimator == "minibatch_sq":
+            return _minibatch_square_sums(model, batch, output_fn, covered, num_samples, generator, minibatch_size)
+        if method == "hooks":
+            return _hooked_sums(model, batch, output_fn, covered,
+                                _label_source(estimator, num_samples, generator, labels))
+        source = _label_source(estimator, num_samples, generator, labels)
+        return _looped_sums(model, batch, output_fn, covered,
+                            lambda predictions, b: source(predictions, rows=slice(b, b + 1)))
+
+
+def _label_source(estimator: str, num_samples: int, generator: torch.Generator, labels: torch.Tensor | None):
+    """A function from predictions (of the whole batch or of some rows) to (K, rows, P) labels."""
+    def draw(predictions: Predictions, rows: slice | None = None) -> torch.Tensor:
+        if estimator == "empirical":
+            return predictions.targets.unsqueeze(0)
+        if labels is not None:
+            chosen = labels if rows is None else labels[:, rows]
+            if chosen.shape[1:] != predictions.mask.shape:
+                raise ValueError(f"labels of shape {tuple(labels.shape)} do not match predictions "
+                                 f"{tuple(predictions.mask.shape)}")
+            return chosen.to(predictions.targets.device)
+        return sample_labels(predictions, num_samples, generator)
+    return draw
+
+
+def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                    estimator: str = "mc", num_samples: int = 1, generator: torch.Generator | None = None,
+                    labels: torch.Tensor | None = None, method: str = "hooks",
+                    parameters: list[CoveredParameter] | None = None,
+                    minibatch_size: int = 8) -> dict[str, torch.Tensor]:
+    """The diagonal Fisher of a causal LM's next-token distribution on a batch of sequences.
+
+    F = sum_b sum_k (sum_t m_bt d/dw log p(y_bt^(k) | x_b,<t))**2 / (K * sum_b sum_t m_bt), where m marks
+    the valid next-token positions (t and t+1 both real tokens) and y is the data's next token
+    (`empirical`) or a sample from the model (`mc`, K samples). `minibatch_sq` is the reference
+    estimator (module docstring). The model is used as given (its own, possibly tied, head).
+
+    Args:
+        model: a causal LM whose forward(input_ids=, attention_mask=) returns `.logits` (B, T, V).
+        input_ids, attention_mask: (B, T) right- or left-padded.
+        parameters: the covered parameters; default: linear and LayerNorm weights of the body
+            (`model.base_model_prefix`, "transformer" for GPT-2).
+        Others: as in `fisher_sums`.
+
+    Returns:
+        {parameter name: unreduced diagonal of that parameter's shape}.
+    """
+    if parameters is None:
+        parameters = select_parameters(model, getattr(model, "base_model_prefix", "transformer"))
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return fisher_sums(model, batch, next_token_predictions, parameters, estimator=estimator,
+                       num_samples=num_samples, generator=generator, labels=labels, method=method,
+                       minibatch_size=minibatch_size).diagonal()

@@ -1,0 +1,139 @@
+"""Embedding files: plain `.npy` arrays and a JSON sidecar per task, never pickles.
+
+Layout of one task's folder, `<emb_dir>/<canonical task name>/`:
+
+    embedding.npy            (D,) float32   the task's embedding (all its examples pooled)
+    embedding.json                          metadata: layout manifest and digest, probe, objective,
+                                            estimator, K, examples used, seeds, versions, noise floor
+    batches.npy              (n, D) float32 one embedding per disjoint batch of examples
+    embedding_reseeded.npy   (D,)           the same examples re-embedded with a new Monte-Carlo seed
+    batches_reseeded.npy     (n, D)         the same batches re-embedded with that seed
+
+The re-embeddings give the noise floor: the distance an embedding has to itself when only the
+sampled labels change. A folder is written under a temporary name and renamed into place, so a
+reader never sees half of it.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from utils.errors import DataError
+from utils.outputs import write_json
+from utils.tasks import get_task
+
+EMBEDDING_FILE = "embedding.npy"
+METADATA_FILE = "embedding.json"
+BATCHES_FILE = "batches.npy"
+RESEEDED_FILE = "embedding_reseeded.npy"
+BATCHES_RESEEDED_FILE = "batches_reseeded.npy"
+WRITE_COMMAND = "python -m task2vec --tasks TASK --output_dir EMB_DIR (or ComputeTaskEmbedding.ipynb)"
+
+
+@dataclass(frozen=True)
+class TaskEmbedding:
+    """One task's embedding, its optional companions and its metadata."""
+
+    task: str
+    vector: np.ndarray                          # (D,)
+    metadata: dict
+    batches: np.ndarray | None = None           # (n, D)
+    reseeded: np.ndarray | None = None          # (D,)
+    batches_reseeded: np.ndarray | None = None  # (n, D)
+
+    @property
+    def dimension(self) -> int:
+        """Number of coordinates D."""
+        return int(self.vector.shape[0])
+
+
+def task_folder(emb_dir: str | os.PathLike, task: str) -> Path:
+    """`<emb_dir>/<canonical name>`: aliases (`duorc;SelfRC`) resolve to the registry name."""
+    return Path(emb_dir) / get_task(task).name
+
+
+def _check_shapes(embedding: TaskEmbedding) -> None:
+    dimension = embedding.dimension
+    if embedding.vector.ndim != 1:
+        raise ValueError(f"{embedding.task}: the embedding must be one vector, got shape {embedding.vector.shape}")
+    for name, array, ndim in (("batches", embedding.batches, 2), ("reseeded", embedding.reseeded, 1),
+                              ("batches_reseeded", embedding.batches_reseeded, 2)):
+        if array is not None and (array.ndim != ndim or array.shape[-1] != dimension):
+            raise ValueError(f"{embedding.task}: {name} has shape {array.shape}; expected {ndim} dimension(s) "
+                             f"ending in {dimension}")
+    if (embedding.batches is not None and embedding.batches_reseeded is not None
+            and embedding.batches.shape != embedding.batches_reseeded.shape):
+        raise ValueError(f"{embedding.task}: batches and batches_reseeded differ in shape")
+
+
+def save_task_embedding(emb_dir: str | os.PathLike, embedding: TaskEmbedding) -> Path:
+    """Write one task's folder (replacing a previous one) and return its path."""
+    _check_shapes(embedding)
+    destination = task_folder(emb_dir, embedding.task)
+    staging = destination.with_name(destination.name + ".partial")
+    if staging.exists():
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    arrays = {EMBEDDING_FILE: embedding.vector, BATCHES_FILE: embedding.batches,
+              RESEEDED_FILE: embedding.reseeded, BATCHES_RESEEDED_FILE: embedding.batches_reseeded}
+    for name, array in arrays.items():
+        if array is not None:
+            np.save(staging / name, np.asarray(array, dtype=np.float32), allow_pickle=False)
+    write_json(staging / METADATA_FILE, embedding.metadata)
+    if destination.exists():
+        shutil.rmtree(destination)
+    staging.rename(destination)
+    return destination
+
+
+def _load_array(path: Path, required: bool) -> np.ndarray | None:
+    if not path.is_file():
+        if required:
+            raise DataError(f"no embedding here; write it with `{WRITE_COMMAND}`", file=str(path))
+        return None
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as err:
+        raise DataError(f"not a plain numpy array file ({err})", file=str(path)) from err
+
+
+def load_task_embedding(emb_dir: str | os.PathLike, task: str) -> TaskEmbedding:
+    """Read one task's folder written by `save_task_embedding`.
+
+    Raises:
+        DataError: the folder, the vector or its metadata is missing or unreadable.
+    """
+    folder = task_folder(emb_dir, task)
+    if not folder.is_dir():
+        raise DataError(f"no embedding folder for task {get_task(task).name!r}; write it with `{WRITE_COMMAND}`",
+                        file=str(folder))
+    vector = _load_array(folder / EMBEDDING_FILE, required=True)
+    metadata_path = folder / METADATA_FILE
+    if not metadata_path.is_file():
+        raise DataError(f"missing metadata; re-run `{WRITE_COMMAND}`", file=str(metadata_path))
+    try:
+        metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise DataError(f"malformed JSON (line {err.lineno}, column {err.colno})", file=str(metadata_path)) from err
+    embedding = TaskEmbedding(task=get_task(task).name, vector=vector.astype(np.float64), metadata=metadata,
+                              batches=_optional_float(folder / BATCHES_FILE),
+                              reseeded=_optional_float(folder / RESEEDED_FILE),
+                              batches_reseeded=_optional_float(folder / BATCHES_RESEEDED_FILE))
+    try:
+        _check_shapes(embedding)
+    except ValueError as err:
+        raise DataError(str(err), file=str(folder)) from err
+    if not np.all(np.isfinite(embedding.vector)) or np.any(embedding.vector < 0):
+        raise DataError("the embedding holds negative or non-finite values; a Fisher diagonal cannot",
+                        file=str(folder / EMBEDDING_FILE))
+    return embedding
+
+
+def _optional_float(path: Path) -> np.ndarray | None:
+    array = _load_array(path, required=False)
+    return None if array is None else array.astype(np.float64)
