@@ -1,0 +1,257 @@
+"""The embedding of one task: rows -> disjoint batches -> fitted head -> Fisher -> coordinates.
+
+1. The task's records become probe rows (task2vec.sequences); `num_batches` disjoint batches of
+   `batch_size` rows are drawn without replacement (one seeded permutation, consecutive chunks),
+   and each batch's record ids are hashed so disjointness is checked, not assumed.
+2. The head is fitted once, on the final hidden states of all the chosen rows (task2vec.probe).
+3. Each batch's Fisher sums are computed (task2vec.fisher) in chunks of `chunk_size` rows and
+   reduced per output unit (task2vec.layout). Reduction is linear, so the TASK embedding is the
+   pooled sums of all batches over their pooled weights, and each BATCH embedding is its own sums
+   over its own weight: one pass gives both.
+4. With `noise_floor`, every batch is estimated again with a new Monte-Carlo seed: same data, same
+   head, new sampled labels. The distance between the two is the estimator's noise floor.
+
+Every random choice has its own seed, derived from (seed, task name, batch, stream) with
+numpy's SeedSequence, so a task's embedding does not depend on which other tasks are embedded in
+the same run, nor on how batches are spread over processes.
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import zlib
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from task2vec.distances import task2vec_distance
+from task2vec.diversity import data_diversity, noise_floor
+from task2vec.fisher import ESTIMATORS, fisher_sums
+from task2vec.io import TaskEmbedding
+from task2vec.layout import block_traces, build_layout, flatten, layout_digest, layout_manifest, select_parameters
+from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
+                            head_kind, new_head)
+from task2vec.sequences import task_rows
+from utils.checkpoint import LoadedModel
+from utils.distributed import DistContext, gather_to_main
+from utils.errors import ToolkitError
+from utils.outputs import library_versions, utc_now
+from utils.tasks import TaskSpec
+
+logger = logging.getLogger(__name__)
+SCHEMA_VERSION = 1
+MC_STREAM, RESEEDED_STREAM, DATA_STREAM, HEAD_STREAM = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class EmbeddingSettings:
+    """Everything that decides an embedding besides the probe and the data."""
+
+    objective: str = "lm"
+    estimator: str = "mc"
+    num_samples: int = 4
+    max_length: int = 128
+    batch_size: int = 64
+    num_batches: int = 8
+    chunk_size: int = 16
+    minibatch_size: int = 8
+    include: tuple[str, ...] = ()
+    head: HeadSettings = HeadSettings(steps=640, learning_rate=5e-5, weight_decay=1e-4, batch_size=8)
+    noise_floor: bool = True
+    seed: int = 42
+
+    def validate(self) -> None:
+        """Raises ToolkitError on settings that cannot give an embedding."""
+        if self.estimator not in ESTIMATORS:
+            raise ToolkitError(f"estimator must be one of {ESTIMATORS}, got {self.estimator!r}")
+        if self.objective == "task" and self.head.steps < 1:
+            raise ToolkitError("the task objective needs a fitted head: --head_steps must be at least 1")
+        if self.estimator == "empirical" and self.num_samples != 1:
+            raise ToolkitError("the empirical estimator uses the data's labels: --num_samples must be 1")
+
+
+def derived_seed(seed: int, task: str, *keys: int) -> int:
+    """A 63-bit seed for one stream of one task, independent of other tasks and of processes."""
+    sequence = np.random.SeedSequence([seed, zlib.crc32(task.encode()), *keys])
+    return int(sequence.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 1 << 31], np.uint64))
+
+
+def plan_batches(num_rows: int, batch_size: int, num_batches: int, seed: int) -> list[list[int]]:
+    """Disjoint batches of row indices: consecutive chunks of one seeded permutation.
+
+    Uses min(num_batches, num_rows // batch_size) full batches; a task with fewer than
+    `batch_size` rows gives one batch of all of them.
+    """
+    order = np.random.default_rng(seed).permutation(num_rows).tolist()
+    full = min(num_batches, num_rows // batch_size)
+    if full == 0:
+        return [order]
+    return [order[i * batch_size:(i + 1) * batch_size] for i in range(full)]
+
+
+def batch_digests(batches: list[list[int]], record_ids: list[str]) -> list[str]:
+    """A hash of each batch's record ids; raises if two batches share a record."""
+    seen: dict[str, int] = {}
+    digests = []
+    for number, batch in enumerate(batches):
+        ids = sorted(str(record_ids[i]) for i in batch)
+        for record_id in ids:
+            if seen.setdefault(record_id, number) != number:
+                raise RuntimeError(f"batches {seen[record_id]} and {number} share record {record_id!r}")
+        digests.append(hashlib.sha256("\n".join(ids).encode()).hexdigest()[:16])
+    return digests
+
+
+def _batch_sums(probe: ProbeModel, rows: list[dict], indices: list[int], settings: EmbeddingSettings,
+                covered: list, collate: Callable, seed: int, device: torch.device,
+                autocast: Callable) -> tuple[np.ndarray, float]:
+    """(D,) reduced Fisher sums of one batch and their weight, computed chunk by chunk.
+
+    Per-sequence estimators see the rows shortest first (less padding; their sums do not depend
+    on the grouping). `minibatch_sq` keeps the batch's order, since its minibatches are part of
+    the estimator, and uses chunks that are whole minibatches.
+    """
+    generator = torch.Generator(device=device).manual_seed(seed)
+    if settings.estimator == "minibatch_sq":
+        ordered = list(indices)
+        chunk = settings.minibatch_size * max(1, settings.chunk_size // settings.minibatch_size)
+    else:
+        ordered = sorted(indices, key=lambda i: len(rows[i]["input_ids"]))
+        chunk = settings.chunk_size
+    total, weight = None, 0.0
+    for start in range(0, len(ordered), chunk):
+        batch = {key: value.to(device) for key, value in collate([rows[i] for i in ordered[start:start + chunk]]).items()}
+        with autocast():
+            sums = fisher_sums(probe, batch, PREDICTIONS[probe.kind], covered, estimator=settings.estimator,
+                               num_samples=settings.num_samples, generator=generator,
+                               minibatch_size=settings.minibatch_size)
+        reduced = flatten(covered, sums.squares).double().cpu().numpy()          # (D,)
+        total = reduced if total is None else total + reduced
+        weight += sums.weight
+    return total, weight
+
+
+@dataclass(frozen=True)
+class EmbeddingContext:
+    """Where and how an embedding is computed."""
+
+    device: torch.device
+    autocast: Callable
+    dist: DistContext
+    progress: bool = False
+
+
+def build_probe(loaded: LoadedModel, spec: TaskSpec, settings: EmbeddingSettings) -> ProbeModel:
+    """The loaded model's body with a new untied head for the objective (not yet fitted)."""
+    model = loaded.model
+    kind = head_kind(settings.objective, spec.kind)
+    generator = torch.Generator().manual_seed(derived_seed(settings.seed, spec.name, HEAD_STREAM))
+    head = new_head(model, kind, len(spec.label_names or ()), generator)
+    prefix = model.base_model_prefix
+    return ProbeModel(getattr(model, prefix), head, prefix, kind).eval()
+
+
+def _compute_batches(probe: ProbeModel, rows: list[dict], batches: list[list[int]], settings: EmbeddingSettings,
+                     covered: list, collate: Callable, task: str, ctx: EmbeddingContext) -> list[dict]:
+    """This process's share of the batches: reduced sums and weights (and their reseeded twins)."""
+    mine = list(range(ctx.dist.rank, len(batches), ctx.dist.world_size))
+    reseed = settings.noise_floor and settings.estimator != "empirical"
+    results = []
+    for number in tqdm(mine, desc=f"Fisher {task}", disable=not ctx.progress, unit="batch"):
+        entry = {"batch": number}
+        entry["sums"], entry["weight"] = _batch_sums(
+            probe, rows, batches[number], settings, covered, collate,
+            derived_seed(settings.seed, task, MC_STREAM, number), ctx.device, ctx.autocast)
+        if reseed:
+            entry["reseeded_sums"], entry["reseeded_weight"] = _batch_sums(
+                probe, rows, batches[number], settings, covered, collate,
+                derived_seed(settings.seed, task, RESEEDED_STREAM, number), ctx.device, ctx.autocast)
+        results.append(entry)
+    return results
+
+
+def _pool(entries: list[dict], sums_key: str, weight_key: str) -> tuple[np.ndarray, np.ndarray]:
+    """(D,) task vector = pooled sums / pooled weight, and (n, D) batch vectors = own sums / own weight."""
+    sums = np.stack([e[sums_key] for e in entries])                     # (n, D)
+    weights = np.array([e[weight_key] for e in entries])                # (n,)
+    if np.any(weights <= 0):
+        raise ToolkitError("a batch has no prediction to count (every sequence shorter than 2 tokens?)")
+    return sums.sum(axis=0) / weights.sum(), sums / weights[:, None]
+
+
+def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], settings: EmbeddingSettings,
+               ctx: EmbeddingContext, *, source: str) -> TaskEmbedding | None:
+    """The Task2Vec embedding of one task (None on processes other than the main one).
+
+    Raises:
+        ToolkitError: no record gives a usable row, or settings that cannot work.
+    """
+    settings.validate()
+    began = time.perf_counter()
+    built = task_rows(spec, records, loaded.tokenizer, settings.objective, settings.max_length)
+    if not built.rows:
+        raise ToolkitError(f"{spec.name}: none of the {len(records)} records gives a probe input "
+                           f"(objective {settings.objective}, --max_length {settings.max_length})")
+    batches = plan_batches(len(built.rows), settings.batch_size, settings.num_batches,
+                           derived_seed(settings.seed, spec.name, DATA_STREAM))
+    digests = batch_digests(batches, built.record_ids)
+    chosen = sorted(i for batch in batches for i in batch)
+    probe = build_probe(loaded, spec, settings)
+    collate = collate_fn(probe.kind, loaded.tokenizer.pad_token_id)
+    head_report: dict = {"steps": 0}
+    if settings.head.steps:
+        hidden = cache_hidden_states(probe, [built.rows[i] for i in chosen], collate, settings.chunk_size,
+                                     ctx.device, ctx.autocast)
+        generator = torch.Generator().manual_seed(derived_seed(settings.seed, spec.name, HEAD_STREAM, 1))
+        head_report = fit_head(probe.head, probe.kind, hidden, [built.rows[i] for i in chosen], settings.head,
+                               generator, ctx.device)
+        del hidden
+    covered = select_parameters(probe, probe.body_prefix, settings.include)
+    entries = gather_to_main(ctx.dist, _compute_batches(probe, built.rows, batches, settings, covered, collate,
+                                                        spec.name, ctx))
+    if not ctx.dist.is_main:
+        return None
+    entries = sorted((e for part in entries for e in part), key=lambda e: e["batch"])
+    vector, batch_vectors = _pool(entries, "sums", "weight")
+    reseeded = batch_reseeded = None
+    if "reseeded_sums" in entries[0]:
+        reseeded, batch_reseeded = _pool(entries, "reseeded_sums", "reseeded_weight")
+    blocks = build_layout(covered)
+    metadata = {
+        "schema_version": SCHEMA_VERSION, "task": spec.name, "source": source,
+        "probe": {"model": loaded.provenance.path, "sha256": loaded.provenance.sha256, "head": probe.kind,
+                  "lineage": [step.get("task") or step.get("script")
+                              for step in (loaded.provenance.lineage or {}).get("chain", [])],
+                  "config": {k: getattr(loaded.model.config, k, None)
+                             for k in ("model_type", "n_layer", "n_embd", "vocab_size")}},
+        "objective": settings.objective, "estimator": settings.estimator, "num_samples": settings.num_samples,
+        "settings": {**{k: v for k, v in asdict(settings).items() if k != "head"}, "include": list(settings.include)},
+        "head": {**asdict(settings.head), **head_report},
+        "examples": {"records": len(records), "rows": len(built.rows), "records_without_row": built.unused,
+                     "examples_used": len(chosen), "batches": len(batches),
+                     "batch_sizes": [len(b) for b in batches], "batch_digests": digests,
+                     "predictions_counted": float(sum(e["weight"] for e in entries))},
+        "seeds": {"seed": settings.seed, "derivation": "SeedSequence([seed, crc32(task), stream, batch])"},
+        "dimension": int(vector.shape[0]), "layout_digest": layout_digest(blocks), "layout": layout_manifest(blocks),
+        "block_traces": block_traces(blocks, torch.from_numpy(vector)),
+        "noise_floor": _noise_report(vector, batch_vectors, reseeded, batch_reseeded),
+        "versions": library_versions(), "created_at": utc_now(),
+        "runtime_seconds": round(time.perf_counter() - began, 3),
+    }
+    return TaskEmbedding(spec.name, vector, metadata, batch_vectors, reseeded, batch_reseeded)
+
+
+def _noise_report(vector: np.ndarray, batches: np.ndarray, reseeded: np.ndarray | None,
+                  batches_reseeded: np.ndarray | None) -> dict:
+    """Task-level and batch-level noise floors beside the data-level diversity of the batches."""
+    report: dict = {"task": None, "batches_mean": None, "data_diversity": None}
+    if len(batches) >= 2:
+        report["data_diversity"] = data_diversity(batches).value
+    if reseeded is not None:
+        report["task"] = task2vec_distance(vector, reseeded)
+        report["batches_mean"] = noise_floor(batches, batches_reseeded)["mean"]
+    return report

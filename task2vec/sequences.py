@@ -1,0 +1,126 @@
+"""A task's records as the probe's input rows, for each objective.
+
+`lm` rows (next-token Fisher on the task's text; every real next token counts):
+- QA: a context window holding the answer, then "\\nQuestion: <question>\\nAnswer: <answer><EOS>"
+  (the generative layout of utils.qa_generative, so the probe reads the text a QA model reads);
+  unanswerable questions answer "unanswerable".
+- classification: "<sentence>\\nAnswer: <label word><EOS>".
+`task` rows (the task's own head):
+- QA span: one window per question (the first that holds the answer; the first window for an
+  unanswerable question or an answer no window holds), with its start/end labels and candidates,
+  as utils.qa_features builds them for training.
+- classification: the sentence, no token added, with its label.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from utils.errors import ToolkitError
+from utils.qa_features import SpanFeatureConfig, span_features
+from utils.qa_generative import ANSWER_PREFIX, GenerativeConfig, generative_features
+from utils.classification import classification_features
+from utils.tasks import TaskSpec
+
+OBJECTIVES = ("lm", "task")
+
+
+@dataclass(frozen=True)
+class TaskRows:
+    """Probe input rows of one task and how many records could not become a row."""
+
+    rows: list[dict]          # each with input_ids (and labels / span fields for the task objective)
+    record_ids: list[str]     # the record behind each row
+    unused: int               # records that gave no row (e.g. an answer no window can hold)
+
+
+def _columns(records: list[dict], fields: tuple[str, ...]) -> dict[str, list]:
+    return {field: [record[field] for record in records] for field in fields}
+
+
+def _qa_lm_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
+    quarter = max(8, max_length // 4)
+    config = GenerativeConfig(max_seq_length=max_length, doc_stride=quarter, max_question_tokens=quarter,
+                              max_answer_tokens=max(4, max_length // 8))
+    config.validate()
+    features = generative_features(_columns(records, ("id", "context", "question", "answers")), tokenizer,
+                                   config, training=True)
+    rows = [{"input_ids": ids} for ids in features["input_ids"]]
+    return TaskRows(rows, list(features["example_id"]), len(records) - len(rows))
+
+
+def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int,
+                            label_names: tuple[str, ...]) -> TaskRows:
+    prefix = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
+    words = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+             for name in label_names]
+    room = max_length - len(prefix) - max(len(w) for w in words)
+    if room < 1:
+        raise ToolkitError(f"--max_length {max_length} leaves no room for the sentence before the label word")
+    encoded = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
+                        max_length=room)["input_ids"]
+    rows, ids = [], []
+    for record, sentence in zip(records, encoded):
+        if sentence:
+            rows.append({"input_ids": sentence + prefix + words[record["label"]]})
+            ids.append(record["id"])
+    return TaskRows(rows, ids, len(records) - len(rows))
+
+
+def _span_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
+    quarter = max(8, max_length // 4)
+    config = SpanFeatureConfig(max_seq_length=max_length, doc_stride=quarter, max_question_tokens=quarter)
+    config.validate()
+    features = span_features(_columns(records, ("id", "context", "question", "answers")), tokenizer, config,
+                             with_labels=True, with_offsets=False)
+    chosen: dict[int, int] = {}
+    for position, example in enumerate(features["example_index"]):
+        holds_answer = features["start_positions"][position] != features["null_index"][position]
+        if example not in chosen or (holds_answer and features["start_positions"][chosen[example]]
+                                     == features["null_index"][chosen[example]]):
+            chosen[example] = position
+    keys = ("input_ids", "context_start", "context_end", "null_index", "start_positions", "end_positions")
+    rows = [{key: features[key][position] for key in keys} for position in chosen.values()]
+    return TaskRows(rows, [features["example_id"][p] for p in chosen.values()], len(records) - len(rows))
+
+
+def _classification_task_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
+    features = classification_features(_columns(records, ("text", "label")), tokenizer, max_length)
+    rows = [{"input_ids": ids, "labels": label} for ids, label in zip(features["input_ids"], features["labels"])]
+    return TaskRows(rows, [r["id"] for r in records], 0)
+
+
+def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: str, max_length: int) -> TaskRows:
+    """The probe rows of a task's records for an objective ("lm" or "task").
+
+    Raises:
+        ToolkitError: a classification record without a label (e.g. GLUE test), or a max_length
+            too short for the layout.
+    """
+    if objective not in OBJECTIVES:
+        raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
+    if spec.kind == "classification":
+        unlabelled = sum(1 for r in records if r["label"] < 0)
+        if unlabelled:
+            raise ToolkitError(f"{spec.name}: {unlabelled} records have no label (a test split?); "
+                               "embed a labelled split (--split train or validation)")
+        if objective == "lm":
+            return _classification_lm_rows(records, tokenizer, max_length, spec.label_names)
+        return _classification_task_rows(records, tokenizer, max_length)
+    if objective == "lm":
+        return _qa_lm_rows(records, tokenizer, max_length)
+    return _span_rows(records, tokenizer, max_length)
+
+
+def subsample_records(records: list[dict], needed: int, seed: int, margin: float = 2.0) -> list[dict]:
+    """At most `margin * needed` records, drawn without replacement (all of them if fewer), in file order.
+
+    The margin leaves room for records that give no row, without tokenising a whole large split.
+    """
+    limit = int(np.ceil(margin * needed))
+    if len(records) <= limit:
+        return list(records)
+    chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=limit, replace=False))
+    return [records[i] for i in chosen]
