@@ -1,0 +1,163 @@
+"""Embed tasks with Task2Vec (diagonal Fisher of a fixed GPT-2 probe) into TaskEmb/<task>/.
+
+    python -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name gpt2
+    python -m task2vec --tasks sst2 --model_name demo_output/tiny_gpt2 --use_samples
+
+Data come from --task_file NAME=PATH, the bundled samples (--use_samples) or the Hub. Each task
+gets embedding.npy, embedding.json, batches.npy and, unless --no_noise_floor, the re-embeddings
+with a new Monte-Carlo seed that give the noise floor. Under torchrun the batches of each task are
+spread over the processes; the result equals a single process's.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+from functools import partial
+from pathlib import Path
+
+from task2vec.embed import EmbeddingContext, EmbeddingSettings, derived_seed, embed_task
+from task2vec.fisher import ESTIMATORS
+from task2vec.io import save_task_embedding, task_folder
+from task2vec.probe import HeadSettings
+from task2vec.sequences import OBJECTIVES, subsample_records
+from utils.checkpoint import load_model
+from utils.cli import add_runtime_args, files_by_task, name_path, positive_int
+from utils.cli import progress_enabled, silence_library_progress_bars
+from utils.data import load_task_data
+from utils.distributed import init_distributed, shutdown_distributed
+from utils.errors import ToolkitError
+from utils.runtime import resolve_device, resolve_precision, set_seed
+from utils.samples import sample_file
+from utils.tasks import get_task
+from utils.training import autocast_context
+from utils.training_args import non_negative_float, positive_float
+
+logger = logging.getLogger("task2vec")
+DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
+DEFAULT_HEAD_LR = {"lm": 5e-5, "task": 1e-3}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of `python -m task2vec`."""
+    parser = argparse.ArgumentParser(prog="python -m task2vec", description=__doc__.split("\n\n")[0])
+    data = parser.add_argument_group("tasks and data")
+    data.add_argument("--tasks", type=str, default=DEFAULT_TASKS,
+                      help="Comma-separated tasks (registry names or the original spellings, e.g. duorc;SelfRC).")
+    data.add_argument("--task_file", type=name_path, action="append", default=[],
+                      help="NAME=PATH: a local file of a task (repeatable; any format the adapters read).")
+    data.add_argument("--use_samples", action="store_true",
+                      help="Read every task without --task_file from the bundled data/samples (the demo).")
+    data.add_argument("--split", choices=("train", "validation"), default="train", help="Which split to embed.")
+    parser.add_argument("--model_name", type=str, default="gpt2",
+                        help="The probe: a causal LM checkpoint folder or Hub name; it is never trained.")
+    parser.add_argument("--output_dir", type=str, default="TaskEmb",
+                        help="Embedding folder; each task is written to <output_dir>/<task>/.")
+    parser.add_argument("--overwrite_output_dir", action="store_true",
+                        help="Replace tasks already embedded in --output_dir (others are kept either way).")
+    fim = parser.add_argument_group("Fisher estimate")
+    fim.add_argument("--objective", choices=OBJECTIVES, default="lm",
+                     help="lm: next-token loss on the task's text; task: the task's own head (span or classes).")
+    fim.add_argument("--estimator", choices=ESTIMATORS, default="mc",
+                     help="mc: labels sampled from the probe (the true Fisher; trust this one); empirical: the "
+                          "data's labels; minibatch_sq: square of minibatch gradients, as published code does.")
+    fim.add_argument("--num_samples", type=positive_int, default=4,
+                     help="K: label samples per prediction (mc, minibatch_sq); the noise floor falls about as 1/K.")
+    fim.add_argument("--max_length", type=positive_int, default=128, help="Tokens per probe sequence.")
+    fim.add_argument("--batch_size", type=positive_int, default=64, help="Sequences per batch (B).")
+    fim.add_argument("--num_batches", type=positive_int, default=8,
+                     help="Disjoint batches per task (n); the task embedding pools them, batches.npy keeps each.")
+    fim.add_argument("--chunk_size", type=positive_int, default=16, help="Sequences per forward pass (memory).")
+    fim.add_argument("--minibatch_size", type=positive_int, default=8, help="M for --estimator minibatch_sq.")
+    fim.add_argument("--include_biases", action="store_true",
+                     help="Also cover the biases of the same layers (a sensitivity analysis; off for parity).")
+    fim.add_argument("--no_noise_floor", action="store_true",
+                     help="Skip the re-embedding with a new Monte-Carlo seed (halves the time; no noise floor).")
+    head = parser.add_argument_group("head fitting (on cached features of the frozen body)")
+    head.add_argument("--head_steps", type=int, default=640,
+                      help="AdamW steps (a fixed budget, independent of the data size); 0 keeps the LM head as it is.")
+    head.add_argument("--head_learning_rate", type=positive_float, default=None,
+                      help="Default 5e-5 for the lm objective (a pretrained head), 1e-3 for task (a new head).")
+    head.add_argument("--head_weight_decay", type=non_negative_float, default=1e-4, help="AdamW weight decay.")
+    head.add_argument("--head_batch_size", type=positive_int, default=8, help="Sequences per head step.")
+    add_runtime_args(parser)
+    return parser
+
+
+def settings_from(args: argparse.Namespace) -> EmbeddingSettings:
+    """The embedding settings the parsed flags describe."""
+    learning_rate = args.head_learning_rate or DEFAULT_HEAD_LR[args.objective]
+    return EmbeddingSettings(
+        objective=args.objective, estimator=args.estimator, num_samples=args.num_samples,
+        max_length=args.max_length, batch_size=args.batch_size, num_batches=args.num_batches,
+        chunk_size=args.chunk_size, minibatch_size=args.minibatch_size,
+        include=("bias",) if args.include_biases else (),
+        head=HeadSettings(args.head_steps, learning_rate, args.head_weight_decay, args.head_batch_size),
+        noise_floor=not args.no_noise_floor, seed=args.seed)
+
+
+def task_source(spec, files: dict[str, str], use_samples: bool, split: str) -> str | None:
+    """The local file of a task, or None for the Hub."""
+    if spec.name in files:
+        return files[spec.name]
+    return str(sample_file(spec.name, split)) if use_samples else None
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Embed every task of --tasks into --output_dir; returns {output_dir, model_name, tasks: {...}}.
+
+    Raises:
+        ToolkitError: tasks already embedded there without --overwrite_output_dir, unusable data
+            or settings (checked before the probe is loaded where possible).
+    """
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.head_steps < 0:
+        parser.error("--head_steps must be 0 or more")
+    specs = [get_task(name) for name in dict.fromkeys(n.strip() for n in args.tasks.split(",") if n.strip())]
+    if not specs:
+        parser.error("--tasks names no task")
+    settings = settings_from(args)
+    settings.validate()
+    files = files_by_task(args.task_file, specs, "--task_file")
+    existing = [spec.name for spec in specs if task_folder(args.output_dir, spec.name).exists()]
+    if existing and not args.overwrite_output_dir:
+        raise ToolkitError(f"{args.output_dir} already holds {', '.join(existing)}; pass --overwrite_output_dir "
+                           "to replace them or choose another --output_dir")
+    progress = progress_enabled(args.no_progress)
+    if not progress:
+        silence_library_progress_bars()
+    set_seed(args.seed)
+    device = resolve_device(args.device)
+    dist = init_distributed(device)
+    precision = resolve_precision(args.precision, dist.device)
+    loaded = load_model(args.model_name, "lm")
+    loaded.model.to(dist.device)
+    ctx = EmbeddingContext(dist.device, partial(autocast_context, precision, dist.device), dist,
+                           progress and dist.is_main)
+    needed = settings.batch_size * settings.num_batches
+    summary: dict = {"output_dir": str(Path(args.output_dir)), "model_name": args.model_name, "tasks": {}}
+    try:
+        for spec in specs:
+            source = task_source(spec, files, args.use_samples, args.split)
+            data = load_task_data(spec, args.split, source, local_hint="--task_file NAME=PATH or --use_samples")
+            records = subsample_records(data.records, needed, derived_seed(args.seed, spec.name, 9))
+            embedding = embed_task(loaded, spec, records, settings, ctx, source=data.stats.source)
+            if embedding is None:
+                continue
+            folder = save_task_embedding(args.output_dir, embedding)
+            floor = embedding.metadata["noise_floor"]
+            summary["tasks"][spec.name] = {"path": str(folder), "dimension": embedding.dimension,
+                                           "examples_used": embedding.metadata["examples"]["examples_used"],
+                                           "noise_floor": floor}
+            logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s",
+                        spec.name, embedding.dimension, embedding.metadata["examples"]["examples_used"],
+                        embedding.metadata["examples"]["batches"], folder, _fmt(floor["task"]),
+                        _fmt(floor["data_diversity"]))
+    finally:
+        shutdown_distributed(dist)
+    return summary
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4g}"
+
