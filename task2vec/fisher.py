@@ -87,12 +87,19 @@ def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> 
 
 
 def sample_labels(predictions: Predictions, num_samples: int, generator: torch.Generator) -> torch.Tensor:
-    """(K, B, P) labels drawn from softmax(logits), independently for each prediction and sample."""
+    """(K, B, P) labels drawn from softmax(logits), independently for each counted prediction and sample.
+
+    Only counted predictions are drawn (in row-major order), so the draws do not depend on how much
+    padding a batch carries; uncounted positions get label 0.
+    """
     logits = predictions.logits.detach()
-    probs = torch.softmax(logits.double() if logits.dtype == torch.float64 else logits.float(), dim=-1)
-    flat = probs.reshape(-1, probs.size(-1))                                                    # (B*P, C)
-    drawn = torch.multinomial(flat, num_samples, replacement=True, generator=generator)        # (B*P, K)
-    return drawn.T.reshape(num_samples, *probs.shape[:-1])
+    counted = logits[predictions.mask]                                                          # (N, C)
+    probs = torch.softmax(counted.double() if counted.dtype == torch.float64 else counted.float(), dim=-1)
+    labels = torch.zeros(num_samples, *predictions.mask.shape, dtype=torch.long, device=logits.device)
+    if probs.size(0):
+        drawn = torch.multinomial(probs, num_samples, replacement=True, generator=generator)    # (N, K)
+        labels[:, predictions.mask] = drawn.T
+    return labels
 
 
 def _accumulator_dtype(tensor: torch.Tensor) -> torch.dtype:
