@@ -16,7 +16,7 @@ import logging
 from pathlib import Path
 
 from task2vec.analysis import (SET_STATISTICS, build_report, json_safe, load_available_embeddings, load_embeddings,
-                               noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap,
+                               noise_floor_lines, noise_floor_verdict, plot_accuracy_vs_diversity, plot_distance_heatmap,
                                ranking_lines, read_results_table, remove_previous_outputs, tasks_in_results,
                                write_matrix_csv, write_subsets_csv)
 from task2vec.distances import DISTANCES
@@ -93,7 +93,8 @@ def print_report(report: dict) -> None:
     overall = report["source_set_diversity"]
     print(f"All {len(report['sources'])} sources: diversity {overall['value']:.6f}, "
           f"{overall['confidence']:.0%} jackknife CI [{overall['ci_low']:.6f}, {overall['ci_high']:.6f}]")
-    print("\n".join(noise_floor_lines(report)))
+    print("\n".join([*noise_floor_lines(report["noise_floor"]),
+                     noise_floor_verdict(report["noise_floor"]["pairs"])]))
     if "joined_results" in report:
         print(f"Results table: {len(report['joined_results'])} row(s) joined, "
               f"{len(report['skipped_results'])} skipped")

@@ -209,7 +209,30 @@ def noise_floor_summary(embeddings: Mapping[str, TaskEmbedding], task_matrix: np
     return {"distance": distance, "tasks": per_task,
             "max_task_level": max(measured) if measured else None,
             "min_task_distance": float(off_diagonal.min()) if off_diagonal.size else None,
-            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); distances near it are noise"}
+            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); distances near it are noise",
+            "pairs": pairs_above_noise_floor(list(embeddings), task_matrix, per_task)}
+
+
+def pairs_above_noise_floor(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapping[str, dict]) -> list[dict]:
+    """For each pair of different tasks: d, the larger of the two task-level floors, and whether d
+    lies above it (None when a floor was not measured)."""
+    pairs = []
+    for i, j in zip(*np.triu_indices(len(tasks), 1)):
+        floors = [per_task[tasks[k]]["task_level"] for k in (i, j)]
+        floor = None if None in floors else max(floors)
+        pairs.append({"tasks": [tasks[i], tasks[j]], "distance": float(task_matrix[i, j]), "floor": floor,
+                      "above": None if floor is None else bool(task_matrix[i, j] > floor)})
+    return pairs
+
+
+def noise_floor_verdict(pairs: Sequence[Mapping[str, Any]]) -> str:
+    """One line: how many task pairs the embeddings resolve, and what to do if not all."""
+    unresolved = [" / ".join(p["tasks"]) for p in pairs if p["above"] is False]
+    unmeasured = sum(1 for p in pairs if p["above"] is None)
+    line = (f"verdict: all {len(pairs) - unmeasured} task pairs lie above their noise floor" if not unresolved
+            else f"verdict: {len(unresolved)} of {len(pairs)} task pairs do not lie above their noise floor "
+                 f"({', '.join(unresolved)}); raise --num_samples")
+    return line + (f"; {unmeasured} pairs without a measured floor" if unmeasured else "")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -524,9 +547,9 @@ def ranking_lines(report: Mapping[str, Any]) -> list[str]:
             for rank, entry in enumerate(report["subsets"], start=1)]
 
 
-def noise_floor_lines(report: Mapping[str, Any]) -> list[str]:
-    """One line per task: its task-level floor and, with batches, data diversity and batch floor."""
-    floor = report["noise_floor"]
+def noise_floor_lines(floor: Mapping[str, Any]) -> list[str]:
+    """One line per task of a `noise_floor_summary`: its task-level floor and, with batches, data
+    diversity and batch floor."""
     lines = [f"noise floor ({floor['distance']}; smallest distance between two tasks "
              f"{floor['min_task_distance']:.6f}):"]
     for name, entry in floor["tasks"].items():
