@@ -47,11 +47,31 @@ GRADIENT_CHUNK_ELEMENTS = 1 << 24
 
 @dataclass(frozen=True)
 class Predictions:
-    """What a probe predicts for a batch: the softmax outputs whose log-likelihood is differentiated."""
+    """What a probe predicts for a batch: the softmax outputs whose log-likelihood is differentiated.
 
-    logits: torch.Tensor   # (B, P, C)
-    mask: torch.Tensor     # (B, P) bool, True where the prediction counts
-    targets: torch.Tensor  # (B, P) long, the data's labels (any value where mask is False)
+    Either `logits` is given, or the logits are a linear map of `features` (a vocabulary-sized LM
+    head): logits = features @ head_weight.T + head_bias. The factored form lets the estimators
+    work on a few hundred positions at a time instead of holding (B, P, V) logits, their softmax
+    and their gradient for a 50,257-word vocabulary.
+    """
+
+    mask: torch.Tensor                      # (B, P) bool, True where the prediction counts
+    targets: torch.Tensor                   # (B, P) long, the data's labels (any value where mask is False)
+    logits: torch.Tensor | None = None      # (B, P, C)
+    features: torch.Tensor | None = None    # (B, P, d)
+    head_weight: torch.Tensor | None = None  # (C, d)
+    head_bias: torch.Tensor | None = None    # (C,)
+
+    @property
+    def factored(self) -> bool:
+        """True when the logits are given as features and a linear head."""
+        return self.logits is None
+
+    def full_logits(self) -> torch.Tensor:
+        """(B, P, C) logits (computed from the features when factored)."""
+        if self.logits is not None:
+            return self.logits
+        return F.linear(self.features, self.head_weight, self.head_bias)
 
 
 OutputFn = Callable[[nn.Module, dict[str, torch.Tensor]], Predictions]
@@ -79,27 +99,64 @@ class FisherSums:
 def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
     """A causal LM's next-token predictions: position t predicts token t+1.
 
-    Position t counts iff both t and t+1 are real tokens (works for right or left padding).
+    Position t counts iff both t and t+1 are real tokens (works for right or left padding). The
+    model must compute its logits as `get_output_embeddings()` applied to the last hidden state of
+    `base_model` (GPT-2 and most HF causal LMs do; `check_factored_head` verifies it).
     """
-    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    head = model.get_output_embeddings()
     real = batch["attention_mask"].bool()                                                        # (B, T)
-    return Predictions(logits[:, :-1], real[:, :-1] & real[:, 1:], batch["input_ids"][:, 1:])
+    return Predictions(real[:, :-1] & real[:, 1:], batch["input_ids"][:, 1:], features=hidden[:, :-1],
+                       head_weight=head.weight, head_bias=head.bias)
+
+
+@torch.no_grad()
+def check_factored_head(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Raise ValueError unless model(...).logits == output_embeddings(base_model(...)) on one sequence."""
+    row = {"input_ids": input_ids[:1], "attention_mask": attention_mask[:1]}
+    direct = model(**row).logits[:, :-1]
+    factored = next_token_predictions(model, row).full_logits()
+    if not torch.allclose(direct, factored, rtol=1e-4, atol=1e-4 * float(direct.abs().max())):
+        raise ValueError(f"{type(model).__name__} does not compute its logits as its output embeddings applied to "
+                         "the base model's last hidden state; the next-token Fisher cannot use it as a probe")
+
+
+HEAD_CHUNK_ELEMENTS = 1 << 22  # logits formed for at most this many (position, class) pairs at a time
+
+
+def _head_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, probabilities) of the counted predictions, a few hundred rows at a time, in row-major order."""
+    dtype = _accumulator_dtype(predictions.features)
+    counted = predictions.features.detach()[predictions.mask]                                   # (N, d)
+    weight = predictions.head_weight.detach().to(dtype)
+    bias = None if predictions.head_bias is None else predictions.head_bias.detach().to(dtype)
+    step = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
+    for start in range(0, counted.size(0), step):
+        rows = slice(start, min(start + step, counted.size(0)))
+        yield rows, torch.softmax(F.linear(counted[rows].to(dtype), weight, bias), dim=-1)       # (n, C)
 
 
 def sample_labels(predictions: Predictions, num_samples: int, generator: torch.Generator) -> torch.Tensor:
     """(K, B, P) labels drawn from softmax(logits), independently for each counted prediction and sample.
 
-    Only counted predictions are drawn (in row-major order), so the draws do not depend on how much
-    padding a batch carries; uncounted positions get label 0.
+    Only counted predictions are drawn (in row-major order, in fixed-size chunks of counted rows),
+    so the draws do not depend on how much padding a batch carries; uncounted positions get 0.
     """
-    logits = predictions.logits.detach()
-    counted = logits[predictions.mask]                                                          # (N, C)
-    probs = torch.softmax(counted.double() if counted.dtype == torch.float64 else counted.float(), dim=-1)
-    labels = torch.zeros(num_samples, *predictions.mask.shape, dtype=torch.long, device=logits.device)
-    if probs.size(0):
-        drawn = torch.multinomial(probs, num_samples, replacement=True, generator=generator)    # (N, K)
-        labels[:, predictions.mask] = drawn.T
+    labels = torch.zeros(num_samples, *predictions.mask.shape, dtype=torch.long, device=predictions.mask.device)
+    drawn = torch.cat([torch.multinomial(probs, num_samples, replacement=True, generator=generator)
+                       for _, probs in _probability_chunks(predictions)] or
+                      [torch.zeros(0, num_samples, dtype=torch.long, device=labels.device)])           # (N, K)
+    labels[:, predictions.mask] = drawn.T
     return labels
+
+
+def _probability_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, softmax probabilities) of the counted predictions, chunked when the head is factored."""
+    if predictions.factored:
+        yield from _head_chunks(predictions)
+        return
+    logits = predictions.logits.detach()[predictions.mask]                                      # (N, C)
+    yield slice(0, logits.size(0)), torch.softmax(logits.to(_accumulator_dtype(logits)), dim=-1)
 
 
 def _accumulator_dtype(tensor: torch.Tensor) -> torch.dtype:
@@ -171,17 +228,63 @@ def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs
     return total
 
 
-def _logit_gradient(predictions: Predictions, probs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-    """d(sum_b sum_p m_bp log p(label_bp))/d logits = m * (onehot(label) - p); shape (B, P, C)."""
-    grad = probs.neg()
-    safe = torch.where(predictions.mask, labels, torch.zeros_like(labels))
-    grad.scatter_add_(-1, safe.unsqueeze(-1), torch.ones_like(grad[..., :1]))
-    return grad * predictions.mask.unsqueeze(-1).to(grad.dtype)
+@dataclass(frozen=True)
+class _LabelRule:
+    """Where the labels of the per-sequence estimators come from."""
+
+    estimator: str
+    num_samples: int
+    generator: torch.Generator
+    labels: torch.Tensor | None = None   # (K, B, P) explicit labels (mc only)
+
+    @property
+    def count(self) -> int:
+        """K: label sets per prediction."""
+        return 1 if self.estimator == "empirical" else self.num_samples
+
+    def chunk(self, predictions: Predictions, rows: slice, probs: torch.Tensor) -> torch.Tensor:
+        """(K, n) labels of the counted predictions `rows` (row-major order), whose softmax is `probs`."""
+        if self.estimator == "empirical":
+            return predictions.targets[predictions.mask][rows].unsqueeze(0)
+        if self.labels is not None:
+            if self.labels.shape[1:] != predictions.mask.shape:
+                raise ValueError(f"labels of shape {tuple(self.labels.shape)} do not match predictions "
+                                 f"{tuple(predictions.mask.shape)}")
+            return self.labels.to(predictions.mask.device)[:, predictions.mask][:, rows]
+        return torch.multinomial(probs, self.num_samples, replacement=True, generator=self.generator).T
+
+    def rows(self, first: int, last: int) -> _LabelRule:
+        """The rule for sequences [first, last) of the batch alone."""
+        labels = None if self.labels is None else self.labels[:, first:last]
+        return _LabelRule(self.estimator, self.num_samples, self.generator, labels)
+
+
+def _output_gradients(predictions: Predictions, rule: _LabelRule) -> tuple[torch.Tensor, torch.Tensor]:
+    """The tensor to differentiate from and, for each label set k, d(sum_b sum_p m_bp log p(y^(k)_bp))/d it.
+
+    Not factored: the logits, with gradient m * (onehot(y) - p), shape (K, B, P, C).
+    Factored (logits = f W^T + b): the features f, with gradient W[y] - p W at counted positions,
+    shape (K, B, P, d); the head is applied chunk by chunk and its gradient never formed.
+    """
+    target = predictions.features if predictions.factored else predictions.logits
+    dtype = _accumulator_dtype(target)
+    grads = torch.zeros(rule.count, *target.shape, dtype=dtype, device=target.device)
+    counted = torch.zeros(rule.count, int(predictions.mask.sum()), target.size(-1), dtype=dtype, device=target.device)
+    weight = predictions.head_weight.detach().to(dtype) if predictions.factored else None
+    for rows, probs in _probability_chunks(predictions):
+        labels = rule.chunk(predictions, rows, probs)                                          # (K, n)
+        if predictions.factored:
+            counted[:, rows] = weight[labels] - (probs @ weight).unsqueeze(0)                  # (K, n, d)
+        else:
+            onehot = F.one_hot(labels, probs.size(-1)).to(dtype)                               # (K, n, C)
+            counted[:, rows] = onehot - probs.unsqueeze(0)
+    grads[:, predictions.mask] = counted
+    return target, grads
 
 
 def _hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
-                 covered: list[CoveredParameter], draw: Callable[[Predictions], torch.Tensor]) -> FisherSums:
-    """Per-sequence estimators, vectorised: one forward, one backward per label sample."""
+                 covered: list[CoveredParameter], rule: _LabelRule) -> FisherSums:
+    """Per-sequence estimators, vectorised: one forward, one backward through the body per label set."""
     modules = dict(model.named_modules())
     used = {parameter.module_name: modules[parameter.module_name] for parameter in covered}
     capture = _ActivationCapture(used)
@@ -189,49 +292,52 @@ def _hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Ou
         predictions = output_fn(model, batch)
     finally:
         capture.close()
-    labels = draw(predictions)                                   # (K, B, P)
-    logits = predictions.logits
-    dtype = _accumulator_dtype(logits)
-    probs = torch.softmax(logits.detach().to(dtype), dim=-1)     # (B, P, C)
+    target, grads = _output_gradients(predictions, rule)
+    dtype = grads.dtype
     names = list(used)
     outputs = [capture.outputs[name] for name in names]
-    squares = {p.name: torch.zeros(p.shape, dtype=dtype, device=logits.device) for p in covered}
-    for k in range(labels.size(0)):
-        grad_logits = _logit_gradient(predictions, probs, labels[k]).to(logits.dtype)
-        deltas = torch.autograd.grad(logits, outputs, grad_outputs=grad_logits,
-                                     retain_graph=k < labels.size(0) - 1, allow_unused=True)
+    squares = {p.name: torch.zeros(p.shape, dtype=dtype, device=target.device) for p in covered}
+    for k in range(rule.count):
+        deltas = torch.autograd.grad(target, outputs, grad_outputs=grads[k].to(target.dtype),
+                                     retain_graph=k < rule.count - 1, allow_unused=True)
         by_module = dict(zip(names, deltas))
         for parameter in covered:
             delta = by_module[parameter.module_name]
             if delta is not None:
                 squares[parameter.name] += _per_sequence_squares(
                     parameter, used[parameter.module_name], capture.inputs[parameter.module_name], delta, dtype)
-    count = float(predictions.mask.sum()) * labels.size(0)
-    return FisherSums(squares, count)
+    return FisherSums(squares, float(predictions.mask.sum()) * rule.count)
+
+
+def _all_labels(rule: _LabelRule, predictions: Predictions) -> torch.Tensor:
+    """(K, B, P) labels of every prediction (0 where not counted)."""
+    labels = torch.zeros(rule.count, *predictions.mask.shape, dtype=torch.long, device=predictions.mask.device)
+    chunks = [rule.chunk(predictions, rows, probs) for rows, probs in _probability_chunks(predictions)]
+    if chunks:
+        labels[:, predictions.mask] = torch.cat(chunks, dim=1)
+    return labels
 
 
 def _looped_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
-                 covered: list[CoveredParameter], draw: Callable[[Predictions], torch.Tensor]) -> FisherSums:
-    """Per-sequence estimators by brute force: each sequence alone, ordinary autograd."""
+                 covered: list[CoveredParameter], rule: _LabelRule) -> FisherSums:
+    """Per-sequence estimators by brute force: each sequence alone, full logits, ordinary autograd."""
     parameters = dict(model.named_parameters())
     tensors = [parameters[p.name] for p in covered]
     squares: dict[str, torch.Tensor] = {}
     count = 0.0
-    first = next(iter(batch.values()))
-    for b in range(first.size(0)):
-        single = {key: value[b:b + 1] for key, value in batch.items()}
-        predictions = output_fn(model, single)
-        labels = draw(predictions, b)                            # (K, 1, P)
-        log_probs = torch.log_softmax(predictions.logits.to(_accumulator_dtype(predictions.logits)), dim=-1)
-        for k in range(labels.size(0)):
-            safe = torch.where(predictions.mask, labels[k], torch.zeros_like(labels[k]))
-            picked = log_probs.gather(-1, safe.unsqueeze(-1)).squeeze(-1)               # (1, P)
+    for b in range(next(iter(batch.values())).size(0)):
+        predictions = output_fn(model, {key: value[b:b + 1] for key, value in batch.items()})
+        labels = _all_labels(rule.rows(b, b + 1), predictions)                                 # (K, 1, P)
+        logits = predictions.full_logits()
+        log_probs = torch.log_softmax(logits.to(_accumulator_dtype(logits)), dim=-1)
+        for k in range(rule.count):
+            picked = log_probs.gather(-1, labels[k].unsqueeze(-1)).squeeze(-1)                 # (1, P)
             score = (picked * predictions.mask).sum()
-            grads = torch.autograd.grad(score, tensors, retain_graph=k < labels.size(0) - 1)
+            grads = torch.autograd.grad(score, tensors, retain_graph=k < rule.count - 1)
             for parameter, grad in zip(covered, grads):
                 value = grad.to(log_probs.dtype).square()
                 squares[parameter.name] = squares[parameter.name] + value if parameter.name in squares else value
-        count += float(predictions.mask.sum()) * labels.size(0)
+        count += float(predictions.mask.sum()) * rule.count
     return FisherSums(squares, count)
 
 
@@ -250,7 +356,8 @@ def _minibatch_square_sums(model: nn.Module, batch: dict[str, torch.Tensor], out
         if not predictions.mask.any():
             continue
         labels = sample_labels(predictions, num_samples, generator)                    # (K, b, P)
-        log_probs = torch.log_softmax(predictions.logits.to(_accumulator_dtype(predictions.logits)), dim=-1)
+        logits = predictions.full_logits()
+        log_probs = torch.log_softmax(logits.to(_accumulator_dtype(logits)), dim=-1)
         picked = log_probs.unsqueeze(0).expand(num_samples, *log_probs.shape).gather(
             -1, labels.unsqueeze(-1)).squeeze(-1)                                       # (K, b, P)
         loss = -(picked * predictions.mask).sum() / (predictions.mask.sum() * num_samples)
@@ -279,6 +386,7 @@ def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
         num_samples: K, label samples per prediction ("mc", "minibatch_sq"); 1 for "empirical".
         generator: the Monte-Carlo generator, on the model's device (a seed-0 one when None).
         labels: (K, B, P) labels to use instead of sampling ("mc" only), to compare methods.
+            Sampling with a generator gives the labels `sample_labels` gives with the same generator.
         method: "hooks" (vectorised) or "loop" (brute force over sequences).
         minibatch_size: M, sequences per minibatch for "minibatch_sq".
 
@@ -302,27 +410,8 @@ def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
     with _probe_mode(model, [parameters[p.name] for p in covered]):
         if estimator == "minibatch_sq":
             return _minibatch_square_sums(model, batch, output_fn, covered, num_samples, generator, minibatch_size)
-        if method == "hooks":
-            return _hooked_sums(model, batch, output_fn, covered,
-                                _label_source(estimator, num_samples, generator, labels))
-        source = _label_source(estimator, num_samples, generator, labels)
-        return _looped_sums(model, batch, output_fn, covered,
-                            lambda predictions, b: source(predictions, rows=slice(b, b + 1)))
-
-
-def _label_source(estimator: str, num_samples: int, generator: torch.Generator, labels: torch.Tensor | None):
-    """A function from predictions (of the whole batch or of some rows) to (K, rows, P) labels."""
-    def draw(predictions: Predictions, rows: slice | None = None) -> torch.Tensor:
-        if estimator == "empirical":
-            return predictions.targets.unsqueeze(0)
-        if labels is not None:
-            chosen = labels if rows is None else labels[:, rows]
-            if chosen.shape[1:] != predictions.mask.shape:
-                raise ValueError(f"labels of shape {tuple(labels.shape)} do not match predictions "
-                                 f"{tuple(predictions.mask.shape)}")
-            return chosen.to(predictions.targets.device)
-        return sample_labels(predictions, num_samples, generator)
-    return draw
+        rule = _LabelRule(estimator, num_samples, generator, labels)
+        return (_hooked_sums if method == "hooks" else _looped_sums)(model, batch, output_fn, covered, rule)
 
 
 def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
@@ -346,9 +435,14 @@ def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
 
     Returns:
         {parameter name: unreduced diagonal of that parameter's shape}.
+
+    Raises:
+        ValueError: the model's logits are not its output embeddings applied to its base model's
+            last hidden state (checked on the first sequence).
     """
     if parameters is None:
         parameters = select_parameters(model, getattr(model, "base_model_prefix", "transformer"))
+    check_factored_head(model, input_ids, attention_mask)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     return fisher_sums(model, batch, next_token_predictions, parameters, estimator=estimator,
                        num_samples=num_samples, generator=generator, labels=labels, method=method,

@@ -51,6 +51,15 @@ class ProbeModel(nn.Module):
         body = getattr(self, self.body_prefix)
         return body(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
 
+    @property
+    def base_model(self) -> nn.Module:
+        """The body (the name transformers uses, so next_token_predictions works on the probe)."""
+        return getattr(self, self.body_prefix)
+
+    def get_output_embeddings(self) -> nn.Module:
+        """The head (the vocabulary projection for the lm kind)."""
+        return self.head
+
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> CausalLMOutput:
         """Head outputs at every position, as `.logits` (B, T, C)."""
         return CausalLMOutput(logits=self.head(self.hidden(input_ids, attention_mask)))
@@ -67,7 +76,7 @@ def classification_predictions(model: ProbeModel, batch: dict[str, torch.Tensor]
     pooled = last_real_token(model.hidden(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
     logits = model.head(pooled).unsqueeze(1)                                       # (B, 1, C)
     mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
-    return Predictions(logits, mask, batch["labels"].unsqueeze(1))
+    return Predictions(mask, batch["labels"].unsqueeze(1), logits=logits)
 
 
 def span_predictions(model: ProbeModel, batch: dict[str, torch.Tensor]) -> Predictions:
@@ -77,7 +86,7 @@ def span_predictions(model: ProbeModel, batch: dict[str, torch.Tensor]) -> Predi
     logits = scores.transpose(1, 2).masked_fill(blocked, float("-inf"))            # (B, 2, T)
     mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
     targets = torch.stack([batch["start_positions"], batch["end_positions"]], dim=1)
-    return Predictions(logits, mask, targets)
+    return Predictions(mask, targets, logits=logits)
 
 
 PREDICTIONS: dict[str, OutputFn] = {"lm": next_token_predictions, "classification": classification_predictions,

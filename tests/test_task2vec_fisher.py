@@ -210,3 +210,23 @@ def test_fitting_the_untied_lm_head_never_touches_the_token_embedding():
     assert torch.equal(lm.lm_head.weight, before)          # the model's own (tied) head is untouched too
     assert not torch.equal(head.weight, before)
     assert report["last_loss"] < report["first_loss"]
+
+
+def test_a_model_whose_logits_are_not_its_head_on_the_body_is_refused():
+    class ScaledLogits(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.base_model = inner.transformer
+
+        def get_output_embeddings(self):
+            return self.inner.lm_head
+
+        def forward(self, **batch):
+            output = self.inner(**batch)
+            output.logits = output.logits * 2.0
+            return output
+
+    ids, mask = padded_batch([5, 4], 5)
+    with pytest.raises(ValueError, match="does not compute its logits"):
+        diagonal_fisher(ScaledLogits(tiny_lm()), ids, mask)

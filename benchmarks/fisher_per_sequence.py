@@ -1,0 +1,126 @@
+"""Benchmark: the vectorised per-sequence Fisher (layer hooks, factored vocabulary head) against the
+brute-force loop over sequences, on the same sequences and the same sampled labels, in one run.
+
+Setting of the issue: 32 sequences of 128 tokens, a tiny GPT-2 (2 layers, 32 wide) with the full
+GPT-2 vocabulary (50,257), fp32, covered parameters = block weights and LayerNorms. Sequences are
+real SQuAD v1.1 contexts cut to 128 GPT-2 tokens when ../shared/data is there, else random ids.
+The loop differentiates each sequence's summed log-likelihood with ordinary autograd; both must give
+the same Fisher (rtol 1e-5, checked here).
+
+    python benchmarks/fisher_per_sequence.py            # writes results/fisher_per_sequence.json
+    python benchmarks/fisher_per_sequence.py --device cuda --gpt2_small --sequences 512
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+
+from task2vec.fisher import diagonal_fisher, next_token_predictions, sample_labels  # noqa: E402
+from task2vec.layout import flatten, select_parameters  # noqa: E402
+from utils.data import load_task_data  # noqa: E402
+from utils.tokenization import load_tokenizer  # noqa: E402
+
+SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+VOCAB = 50257
+
+
+def sequences(count: int, length: int, seed: int) -> tuple[torch.Tensor, str]:
+    """(count, length) token ids: SQuAD contexts with the real tokenizer if available, else random."""
+    squad, tokenizer_dir = SHARED / "squad" / "dev-v1.1.json", SHARED / "gpt2_tokenizer"
+    if squad.is_file() and tokenizer_dir.is_dir():
+        tokenizer = load_tokenizer(tokenizer_dir)
+        contexts = list(dict.fromkeys(r["context"] for r in load_task_data("squad", "validation", squad).records))
+        encoded = [ids[:length] for ids in tokenizer(contexts[:4 * count])["input_ids"] if len(ids) >= length]
+        return torch.tensor(encoded[:count]), "SQuAD v1.1 dev contexts, real GPT-2 tokenizer"
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randint(0, VOCAB, (count, length), generator=generator), "random token ids"
+
+
+def timed(function) -> tuple[float, dict]:
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    started = time.perf_counter()
+    result = function()
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - started, result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sequences", type=int, default=32, help="Sequences per Fisher estimate.")
+    parser.add_argument("--length", type=int, default=128, help="Tokens per sequence.")
+    parser.add_argument("--num_samples", type=int, default=1, help="K label samples per position.")
+    parser.add_argument("--repeats", type=int, default=3, help="Interleaved repeats (median reported).")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda.")
+    parser.add_argument("--gpt2_small", action="store_true", help="GPT-2 small shape (12x768) instead of the tiny model.")
+    parser.add_argument("--skip_loop", action="store_true", help="Time only the vectorised path (large settings).")
+    parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "fisher_per_sequence.json"),
+                        help="Where to write the result JSON.")
+    args = parser.parse_args(argv)
+    device = torch.device(args.device)
+    torch.manual_seed(0)
+    shape = dict(n_layer=12, n_embd=768, n_head=12) if args.gpt2_small else dict(n_layer=2, n_embd=32, n_head=2)
+    model = GPT2LMHeadModel(GPT2Config(vocab_size=VOCAB, n_positions=max(128, args.length), **shape)).to(device).eval()
+    ids, source = sequences(args.sequences, args.length, seed=0)
+    ids, mask = ids.to(device), torch.ones_like(ids).to(device)
+    covered = select_parameters(model, "transformer")
+    labels = sample_labels(next_token_predictions(model, {"input_ids": ids, "attention_mask": mask}), args.num_samples,
+                           torch.Generator(device=device).manual_seed(1))
+
+    def run(method: str) -> dict:
+        return diagonal_fisher(model, ids, mask, num_samples=args.num_samples, labels=labels, method=method)
+
+    methods = ("hooks",) if args.skip_loop else ("hooks", "loop")
+    times: dict[str, list[float]] = {m: [] for m in methods}
+    results: dict[str, dict] = {}
+    for method in methods:  # warm-up
+        run(method)
+    for repeat in range(args.repeats):
+        for method in (methods if repeat % 2 == 0 else methods[::-1]):
+            seconds, results[method] = timed(lambda: run(method))
+            times[method].append(seconds)
+        print(f"repeat {repeat}: " + ", ".join(f"{m} {times[m][-1]:.3f} s" for m in methods), flush=True)
+    extra = {"repeats": times, "sequences": args.sequences, "tokens_per_sequence": args.length,
+             "num_samples": args.num_samples, "vocab_size": VOCAB, "model": shape, "data": source,
+             "coordinates": int(flatten(covered, results["hooks"]).numel())}
+    ours = statistics.median(times["hooks"])
+    result = {"name": "fisher_per_sequence",
+              "what": f"diagonal Fisher (mc, K={args.num_samples}) of {args.sequences} sequences x {args.length} tokens, "
+                      f"GPT-2 {shape['n_layer']}x{shape['n_embd']} with the full vocabulary, {device.type} fp32",
+              "unit": "seconds per estimate (lower is better; ratio = baseline / ours)",
+              "ours": {"label": "layer hooks, one batched forward, factored chunked vocabulary head", "value": ours},
+              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"
+                         + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
+              "torch": torch.__version__, "date": date.today().isoformat(), "extra": extra}
+    if "loop" in times:
+        base = statistics.median(times["loop"])
+        worst = max(float(((results["hooks"][n] - results["loop"][n]).abs()
+                           / results["loop"][n].abs().clamp_min(1e-30)).max()) for n in results["loop"])
+        same = all(torch.allclose(results["hooks"][n], results["loop"][n], rtol=1e-5, atol=0.0) for n in results["loop"])
+        result.update({"baseline": {"label": "loop over sequences, full logits, autograd per sequence", "value": base},
+                       "ratio": base / ours, "target_ratio": 3.0})
+        extra.update({"max_relative_difference": worst, "equal_rtol_1e-5": same})
+    if device.type == "cuda":
+        extra["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
+    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result.get(k) for k in ("ours", "baseline", "ratio")}, indent=1))
+    if "loop" in times:
+        print(f"same result: {same} (max relative difference {worst:.2e})")
+    return result
+
+
+if __name__ == "__main__":
+    main()
