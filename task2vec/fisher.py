@@ -440,9 +440,9 @@ def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
         ValueError: the model's logits are not its output embeddings applied to its base model's
             last hidden state (checked on the first sequence).
     """
+    check_factored_head(model, input_ids, attention_mask)
     if parameters is None:
         parameters = select_parameters(model, getattr(model, "base_model_prefix", "transformer"))
-    check_factored_head(model, input_ids, attention_mask)
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}
     return fisher_sums(model, batch, next_token_predictions, parameters, estimator=estimator,
                        num_samples=num_samples, generator=generator, labels=labels, method=method,
