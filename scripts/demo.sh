@@ -9,10 +9,10 @@ OUT=${DEMO_OUTPUT:-demo_output}
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the demo never needs a network
 mkdir -p "$OUT"
 
-echo "== 1/5 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
+echo "== 1/6 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
 "$PY" -m utils.tiny_model --output_dir "$OUT/tiny_gpt2" --overwrite_output_dir --no_progress
 
-echo "== 2/5 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
+echo "== 2/6 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
 for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
     for split in train validation; do
         file=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', '$split'))")
@@ -20,7 +20,7 @@ for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
             --stats_file "$OUT/adapter_stats/${task}_${split}.json"
     done
 done
-echo "== 3/5 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
+echo "== 3/6 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
 parent="$OUT/tiny_gpt2"
 for task in squad squad_v2 duorc-p; do
     train=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'train'))")
@@ -32,7 +32,7 @@ for task in squad squad_v2 duorc-p; do
     parent="$OUT/pretrained_model_$task"
 done
 "$PY" -c "import json; l = json.load(open('$parent/lineage.json')); print('lineage:', ' -> '.join(str(c['task'] or c['script']) for c in l['chain']))"
-echo "== 4/5 SST-2 target over 3 seeds, from the chain's end and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
+echo "== 4/6 SST-2 target over 3 seeds, from the chain's end and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
 rm -f "$OUT/results_table.csv"
 for source in "$parent" "$OUT/tiny_gpt2"; do
     "$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$source" \
@@ -44,7 +44,7 @@ done
 "$PY" -m utils.seed_statistics "$OUT/target_sst2_tiny_gpt2/summary.json" \
     "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
 "$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); print('transfer (chain - plain): mean %+.4f, paired t p = %.3f, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], c['paired_t_p_value'], c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
-echo "== 5/5 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then the SST-2 target from its result"
+echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then the SST-2 target from its result"
 "$PY" maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/tiny_gpt2" \
     --log_dir "$OUT/logs" --out demo --overwrite_output_dir \
     --task_file squad=data/samples/squad/train-v1.1.json --task_file squad_v2=data/samples/squad_v2/train-v2.0.json \
@@ -58,4 +58,9 @@ echo "== 5/5 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then 
     --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
     --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
     --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
+echo "== 6/6 Task2Vec embeddings of the bundled tasks (python -m task2vec), then TaskDiversity.py on the results table"
+"$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name "$OUT/tiny_gpt2" --use_samples \
+    --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 4 --head_steps 50 --no_progress
+"$PY" TaskDiversity.py --emb_dir "$OUT/TaskEmb" --source_tasks squad,squad_v2,duorc-p,duorc-s,drop --target_task sst2 \
+    --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity" --overwrite_output_dir
 echo "== demo finished: outputs in $OUT/"

@@ -89,7 +89,8 @@ def check_comparable(embeddings: Mapping[str, TaskEmbedding]) -> None:
     """Refuse embeddings whose coordinates do not mean the same thing.
 
     Raises:
-        DataError: two embeddings differ in dimension or in metadata["layout_digest"].
+        DataError: two embeddings differ in dimension, metadata["layout_digest"], or in the probe
+            weights, objective or estimator that produced them.
     """
     layouts = {name: (emb.vector.shape[0], emb.metadata.get("layout_digest")) for name, emb in embeddings.items()}
     if len(set(layouts.values())) > 1:
@@ -98,6 +99,19 @@ def check_comparable(embeddings: Mapping[str, TaskEmbedding]) -> None:
                         "recompute them with the same probe and settings")
     if any(digest is None for _, digest in layouts.values()):
         logger.warning("the embeddings carry no layout_digest; only their dimensions could be checked")
+    for key, read in (("probe weights", _probe_digest),
+                      ("objective", lambda m: m.get("objective")), ("estimator", lambda m: m.get("estimator"))):
+        values = {name: read(emb.metadata) for name, emb in embeddings.items()}
+        if len({v for v in values.values() if v is not None}) > 1:
+            described = ", ".join(f"{name}: {value}" for name, value in values.items())
+            raise DataError(f"the embeddings cannot be compared: their {key} differ ({described}); "
+                            "recompute them with the same probe and settings")
+
+
+def _probe_digest(metadata: Mapping[str, Any]) -> str | None:
+    """The probe's weight digest (a probe given only by name counts as that name)."""
+    probe = metadata.get("probe")
+    return probe.get("sha256") if isinstance(probe, dict) else probe
 
 
 def embedding_summary(emb_dir: str | os.PathLike, embeddings: Mapping[str, TaskEmbedding]) -> dict[str, dict]:

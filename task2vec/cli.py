@@ -15,7 +15,7 @@ import logging
 from functools import partial
 from pathlib import Path
 
-from task2vec.embed import EmbeddingContext, EmbeddingSettings, derived_seed, embed_task
+from task2vec.embed import RECORDS_STREAM, EmbeddingContext, EmbeddingSettings, derived_seed, embed_task
 from task2vec.fisher import ESTIMATORS
 from task2vec.io import save_task_embedding, task_folder
 from task2vec.probe import HeadSettings
@@ -35,6 +35,18 @@ from utils.training_args import non_negative_float, positive_float
 logger = logging.getLogger("task2vec")
 DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
 DEFAULT_HEAD_LR = {"lm": 5e-5, "task": 1e-3}
+DEFAULT_NUM_SAMPLES = 4
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -60,8 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     fim.add_argument("--estimator", choices=ESTIMATORS, default="mc",
                      help="mc: labels sampled from the probe (the true Fisher; trust this one); empirical: the "
                           "data's labels; minibatch_sq: square of minibatch gradients, as published code does.")
-    fim.add_argument("--num_samples", type=positive_int, default=4,
-                     help="K: label samples per prediction (mc, minibatch_sq); the noise floor falls about as 1/K.")
+    fim.add_argument("--num_samples", type=positive_int, default=None,
+                     help="K: label samples per prediction; default 4 for mc and minibatch_sq (the noise floor "
+                          "falls about as 1/K), and always 1 for empirical (the data's labels).")
     fim.add_argument("--max_length", type=positive_int, default=128, help="Tokens per probe sequence.")
     fim.add_argument("--batch_size", type=positive_int, default=64, help="Sequences per batch (B).")
     fim.add_argument("--num_batches", type=positive_int, default=8,
@@ -73,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     fim.add_argument("--no_noise_floor", action="store_true",
                      help="Skip the re-embedding with a new Monte-Carlo seed (halves the time; no noise floor).")
     head = parser.add_argument_group("head fitting (on cached features of the frozen body)")
-    head.add_argument("--head_steps", type=int, default=640,
+    head.add_argument("--head_steps", type=non_negative_int, default=640,
                       help="AdamW steps (a fixed budget, independent of the data size); 0 keeps the LM head as it is.")
     head.add_argument("--head_learning_rate", type=positive_float, default=None,
                       help="Default 5e-5 for the lm objective (a pretrained head), 1e-3 for task (a new head).")
@@ -87,7 +100,8 @@ def settings_from(args: argparse.Namespace) -> EmbeddingSettings:
     """The embedding settings the parsed flags describe."""
     learning_rate = args.head_learning_rate or DEFAULT_HEAD_LR[args.objective]
     return EmbeddingSettings(
-        objective=args.objective, estimator=args.estimator, num_samples=args.num_samples,
+        objective=args.objective, estimator=args.estimator,
+        num_samples=1 if args.estimator == "empirical" else (args.num_samples or DEFAULT_NUM_SAMPLES),
         max_length=args.max_length, batch_size=args.batch_size, num_batches=args.num_batches,
         chunk_size=args.chunk_size, minibatch_size=args.minibatch_size,
         include=("bias",) if args.include_biases else (),
@@ -111,9 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.head_steps < 0:
-        parser.error("--head_steps must be 0 or more")
-    specs = [get_task(name) for name in dict.fromkeys(n.strip() for n in args.tasks.split(",") if n.strip())]
+    if args.estimator == "empirical" and args.num_samples not in (None, 1):
+        parser.error("--estimator empirical uses the data's labels: leave --num_samples out (or 1)")
+    if args.precision == "fp16":
+        parser.error("--precision fp16: the Fisher backward has no loss scaling and fp16 gradients underflow; "
+                     "use bf16 or fp32")
+    names = [name.strip() for name in args.tasks.split(",") if name.strip()]
+    specs = list({spec.name: spec for spec in map(get_task, names)}.values())  # aliases of one task count once
     if not specs:
         parser.error("--tasks names no task")
     settings = settings_from(args)
@@ -140,7 +158,7 @@ def main(argv: list[str] | None = None) -> dict:
         for spec in specs:
             source = task_source(spec, files, args.use_samples, args.split)
             data = load_task_data(spec, args.split, source, local_hint="--task_file NAME=PATH or --use_samples")
-            records = subsample_records(data.records, needed, derived_seed(args.seed, spec.name, 9))
+            records = subsample_records(data.records, needed, derived_seed(args.seed, spec.name, RECORDS_STREAM))
             embedding = embed_task(loaded, spec, records, settings, ctx, source=data.stats.source)
             if embedding is None:
                 continue

@@ -30,21 +30,21 @@ from tqdm.auto import tqdm
 
 from task2vec.distances import task2vec_distance
 from task2vec.diversity import data_diversity, noise_floor
-from task2vec.fisher import ESTIMATORS, fisher_sums
+from task2vec.fisher import ESTIMATORS, OutputFn, Predictions, fisher_sums
 from task2vec.io import TaskEmbedding
 from task2vec.layout import block_traces, build_layout, flatten, layout_digest, layout_manifest, select_parameters
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
-                            head_kind, new_head)
+                            head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
 from utils.checkpoint import LoadedModel
-from utils.distributed import DistContext, gather_to_main
+from utils.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.errors import ToolkitError
 from utils.outputs import library_versions, utc_now
 from utils.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
-MC_STREAM, RESEEDED_STREAM, DATA_STREAM, HEAD_STREAM = 0, 1, 2, 3
+MC_STREAM, RESEEDED_STREAM, DATA_STREAM, HEAD_STREAM, HEAD_ORDER_STREAM, RECORDS_STREAM = 0, 1, 2, 3, 4, 5
 
 
 @dataclass(frozen=True)
@@ -75,9 +75,15 @@ class EmbeddingSettings:
 
 
 def derived_seed(seed: int, task: str, *keys: int) -> int:
-    """A 63-bit seed for one stream of one task, independent of other tasks and of processes."""
-    sequence = np.random.SeedSequence([seed, zlib.crc32(task.encode()), *keys])
-    return int(sequence.generate_state(2, dtype=np.uint32).astype(np.uint64) @ np.array([1, 1 << 31], np.uint64))
+    """A 63-bit seed for one stream of one task, independent of other tasks and of processes.
+
+    The number of keys is part of the entropy: SeedSequence alone ignores trailing zeros, which
+    would make (stream 0) and (stream 0, batch 0) the same stream.
+    """
+    if seed < 0:
+        raise ToolkitError(f"--seed must be 0 or more, got {seed}")
+    sequence = np.random.SeedSequence([seed, zlib.crc32(task.encode()), len(keys), *keys])
+    return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
 
 
 def plan_batches(num_rows: int, batch_size: int, num_batches: int, seed: int) -> list[list[int]]:
@@ -106,6 +112,15 @@ def batch_digests(batches: list[list[int]], record_ids: list[str]) -> list[str]:
     return digests
 
 
+def with_autocast(output_fn: OutputFn, autocast: Callable) -> OutputFn:
+    """`output_fn` with its forward pass under `autocast()` (mixed precision on a GPU); the Fisher
+    arithmetic after it stays in fp32."""
+    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
+        with autocast():
+            return output_fn(model, batch)
+    return forward
+
+
 def _batch_sums(probe: ProbeModel, rows: list[dict], indices: list[int], settings: EmbeddingSettings,
                 covered: list, collate: Callable, seed: int, device: torch.device,
                 autocast: Callable) -> tuple[np.ndarray, float]:
@@ -125,10 +140,9 @@ def _batch_sums(probe: ProbeModel, rows: list[dict], indices: list[int], setting
     total, weight = None, 0.0
     for start in range(0, len(ordered), chunk):
         batch = {key: value.to(device) for key, value in collate([rows[i] for i in ordered[start:start + chunk]]).items()}
-        with autocast():
-            sums = fisher_sums(probe, batch, PREDICTIONS[probe.kind], covered, estimator=settings.estimator,
-                               num_samples=settings.num_samples, generator=generator,
-                               minibatch_size=settings.minibatch_size)
+        sums = fisher_sums(probe, batch, with_autocast(PREDICTIONS[probe.kind], autocast), covered,
+                           estimator=settings.estimator, num_samples=settings.num_samples, generator=generator,
+                           minibatch_size=settings.minibatch_size)
         reduced = flatten(covered, sums.squares).double().cpu().numpy()          # (D,)
         total = reduced if total is None else total + reduced
         weight += sums.weight
@@ -202,14 +216,7 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
     chosen = sorted(i for batch in batches for i in batch)
     probe = build_probe(loaded, spec, settings)
     collate = collate_fn(probe.kind, loaded.tokenizer.pad_token_id)
-    head_report: dict = {"steps": 0}
-    if settings.head.steps:
-        hidden = cache_hidden_states(probe, [built.rows[i] for i in chosen], collate, settings.chunk_size,
-                                     ctx.device, ctx.autocast)
-        generator = torch.Generator().manual_seed(derived_seed(settings.seed, spec.name, HEAD_STREAM, 1))
-        head_report = fit_head(probe.head, probe.kind, hidden, [built.rows[i] for i in chosen], settings.head,
-                               generator, ctx.device)
-        del hidden
+    head_report = _fit_head_on_main(probe, [built.rows[i] for i in chosen], collate, settings, spec.name, ctx)
     covered = select_parameters(probe, probe.body_prefix, settings.include)
     entries = gather_to_main(ctx.dist, _compute_batches(probe, built.rows, batches, settings, covered, collate,
                                                         spec.name, ctx))
@@ -243,6 +250,27 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
         "runtime_seconds": round(time.perf_counter() - began, 3),
     }
     return TaskEmbedding(spec.name, vector, metadata, batch_vectors, reseeded, batch_reseeded)
+
+
+def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, settings: EmbeddingSettings,
+                      task: str, ctx: EmbeddingContext) -> dict:
+    """Fit the probe's head on the main process and give every process the same weights.
+
+    Only the rows the step schedule uses get cached hidden states (at most steps x batch size).
+    """
+    report: dict = {"steps": 0}
+    if settings.head.steps and ctx.dist.is_main:
+        generator = torch.Generator().manual_seed(derived_seed(settings.seed, task, HEAD_ORDER_STREAM))
+        schedule = head_schedule(len(rows), settings.head, generator)
+        used = sorted({i for step in schedule for i in step})
+        cached = cache_hidden_states(probe, [rows[i] for i in used], collate, settings.chunk_size, ctx.device,
+                                     ctx.autocast)
+        report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device)
+    if settings.head.steps and ctx.dist.enabled:
+        state = broadcast_from_main(ctx.dist, {k: v.cpu() for k, v in probe.head.state_dict().items()})
+        probe.head.load_state_dict(state)
+        report = broadcast_from_main(ctx.dist, report)
+    return report
 
 
 def _noise_report(vector: np.ndarray, batches: np.ndarray, reseeded: np.ndarray | None,

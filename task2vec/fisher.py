@@ -14,8 +14,9 @@ is unbiased for the sum of their squares: F estimates the prediction-averaged Fi
 `empirical`: y is the data's label (K = 1). Away from an optimum its cross terms do not vanish, so
 it is a different quantity (Kunstner et al. 2019); offered for comparison with TaskEmb.
 `minibatch_sq`: the reference implementations' estimator (Task2Vec, Beyond Scale): for minibatches
-of M sequences, the square of the gradient of the minibatch's mean loss on sampled labels,
-averaged over minibatches. It estimates F / (predictions per minibatch), with a higher variance;
+of M sequences, the square of the gradient of the minibatch's mean loss on sampled labels (K
+samples per prediction, averaged in the loss), averaged over minibatches. It estimates
+F / (K * predictions per minibatch), with a much higher variance;
 kept to compare with published numbers. Unlike Beyond Scale, padding is masked here too.
 
 Per-sequence gradients come from layer hooks, in one forward and K backward passes over the whole
@@ -71,7 +72,7 @@ class Predictions:
         """(B, P, C) logits (computed from the features when factored)."""
         if self.logits is not None:
             return self.logits
-        return F.linear(self.features, self.head_weight, self.head_bias)
+        return F.linear(self.features.to(self.head_weight.dtype), self.head_weight, self.head_bias)
 
 
 OutputFn = Callable[[nn.Module, dict[str, torch.Tensor]], Predictions]
@@ -99,10 +100,16 @@ class FisherSums:
 def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
     """A causal LM's next-token predictions: position t predicts token t+1.
 
-    Position t counts iff both t and t+1 are real tokens (works for right or left padding). The
-    model must compute its logits as `get_output_embeddings()` applied to the last hidden state of
-    `base_model` (GPT-2 and most HF causal LMs do; `check_factored_head` verifies it).
+    Position t counts iff both t and t+1 are real tokens. Batches must be right-padded: GPT-2 has
+    absolute positions, counted from the first column. The model must compute its logits as
+    `get_output_embeddings()` applied to the last hidden state of `base_model` (GPT-2 and most HF
+    causal LMs do; `check_factored_head` verifies it).
+
+    Raises:
+        ValueError: a row with padding before a real token.
     """
+    if bool((batch["attention_mask"][:, 1:] > batch["attention_mask"][:, :-1]).any()):
+        raise ValueError("the attention mask has padding before real tokens; pad on the right")
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
     head = model.get_output_embeddings()
     real = batch["attention_mask"].bool()                                                        # (B, T)
@@ -300,12 +307,14 @@ def _hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Ou
     for k in range(rule.count):
         deltas = torch.autograd.grad(target, outputs, grad_outputs=grads[k].to(target.dtype),
                                      retain_graph=k < rule.count - 1, allow_unused=True)
+        unused = [name for name, delta in zip(names, deltas) if delta is None]
+        if unused:
+            raise ValueError(f"covered modules {unused[:3]} do not influence the predictions; cover other parameters")
         by_module = dict(zip(names, deltas))
         for parameter in covered:
-            delta = by_module[parameter.module_name]
-            if delta is not None:
-                squares[parameter.name] += _per_sequence_squares(
-                    parameter, used[parameter.module_name], capture.inputs[parameter.module_name], delta, dtype)
+            squares[parameter.name] += _per_sequence_squares(
+                parameter, used[parameter.module_name], capture.inputs[parameter.module_name],
+                by_module[parameter.module_name], dtype)
     return FisherSums(squares, float(predictions.mask.sum()) * rule.count)
 
 
@@ -379,6 +388,8 @@ def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
 
     Args:
         model: the probe; put in eval mode for the call and restored afterwards.
+        output_fn: may run the model under autocast; everything after it (softmax, sampling, the
+            per-sequence products and their squares) runs in fp32 (fp64 for a float64 model).
         batch: tensors with a leading batch axis, passed to `output_fn`.
         output_fn: the probe's predictions for a batch (next tokens, classes or span ends).
         covered: the parameters to cover (task2vec.layout.select_parameters).
@@ -407,7 +418,9 @@ def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
         raise ValueError(f"the model has no parameters named {missing[:3]}")
     device = next(iter(batch.values())).device
     generator = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
-    with _probe_mode(model, [parameters[p.name] for p in covered]):
+    # The caller's autocast (if any) must not reach the estimator's own arithmetic: output_fn
+    # re-enables it for the forward pass when it wants mixed precision.
+    with _probe_mode(model, [parameters[p.name] for p in covered]), torch.autocast(device.type, enabled=False):
         if estimator == "minibatch_sq":
             return _minibatch_square_sums(model, batch, output_fn, covered, num_samples, generator, minibatch_size)
         rule = _LabelRule(estimator, num_samples, generator, labels)
@@ -428,7 +441,7 @@ def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
 
     Args:
         model: a causal LM whose forward(input_ids=, attention_mask=) returns `.logits` (B, T, V).
-        input_ids, attention_mask: (B, T) right- or left-padded.
+        input_ids, attention_mask: (B, T), right-padded.
         parameters: the covered parameters; default: linear and LayerNorm weights of the body
             (`model.base_model_prefix`, "transformer" for GPT-2).
         Others: as in `fisher_sums`.
@@ -440,7 +453,8 @@ def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: t
         ValueError: the model's logits are not its output embeddings applied to its base model's
             last hidden state (checked on the first sequence).
     """
-    check_factored_head(model, input_ids, attention_mask)
+    with _probe_mode(model, []):
+        check_factored_head(model, input_ids, attention_mask)
     if parameters is None:
         parameters = select_parameters(model, getattr(model, "base_model_prefix", "transformer"))
     batch = {"input_ids": input_ids, "attention_mask": attention_mask}

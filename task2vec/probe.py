@@ -169,28 +169,39 @@ def _head_loss(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: lis
     return torch.stack(losses).mean()
 
 
-def fit_head(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: list[dict], settings: HeadSettings,
-             generator: torch.Generator, device: torch.device) -> dict[str, float]:
-    """Fit `head` in place for `settings.steps` steps; returns the mean loss of the first and last steps.
+def head_schedule(num_rows: int, settings: HeadSettings, generator: torch.Generator) -> list[list[int]]:
+    """The rows of each head-fitting step: consecutive slices of seeded permutations (epochs when the
+    budget exceeds one pass). Known in advance, so only the rows it uses need cached features."""
+    steps: list[list[int]] = []
+    order: list[int] = []
+    for _ in range(settings.steps):
+        if len(order) < settings.batch_size:
+            order += torch.randperm(num_rows, generator=generator).tolist()
+        steps.append(order[:settings.batch_size])
+        order = order[settings.batch_size:]
+    return steps
 
-    Minibatches are consecutive slices of seeded permutations of the rows (epochs when the budget
-    exceeds one pass).
+
+def fit_head(head: nn.Module, kind: str, hidden: dict[int, torch.Tensor], rows: Sequence[dict],
+             schedule: list[list[int]], settings: HeadSettings, device: torch.device) -> dict[str, float]:
+    """Fit `head` in place, one AdamW step per entry of `schedule`; returns the mean loss of the
+    first and last steps.
+
+    Args:
+        hidden: row index -> its (T_i, d) cached final hidden states (every row the schedule uses).
+        rows: the probe rows, indexed as in `schedule`.
     """
-    if settings.steps == 0:
+    if not schedule:
         return {"steps": 0}
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, eps=1e-8,
                                   weight_decay=settings.weight_decay)
-    order: list[int] = []
     losses: list[float] = []
-    for _ in range(settings.steps):
-        if len(order) < settings.batch_size:
-            order += torch.randperm(len(rows), generator=generator).tolist()
-        chosen, order = order[:settings.batch_size], order[settings.batch_size:]
+    for chosen in schedule:
         loss = _head_loss(head, kind, [hidden[i] for i in chosen], [rows[i] for i in chosen], device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         losses.append(loss.item())
     window = max(1, min(10, len(losses) // 2))
-    return {"steps": settings.steps, "first_loss": sum(losses[:window]) / window,
+    return {"steps": len(schedule), "first_loss": sum(losses[:window]) / window,
             "last_loss": sum(losses[-window:]) / window}

@@ -28,3 +28,15 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     assert len((out / "results_table.csv").read_text().splitlines()) == 4  # header and one row per source
     assert (out / "logs" / "qa_tasks_demo" / "model" / "lineage.json").exists()
     assert (out / "target_sst2_reptile" / "summary.json").exists()
+    for task in ("squad", "squad_v2", "duorc-p", "duorc-s", "drop", "sst2"):
+        assert (out / "TaskEmb" / task / "embedding.npy").exists(), task
+    report = json.loads((out / "task_diversity" / "diversity.json").read_text())
+    assert report["target"] == "sst2" and len(report["subsets"]) == 10      # C(5, 3)
+    diversities = [s["diversity"] for s in report["subsets"]]
+    assert diversities == sorted(diversities) and all(0 < d <= 1 for d in diversities)
+    # The chain row (squad;squad_v2;duorc-p) and the Reptile row (squad+squad_v2+duorc-s) join with
+    # measured accuracy; the plain tiny model has no source.
+    joined = {tuple(sorted(row["sources"])) for row in report["joined_results"]}
+    assert {("duorc-p", "squad", "squad_v2"), ("duorc-s", "squad", "squad_v2")} <= joined
+    assert (out / "task_diversity" / "task_distances.png").stat().st_size > 0
+    assert "noise floor" in done.stdout

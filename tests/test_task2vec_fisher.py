@@ -9,7 +9,7 @@ from transformers import GPT2Config, GPT2LMHeadModel
 from task2vec.fisher import diagonal_fisher, fisher_sums, next_token_predictions, sample_labels
 from task2vec.layout import build_layout, flatten, select_parameters
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
-                            new_head)
+                            head_schedule, new_head)
 
 VOCAB = 50
 
@@ -204,8 +204,10 @@ def test_fitting_the_untied_lm_head_never_touches_the_token_embedding():
     probe = ProbeModel(lm.transformer, head, "transformer", "lm").eval()
     rows = [{"input_ids": torch.randint(1, VOCAB, (n,)).tolist()} for n in (6, 9, 4, 7)]
     hidden = cache_hidden_states(probe, rows, collate_fn("lm", 0), 2, torch.device("cpu"), torch.no_grad)
-    report = fit_head(head, "lm", hidden, rows, HeadSettings(30, 1e-2, 0.0, 2), torch.Generator().manual_seed(1),
-                      torch.device("cpu"))
+    settings = HeadSettings(30, 1e-2, 0.0, 2)
+    schedule = head_schedule(len(rows), settings, torch.Generator().manual_seed(1))
+    assert len(schedule) == 30 and all(len(step) == 2 for step in schedule)
+    report = fit_head(head, "lm", dict(enumerate(hidden)), rows, schedule, settings, torch.device("cpu"))
     assert torch.equal(lm.transformer.wte.weight, before)
     assert torch.equal(lm.lm_head.weight, before)          # the model's own (tied) head is untouched too
     assert not torch.equal(head.weight, before)
@@ -230,3 +232,9 @@ def test_a_model_whose_logits_are_not_its_head_on_the_body_is_refused():
     ids, mask = padded_batch([5, 4], 5)
     with pytest.raises(ValueError, match="does not compute its logits"):
         diagonal_fisher(ScaledLogits(tiny_lm()), ids, mask)
+
+
+def test_left_padding_is_refused():
+    ids, mask = padded_batch([5, 3], 5)
+    with pytest.raises(ValueError, match="pad on the right"):
+        diagonal_fisher(tiny_lm(), ids, mask.flip(1))

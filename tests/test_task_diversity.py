@@ -39,7 +39,8 @@ def write_task(emb_dir: Path, task: str, rng: np.random.Generator, *, digest: st
         np.save(folder / "embedding_reseeded.npy", (vector * rng.uniform(0.95, 1.05, dimension)).astype(np.float32))
         np.save(folder / "batches_reseeded.npy",
                 (batches * rng.uniform(0.95, 1.05, batches.shape)).astype(np.float32))
-    metadata = {"task": task, "layout_digest": digest, "probe": "gpt2", "objective": "lm", "estimator": "per_seq_mc",
+    metadata = {"task": task, "layout_digest": digest, "probe": {"model": "gpt2", "sha256": "0f1e"}, "objective": "lm",
+                "estimator": "mc",
                 "num_samples": 4, "examples_used": 256}
     (folder / "embedding.json").write_text(json.dumps(metadata), encoding="utf-8")
     return vector.astype(np.float64)
@@ -109,7 +110,7 @@ def test_subsets_match_an_independent_computation(emb_dir, tmp_path):
     batches = np.load(folder / "squad" / "batches.npy").astype(np.float64)
     assert floor["squad"]["batches"]["diversity"]["value"] == pytest.approx(reference_diversity(list(batches)),
                                                                            rel=1e-12)
-    assert result["embeddings"]["squad"]["estimator"] == "per_seq_mc"
+    assert result["embeddings"]["squad"]["estimator"] == "mc"
 
     output = tmp_path / "out"
     for name in ("diversity.json", "diversity.csv", "task_distances.csv", "run_args.json"):
@@ -261,7 +262,7 @@ def test_target_among_sources_is_a_parser_error(emb_dir, tmp_path, capsys):
     assert "also a source task" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mismatch", ["digest", "dimension"])
+@pytest.mark.parametrize("mismatch", ["digest", "dimension", "estimator", "probe"])
 def test_incomparable_embeddings_are_refused(tmp_path, mismatch):
     rng = np.random.default_rng(12)
     folder = tmp_path / "TaskEmb"
@@ -269,6 +270,14 @@ def test_incomparable_embeddings_are_refused(tmp_path, mismatch):
         odd = task == "drop"
         write_task(folder, task, rng, digest="layout-b" if odd and mismatch == "digest" else "layout-a",
                    dimension=DIMENSION + 1 if odd and mismatch == "dimension" else DIMENSION)
+        if odd and mismatch in ("estimator", "probe"):
+            path = folder / task / "embedding.json"
+            metadata = json.loads(path.read_text())
+            if mismatch == "estimator":
+                metadata["estimator"] = "empirical"
+            else:
+                metadata["probe"]["sha256"] = "another"
+            path.write_text(json.dumps(metadata))
     with pytest.raises(DataError, match="cannot be compared"):
         TaskDiversity.main(base_args(folder, tmp_path / "out"))
 
