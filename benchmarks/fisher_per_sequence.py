@@ -38,7 +38,7 @@ VOCAB = 50257
 
 def sequences(count: int, length: int, seed: int) -> tuple[torch.Tensor, str]:
     """(count, length) token ids: SQuAD contexts with the real tokenizer if available, else random."""
-    squad, tokenizer_dir = SHARED / "squad" / "dev-v1.1.json", SHARED / "gpt2_tokenizer"
+    squad, tokenizer_dir = SHARED / "squad_v1.1" / "dev-v1.1.json", SHARED / "gpt2_tokenizer"
     if squad.is_file() and tokenizer_dir.is_dir():
         tokenizer = load_tokenizer(tokenizer_dir)
         contexts = list(dict.fromkeys(r["context"] for r in load_task_data("squad", "validation", squad).records))

@@ -149,3 +149,23 @@ def test_command_line_on_real_file(shared_data, tmp_path):
     assert len(out.read_text().splitlines()) == 626
     again = load_task_data("squad_v2", "validation", out)
     assert again.stats.kept == 626
+
+
+def test_task2vec_on_real_files_with_the_real_tokenizer(shared_data, tmp_path):
+    """A tiny probe with the GPT-2 vocabulary embeds real SST-2 and SQuAD text; the two tasks lie far
+    above their noise floors (the recorded run with all seven tasks: benchmarks/task2vec_noise_floor.py)."""
+    from task2vec.cli import main as embed_main
+    from task2vec.distances import task2vec_distance
+    from task2vec.io import load_task_embedding
+    from utils.tiny_model import build_tiny_model
+
+    probe = build_tiny_model(tmp_path / "probe", n_layer=2, n_embd=32, n_head=2, n_positions=128,
+                             tokenizer_path=str(shared_data / "gpt2_tokenizer"), dropout=0.0, seed=0)
+    embed_main(["--tasks", "sst2,squad", "--task_file", f"sst2={shared_data / 'sst2' / 'train.tsv'}",
+                "--task_file", f"squad={shared_data / 'squad_v1.1' / 'dev-v1.1.json'}", "--model_name", str(probe),
+                "--output_dir", str(tmp_path / "TaskEmb"), "--batch_size", "8", "--num_batches", "2",
+                "--head_steps", "5", "--num_samples", "2", "--no_progress"])
+    sst2, squad = (load_task_embedding(tmp_path / "TaskEmb", task) for task in ("sst2", "squad"))
+    assert sst2.metadata["probe"]["config"]["vocab_size"] == 50257
+    floor = max(sst2.metadata["noise_floor"]["task"], squad.metadata["noise_floor"]["task"])
+    assert task2vec_distance(sst2.vector, squad.vector) > 3 * floor
