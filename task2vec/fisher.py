@@ -120,7 +120,8 @@ def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> 
 @torch.no_grad()
 def check_factored_head(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
     """Raise ValueError unless model(...).logits == output_embeddings(base_model(...)) on one sequence."""
-    row = {"input_ids": input_ids[:1], "attention_mask": attention_mask[:1]}
+    # The first positions of one sequence suffice: a wrong head shows at every position.
+    row = {"input_ids": input_ids[:1, :16], "attention_mask": attention_mask[:1, :16]}
     direct = model(**row).logits[:, :-1]
     factored = next_token_predictions(model, row).full_logits()
     if not torch.allclose(direct, factored, rtol=1e-4, atol=1e-4 * float(direct.abs().max())):
@@ -132,15 +133,27 @@ HEAD_CHUNK_ELEMENTS = 1 << 22  # logits formed for at most this many (position, 
 
 
 def _head_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
-    """(rows, probabilities) of the counted predictions, a few hundred rows at a time, in row-major order."""
+    """(rows, probabilities) of the counted predictions, a few hundred rows at a time, in row-major order.
+
+    The probabilities live in one buffer reused for every chunk (a fresh multi-megabyte tensor per
+    chunk costs more in page faults than the softmax itself): use each before asking for the next.
+    """
     dtype = _accumulator_dtype(predictions.features)
-    counted = predictions.features.detach()[predictions.mask]                                   # (N, d)
-    weight = predictions.head_weight.detach().to(dtype)
+    counted = predictions.features.detach()[predictions.mask].to(dtype)                         # (N, d)
+    weight_t = predictions.head_weight.detach().to(dtype).T                                     # (d, C)
     bias = None if predictions.head_bias is None else predictions.head_bias.detach().to(dtype)
-    step = max(1, HEAD_CHUNK_ELEMENTS // weight.size(0))
+    step = max(1, HEAD_CHUNK_ELEMENTS // weight_t.size(1))
+    buffer = torch.empty(min(step, counted.size(0)), weight_t.size(1), dtype=dtype, device=counted.device)
     for start in range(0, counted.size(0), step):
         rows = slice(start, min(start + step, counted.size(0)))
-        yield rows, torch.softmax(F.linear(counted[rows].to(dtype), weight, bias), dim=-1)       # (n, C)
+        probs = buffer[:rows.stop - rows.start]                                                 # (n, C)
+        torch.mm(counted[rows], weight_t, out=probs)
+        if bias is not None:
+            probs += bias
+        probs -= probs.amax(dim=-1, keepdim=True)
+        probs.exp_()
+        probs /= probs.sum(dim=-1, keepdim=True)
+        yield rows, probs
 
 
 def sample_labels(predictions: Predictions, num_samples: int, generator: torch.Generator) -> torch.Tensor:
