@@ -15,12 +15,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from task2vec.analysis import (SET_STATISTICS, build_report, json_safe, load_available_embeddings, load_embeddings,
-                               noise_floor_lines, noise_floor_verdict, plot_accuracy_vs_diversity, plot_distance_heatmap,
-                               ranking_lines, read_results_table, remove_previous_outputs, tasks_in_results,
+from task2vec.analysis import (OUTPUT_FILES, SET_STATISTICS, build_report, json_safe, load_available_embeddings,
+                               load_embeddings, noise_floor_lines, noise_floor_verdict, plot_accuracy_vs_diversity,
+                               plot_distance_heatmap, ranking_lines, read_results_table, tasks_in_results,
                                write_matrix_csv, write_subsets_csv)
 from task2vec.distances import DISTANCES
-from utils.cli import run_entry_point, task_name
+from utils.cli import add_output_args, run_entry_point, task_name
 from utils.errors import UnknownTaskError
 from utils.outputs import prepare_output_dir, write_json, write_run_args
 from utils.tasks import parse_task_list
@@ -47,11 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--confidence", type=float, default=0.95,
                         help="Coverage of the confidence intervals (jackknife over tasks or batches).")
     parser.add_argument("--no_plots", action="store_true", help="Do not draw the PNG figures.")
-    parser.add_argument("--output_dir", type=str, default="task_diversity",
-                        help="Folder for diversity.json, diversity.csv, task_distances.csv and the figures. An "
-                             "existing non-empty folder is refused unless --overwrite_output_dir is given.")
-    parser.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Allow writing into an existing non-empty --output_dir.")
+    add_output_args(parser, required=False, default="task_diversity",
+                    contents="diversity.json, diversity.csv, task_distances.csv and the figures")
     return parser
 
 
@@ -126,8 +123,7 @@ def main(argv: list[str] | None = None) -> dict:
                           results=results, missing=missing, results_file=args.results_table)
     safe = json_safe(report)
 
-    output_dir = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
-    remove_previous_outputs(output_dir)
+    output_dir = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, outputs=OUTPUT_FILES)
     write_run_args(output_dir, args, {"sources": sources, "target": target})
     write_outputs(output_dir, report, safe, plots=not args.no_plots)
     print_report(report)

@@ -21,12 +21,12 @@ from task2vec.io import save_task_embedding, task_folder
 from task2vec.probe import HeadSettings
 from task2vec.sequences import OBJECTIVES, subsample_records
 from utils.checkpoint import load_model
-from utils.cli import add_runtime_args, files_by_task, name_path, positive_int
-from utils.cli import progress_enabled, silence_library_progress_bars
+from utils.cli import add_output_args, add_runtime_args, files_by_task, name_path, non_negative_int, positive_int
 from utils.data import load_task_data
-from utils.distributed import init_distributed, shutdown_distributed
+from utils.distributed import shutdown_distributed
 from utils.errors import ToolkitError
-from utils.runtime import resolve_device, resolve_precision, set_seed
+from utils.run_setup import start_run
+from utils.runtime import set_seed
 from utils.samples import sample_file
 from utils.tasks import get_task
 from utils.training import autocast_context
@@ -36,17 +36,6 @@ logger = logging.getLogger("task2vec")
 DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
 DEFAULT_HEAD_LR = {"lm": 5e-5, "task": 1e-3}
 DEFAULT_NUM_SAMPLES = 4
-
-
-def non_negative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -62,10 +51,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--split", choices=("train", "validation"), default="train", help="Which split to embed.")
     parser.add_argument("--model_name", type=str, default="gpt2",
                         help="The probe: a causal LM checkpoint folder or Hub name; it is never trained.")
-    parser.add_argument("--output_dir", type=str, default="TaskEmb",
-                        help="Embedding folder; each task is written to <output_dir>/<task>/.")
-    parser.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Replace tasks already embedded in --output_dir (others are kept either way).")
+    add_output_args(parser, required=False, default="TaskEmb",
+                    output_help="Embedding folder; each task is written to <output_dir>/<task>/. Tasks already "
+                                "there are kept; replacing one needs --overwrite_output_dir.",
+                    overwrite_help="Replace tasks already embedded in --output_dir (others are kept either way).")
     fim = parser.add_argument_group("Fisher estimate")
     fim.add_argument("--objective", choices=OBJECTIVES, default="lm",
                      help="lm: next-token loss on the task's text; task: the task's own head (span or classes).")
@@ -141,17 +130,13 @@ def main(argv: list[str] | None = None) -> dict:
     if existing and not args.overwrite_output_dir:
         raise ToolkitError(f"{args.output_dir} already holds {', '.join(existing)}; pass --overwrite_output_dir "
                            "to replace them or choose another --output_dir")
-    progress = progress_enabled(args.no_progress)
-    if not progress:
-        silence_library_progress_bars()
     set_seed(args.seed)
-    device = resolve_device(args.device)
-    dist = init_distributed(device)
-    precision = resolve_precision(args.precision, dist.device)
+    run = start_run(args, None)
+    dist = run.dist
     loaded = load_model(args.model_name, "lm")
-    loaded.model.to(dist.device)
-    ctx = EmbeddingContext(dist.device, partial(autocast_context, precision, dist.device), dist,
-                           progress and dist.is_main)
+    loaded.model.to(run.device)
+    ctx = EmbeddingContext(run.device, partial(autocast_context, run.precision, run.device), dist,
+                           run.progress and dist.is_main)
     needed = settings.batch_size * settings.num_batches
     summary: dict = {"output_dir": str(Path(args.output_dir)), "model_name": args.model_name, "tasks": {}}
     try:

@@ -45,16 +45,21 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
     add_progress_arg(group)
 
 
-def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True,
-                    default: str | None = None) -> None:
-    """--output_dir and --overwrite_output_dir."""
+def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True, default: str | None = None,
+                    contents: str = "the checkpoint, run_args.json, log.jsonl, all_results.json and predictions",
+                    output_help: str | None = None,
+                    overwrite_help: str = "Allow writing into an existing non-empty --output_dir.") -> None:
+    """--output_dir and --overwrite_output_dir.
+
+    Args:
+        contents: what the folder receives (for the default help text).
+        output_help, overwrite_help: full help texts, for a folder with other rules.
+    """
     group = parser.add_argument_group("output")
     group.add_argument("--output_dir", type=str, required=required, default=default,
-                       help="Folder for the checkpoint, run_args.json, log.jsonl, all_results.json "
-                            "and predictions. An existing non-empty folder is refused unless "
-                            "--overwrite_output_dir is given.")
-    group.add_argument("--overwrite_output_dir", action="store_true",
-                       help="Allow writing into an existing non-empty --output_dir.")
+                       help=output_help or f"Folder for {contents}. An existing non-empty folder is refused "
+                                           "unless --overwrite_output_dir is given.")
+    group.add_argument("--overwrite_output_dir", action="store_true", help=overwrite_help)
 
 
 def add_data_file_args(parser: argparse.ArgumentParser) -> None:
@@ -80,6 +85,17 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value <= 0:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
     return value
 
 
