@@ -471,12 +471,6 @@ def json_safe(value: Any) -> Any:
     return value
 
 
-def remove_previous_outputs(output_dir: Path) -> None:
-    """Delete the OUTPUT_FILES an earlier run left in `output_dir`."""
-    for name in OUTPUT_FILES:
-        (output_dir / name).unlink(missing_ok=True)
-
-
 def _cell(value: Any) -> Any:
     """A CSV cell: empty for None/NaN, full precision otherwise."""
     if value is None or (isinstance(value, float) and math.isnan(value)):

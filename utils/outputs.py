@@ -52,8 +52,12 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return target
 
 
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resuming: bool = False) -> Path:
+def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resuming: bool = False,
+                       outputs: tuple[str, ...] = ()) -> Path:
     """Create --output_dir, refusing to mix a new run into an existing non-empty one.
+
+    With --overwrite_output_dir, a previous run's files (PREVIOUS_RUN_PATTERNS and the script's own
+    `outputs` patterns) are removed first.
 
     Raises:
         ToolkitError: the folder exists, is not empty, and neither --overwrite_output_dir nor
@@ -66,7 +70,7 @@ def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resuming: bo
         raise ToolkitError(f"--output_dir {output_dir} already exists and is not empty; pass "
                            "--overwrite_output_dir to write into it, or choose another folder")
     if overwrite and not resuming and output_dir.is_dir():
-        clear_previous_run(output_dir)
+        clear_previous_run(output_dir, outputs)
     output_dir.mkdir(parents=True, exist_ok=True)
     return output_dir
 
@@ -78,9 +82,9 @@ PREVIOUS_RUN_PATTERNS = ("checkpoint-*", "runs", "log.jsonl", "all_results.json"
                          "eval_*.json", "adapter_stats*.json", "meta_log.jsonl")
 
 
-def clear_previous_run(output_dir: Path) -> None:
-    """Remove a previous run's outputs (PREVIOUS_RUN_PATTERNS) from `output_dir`."""
-    for pattern in PREVIOUS_RUN_PATTERNS:
+def clear_previous_run(output_dir: Path, outputs: tuple[str, ...] = ()) -> None:
+    """Remove a previous run's outputs (PREVIOUS_RUN_PATTERNS and `outputs`) from `output_dir`."""
+    for pattern in (*PREVIOUS_RUN_PATTERNS, *outputs):
         for path in output_dir.glob(pattern):
             if path.is_dir():
                 shutil.rmtree(path)
