@@ -24,8 +24,9 @@ class RunStart:
     progress: bool
 
 
-def start_run(args: argparse.Namespace, output_dir: Path, *, resuming: bool = False) -> RunStart:
-    """Resolve --device/--precision/--no_progress, join the process group, prepare --output_dir.
+def start_run(args: argparse.Namespace, output_dir: Path | None, *, resuming: bool = False) -> RunStart:
+    """Resolve --device/--precision/--no_progress, join the process group, prepare --output_dir
+    (unless `output_dir` is None: a script with its own folder rules).
 
     Raises:
         ToolkitError: an unusable device or precision, or a non-empty output folder without
@@ -37,7 +38,7 @@ def start_run(args: argparse.Namespace, output_dir: Path, *, resuming: bool = Fa
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dist_ctx = init_distributed(device)
-    if dist_ctx.is_main:
+    if dist_ctx.is_main and output_dir is not None:
         prepare_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=resuming)
     barrier(dist_ctx)
     return RunStart(dist_ctx, dist_ctx.device, precision, progress)
