@@ -10,8 +10,9 @@ Layout of one task's folder, `<emb_dir>/<canonical task name>/`:
     batches_reseeded.npy     (n, D)         the same batches re-embedded with that seed
 
 The re-embeddings give the noise floor: the distance an embedding has to itself when only the
-sampled labels change. A folder is written under a temporary name and renamed into place, so a
-reader never sees half of it.
+sampled labels change. A folder is written under a temporary name and swapped into place in one
+step (utils.fs.exchange_paths; two renames where the system cannot), so a reader never sees half
+of it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from utils.errors import DataError
+from utils.fs import exchange_paths
 from utils.outputs import write_json
 from utils.tasks import get_task
 
@@ -85,6 +87,9 @@ def save_task_embedding(emb_dir: str | os.PathLike, embedding: TaskEmbedding) ->
         if array is not None:
             np.save(staging / name, np.asarray(array, dtype=np.float32), allow_pickle=False)
     write_json(staging / METADATA_FILE, embedding.metadata)
+    if destination.exists() and exchange_paths(staging, destination):
+        shutil.rmtree(staging)  # it now holds the previous embedding
+        return destination
     if destination.exists():
         shutil.rmtree(destination)
     staging.rename(destination)

@@ -54,6 +54,11 @@ def test_command_line_writes_every_file(tiny_checkpoint, tmp_path):
                        "--output_dir", str(out), *SMALL)
     assert again.returncode == 2 and again.stderr.strip().splitlines()[-1].startswith("error:")
     assert "--overwrite_output_dir" in again.stderr and "Traceback" not in again.stderr
+    before = load_task_embedding(out, "sst2").metadata["created_at"]
+    embed_main(["--tasks", "sst2", "--model_name", str(tiny_checkpoint), "--use_samples", "--output_dir", str(out),
+                "--overwrite_output_dir", *SMALL])   # replaces sst2 in place, keeps squad
+    assert sorted(p.name for p in out.iterdir()) == ["squad", "sst2"]
+    assert load_task_embedding(out, "sst2").metadata["created_at"] >= before
     unknown = run_module("task2vec", "--tasks", "squadd", "--output_dir", str(tmp_path / "x"))
     assert unknown.returncode == 2 and "unknown task 'squadd'" in unknown.stderr
 
