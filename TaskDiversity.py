@@ -15,11 +15,12 @@ import argparse
 import logging
 from pathlib import Path
 
-from task2vec.analysis import (OUTPUT_FILES, SET_STATISTICS, build_report, json_safe, load_available_embeddings,
-                               load_embeddings, noise_floor_lines, noise_floor_verdict, plot_accuracy_vs_diversity,
-                               plot_distance_heatmap, ranking_lines, read_results_table, tasks_in_results,
-                               write_matrix_csv, write_subsets_csv)
+from task2vec.analysis import build_report, load_available_embeddings, load_embeddings, noise_floor_verdict
 from task2vec.distances import DISTANCES
+from task2vec.diversity import SET_STATISTICS
+from task2vec.reporting import (OUTPUT_FILES, json_safe, noise_floor_lines, plot_accuracy_vs_diversity,
+                                plot_distance_heatmap, ranking_lines, write_matrix_csv, write_subsets_csv)
+from task2vec.transfer import read_results_table, tasks_in_results
 from utils.cli import add_output_args, run_entry_point, task_name
 from utils.errors import UnknownTaskError
 from utils.outputs import prepare_output_dir, write_json, write_run_args

@@ -3,5 +3,6 @@
 Modules: `layout` (covered parameters and their coordinates), `fisher` (the diagonal Fisher
 estimators), `probe` (the fixed probe and its fitted head), `sequences` (task records as probe
 inputs), `embed` (the embedding of a task and of its batches), `io` (files), `distances`,
-`diversity`, `analysis` (what TaskDiversity.py reports). Command line: `python -m task2vec`.
+`diversity` (coefficients, intervals, set statistics), `transfer` (the results table joined with
+diversity), `analysis` (the report TaskDiversity.py builds), `reporting` (its files, plots and text). Command line: `python -m task2vec`.
 """

@@ -13,12 +13,13 @@ published numbers.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import numpy as np
 from scipy import stats
 
-from task2vec.distances import cross_distances, paired_distances, pairwise_distances
+from task2vec.distances import cross_distances, distance_function, paired_distances, pairwise_distances
 
 SYMMETRY_ATOL = 1e-9
 
@@ -220,3 +221,36 @@ def cross_data_diversity(first: np.ndarray, second: np.ndarray, distance: str = 
                          confidence: float = 0.95) -> DiversityEstimate:
     """Cross-diversity of two tasks over their batch embeddings ((n1, D) and (n2, D))."""
     return cross_diversity(cross_distances(first, second, distance), confidence)
+
+
+# ---------------------------------------------------------------------------------------------
+# Statistics of one set of task embeddings (TaskDiversity.py)
+# ---------------------------------------------------------------------------------------------
+
+SET_STATISTICS = ("diversity", "diversity_with_target", "distance_to_target")
+
+
+def mean_pairwise_distance(vectors: Sequence[np.ndarray], distance: str) -> float:
+    """Diversity coefficient (mean distance over pairs i<j) of the vectors; NaN for fewer than 2."""
+    if len(vectors) < 2:
+        return math.nan
+    return diversity_coefficient(pairwise_distances(np.stack(vectors), distance)).value
+
+
+def mean_embedding(members: Sequence[np.ndarray]) -> np.ndarray:
+    """(D,) average of the members, each first scaled to unit sum (an all-zero member stays zero)."""
+    scaled = [m / m.sum() if m.sum() > 0 else m for m in members]
+    return np.mean(scaled, axis=0)
+
+
+def set_statistics(members: Sequence[np.ndarray], target: np.ndarray, distance: str) -> dict[str, float]:
+    """diversity, diversity_with_target and distance_to_target of one set of (D,) embeddings.
+
+    NaN where undefined: diversity for fewer than 2 members, the other two for no member.
+    """
+    members = list(members)
+    return {
+        "diversity": mean_pairwise_distance(members, distance),
+        "diversity_with_target": mean_pairwise_distance([*members, target], distance) if members else math.nan,
+        "distance_to_target": distance_function(distance)(mean_embedding(members), target) if members else math.nan,
+    }

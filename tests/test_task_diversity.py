@@ -14,7 +14,7 @@ from scipy import stats
 from scipy.spatial.distance import cosine as scipy_cosine
 
 import TaskDiversity
-from task2vec.analysis import parse_source_tasks
+from task2vec.transfer import parse_source_tasks
 from tests.conftest import REPO_ROOT, run_module
 from utils.errors import DataError, ToolkitError, UnknownTaskError
 from utils.target_task import RESULTS_TABLE_COLUMNS
