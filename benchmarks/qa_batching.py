@@ -125,6 +125,18 @@ def interleaved_timings(model, optimizer, objective, rows, lengths: list[int], *
     return timings
 
 
+def rates_and_mfu(timings: dict[str, list[dict]], key: str, config: GPT2Config, non_embedding_params: int,
+                  peak: float | None) -> dict[str, tuple[list[float], float | None]]:
+    """Per variant: its rate in every repeat (`key` per second) and its median MFU (None without a peak)."""
+    summary = {}
+    for variant, runs in timings.items():
+        rates = [t[key] / t["seconds"] for t in runs]
+        mfu = statistics.median(training_flops(t["lengths"], config, non_embedding_params) / t["seconds"] / peak
+                                for t in runs) if peak else None
+        summary[variant] = (rates, mfu)
+    return summary
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--squad", type=str, default=str(SHARED / "squad_v1.1" / "dev-v1.1.json"), help="SQuAD v1.1 dev JSON.")
@@ -177,12 +189,8 @@ def main(argv: list[str] | None = None) -> dict:
     timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
                                   steps=args.steps, repeats=args.repeats, pad_to=args.max_seq_length, device=device,
                                   precision=precision, unit="tokens")
-    ours_rates = [t["tokens"] / t["seconds"] for t in timings["ours"]]
-    base_rates = [t["tokens"] / t["seconds"] for t in timings["baseline"]]
-    ours_mfu = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
-                for t in timings["ours"]]
-    base_mfu = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
-                for t in timings["baseline"]]
+    summary = rates_and_mfu(timings, "tokens", config, non_embedding, peak)
+    (ours_rates, ours_mfu), (base_rates, base_mfu) = summary["ours"], summary["baseline"]
     ours, base = statistics.median(ours_rates), statistics.median(base_rates)
     result = {
         "name": "qa_batching",
@@ -196,8 +204,8 @@ def main(argv: list[str] | None = None) -> dict:
         "extra": {
             "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
             "repeats": {"ours": ours_rates, "baseline": base_rates},
-            "mfu_ours": statistics.median(ours_mfu) if peak else None,
-            "mfu_baseline": statistics.median(base_mfu) if peak else None,
+            "mfu_ours": ours_mfu,
+            "mfu_baseline": base_mfu,
             "peak_flops": peak, "peak_source": "measured fp32 matmul" if device.type == "cpu" else "datasheet bf16 dense",
             "mean_window_tokens": float(np.mean(lengths)), "windows": len(rows),
             "model_parameters": sum(p.numel() for p in model.parameters()), "non_embedding_parameters": non_embedding,

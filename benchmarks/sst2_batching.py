@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from qa_batching import interleaved_timings, measured_matmul_peak, run_variant, training_flops  # noqa: E402
+from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant  # noqa: E402
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
 
 from utils.classification import ClassificationObjective  # noqa: E402
@@ -69,12 +69,8 @@ def main(argv: list[str] | None = None) -> dict:
     timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
                                   steps=args.steps, repeats=args.repeats, pad_to=args.max_length, device=device,
                                   precision=precision, unit="sentences")
-    ours = [t["sequences"] / t["seconds"] for t in timings["ours"]]
-    base = [t["sequences"] / t["seconds"] for t in timings["baseline"]]
-    mfu_ours = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
-                for t in timings["ours"]]
-    mfu_base = [training_flops(t["lengths"], config, non_embedding) / t["seconds"] / peak if peak else None
-                for t in timings["baseline"]]
+    summary = rates_and_mfu(timings, "sequences", config, non_embedding, peak)
+    (ours, mfu_ours), (base, mfu_base) = summary["ours"], summary["baseline"]
     result = {
         "name": "sst2_batching",
         "what": f"SST-2 training sentences/s, tiny GPT-2 classifier (2x128, GPT-2 vocabulary), batch {args.batch_size}, "
@@ -85,8 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
         "ratio": statistics.median(ours) / statistics.median(base),
         "target_ratio": 1.5,
         "extra": {"repeats": {"ours": ours, "baseline": base},
-                  "mfu_ours": statistics.median(mfu_ours) if peak else None,
-                  "mfu_baseline": statistics.median(mfu_base) if peak else None,
+                  "mfu_ours": mfu_ours, "mfu_baseline": mfu_base,
                   "peak_flops": peak, "peak_source": "measured fp32 matmul",
                   "mean_sentence_tokens": float(np.mean(lengths)), "sentences": len(rows)},
         "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
