@@ -14,16 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recording import provenance, write_result  # noqa: E402
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
@@ -102,9 +102,7 @@ def main(argv: list[str] | None = None) -> dict:
                       f"GPT-2 {shape['n_layer']}x{shape['n_embd']} with the full vocabulary, {device.type} fp32",
               "unit": "seconds per estimate (lower is better; ratio = baseline / ours)",
               "ours": {"label": "layer hooks, one batched forward, factored chunked vocabulary head", "value": ours},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"
-                         + (f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""),
-              "torch": torch.__version__, "date": date.today().isoformat(), "extra": extra}
+              **provenance(f", {torch.cuda.get_device_name()}" if device.type == "cuda" else ""), "extra": extra}
     if "loop" in times:
         base = statistics.median(times["loop"])
         worst = max(float(((results["hooks"][n] - results["loop"][n]).abs()
@@ -115,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         extra.update({"max_relative_difference": worst, "equal_rtol_1e-5": same})
     if device.type == "cuda":
         extra["peak_memory_gib"] = torch.cuda.max_memory_allocated() / 2**30
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.output, result)
     print(json.dumps({k: result.get(k) for k in ("ours", "baseline", "ratio")}, indent=1))
     if "loop" in times:
         print(f"same result: {same} (max relative difference {worst:.2e})")

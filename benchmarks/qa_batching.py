@@ -22,13 +22,14 @@ import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recording import provenance, write_result  # noqa: E402
 
 from transformers import GPT2Config, GPT2ForQuestionAnswering  # noqa: E402
 
@@ -211,12 +212,9 @@ def main(argv: list[str] | None = None) -> dict:
             "model_parameters": sum(p.numel() for p in model.parameters()), "non_embedding_parameters": non_embedding,
             "peak_memory_bytes": torch.cuda.max_memory_allocated() if device.type == "cuda" else None,
         },
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "date": date.today().isoformat(),
+        **provenance(),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.output, result)
     print(json.dumps({k: result[k] for k in ("ours", "baseline", "ratio")}, indent=1))
     print(f"MFU ours {result['extra']['mfu_ours']}, baseline {result['extra']['mfu_baseline']}")
     return result

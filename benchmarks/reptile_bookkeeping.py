@@ -12,16 +12,16 @@ from __future__ import annotations
 import copy
 import json
 import multiprocessing
-import platform
 import statistics
 import sys
 import time
-from datetime import date
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recording import provenance, write_result  # noqa: E402
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
@@ -163,12 +163,10 @@ def main() -> dict:
                   "peak_extra_over_parameter_bytes_ours": memory["ours"] / parameter_bytes,
                   "peak_extra_over_parameter_bytes_deepcopy": memory["deepcopy"] / parameter_bytes,
                   "tiny_model_outer_step": share},
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "date": date.today().isoformat(),
+        **provenance(),
     }
     output = Path(__file__).parent / "results" / "reptile_bookkeeping.json"
-    output.write_text(json.dumps(result, indent=2) + "\n")
+    write_result(output, result)
     print(json.dumps({k: result[k] for k in ("ours", "baseline", "ratio")}, indent=1))
     print(f"peak extra memory: ours {memory['ours'] / parameter_bytes:.2f}x the parameters, "
           f"deepcopy {memory['deepcopy'] / parameter_bytes:.2f}x")

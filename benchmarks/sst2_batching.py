@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import sys
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recording import provenance, write_result  # noqa: E402
 
 from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant  # noqa: E402
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
@@ -84,12 +84,9 @@ def main(argv: list[str] | None = None) -> dict:
                   "mfu_ours": mfu_ours, "mfu_baseline": mfu_base,
                   "peak_flops": peak, "peak_source": "measured fp32 matmul",
                   "mean_sentence_tokens": float(np.mean(lengths)), "sentences": len(rows)},
-        "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
-        "torch": torch.__version__,
-        "date": date.today().isoformat(),
+        **provenance(),
     }
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+    write_result(args.output, result)
     print(json.dumps({k: result[k] for k in ("ours", "baseline", "ratio")}, indent=1))
     return result
 

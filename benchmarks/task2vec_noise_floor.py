@@ -15,18 +15,16 @@ number of sampled labels per position differs. The ratio is the noise floor at K
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import sys
 import tempfile
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
-import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from recording import provenance, write_result  # noqa: E402
 
 from task2vec.analysis import noise_floor_summary, noise_floor_verdict  # noqa: E402
 from task2vec.cli import main as embed_main  # noqa: E402
@@ -86,9 +84,8 @@ def main(argv: list[str] | None = None) -> dict:
               "ratio": mean_floor[1] / mean_floor[8], "target_ratio": 8.0,
               "extra": {"K1": runs[1], "K8": runs[8], "settings": vars(args),
                         "files": {t: str(Path("../shared/data") / p) for t, p in TASK_FILES.items()}},
-              "machine": f"{platform.machine()}, {torch.get_num_threads()} threads", "torch": torch.__version__,
-              "date": date.today().isoformat()}
-    Path(args.output).write_text(json.dumps(result, indent=2) + "\n")
+              **provenance()}
+    write_result(args.output, result)
     for k, run in runs.items():
         print(f"K = {k}: {run['verdict']} ({run['seconds']:.0f} s)")
         print("  " + " ".join(f"{t:>9}" for t in run["tasks"]))
