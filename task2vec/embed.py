@@ -265,7 +265,8 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
         used = sorted({i for step in schedule for i in step})
         cached = cache_hidden_states(probe, [rows[i] for i in used], collate, settings.chunk_size, ctx.device,
                                      ctx.autocast)
-        report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device)
+        report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device,
+                          progress=ctx.progress)
     if settings.head.steps and ctx.dist.enabled:
         state = broadcast_from_main(ctx.dist, {k: v.cpu() for k, v in probe.head.state_dict().items()})
         probe.head.load_state_dict(state)

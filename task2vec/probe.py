@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutput
 
 from task2vec.fisher import OutputFn, Predictions, next_token_predictions
@@ -183,7 +184,8 @@ def head_schedule(num_rows: int, settings: HeadSettings, generator: torch.Genera
 
 
 def fit_head(head: nn.Module, kind: str, hidden: dict[int, torch.Tensor], rows: Sequence[dict],
-             schedule: list[list[int]], settings: HeadSettings, device: torch.device) -> dict[str, float]:
+             schedule: list[list[int]], settings: HeadSettings, device: torch.device,
+             progress: bool = False) -> dict[str, float]:
     """Fit `head` in place, one AdamW step per entry of `schedule`; returns the mean loss of the
     first and last steps.
 
@@ -196,7 +198,7 @@ def fit_head(head: nn.Module, kind: str, hidden: dict[int, torch.Tensor], rows: 
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, eps=1e-8,
                                   weight_decay=settings.weight_decay)
     losses: list[float] = []
-    for chosen in schedule:
+    for chosen in tqdm(schedule, desc="fitting the head", unit="step", disable=not progress):
         loss = _head_loss(head, kind, [hidden[i] for i in chosen], [rows[i] for i in chosen], device)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
