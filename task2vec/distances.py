@@ -2,8 +2,22 @@
 
 The primary distance is Task2Vec's normalised ("symmetric") cosine (Achille et al. 2019): each
 coordinate is divided by the pair's sum before the cosine, so that every coordinate counts on the
-same scale however large its Fisher value, and a global rescaling of either embedding changes
-nothing. The plain cosine on the raw vectors is kept as a robustness check.
+same scale however large its Fisher value.
+
+Scale convention: every embedding is first divided by its mean coordinate (unit mean). The
+normalised cosine on its own is NOT invariant to rescaling one embedding: u = a/(a+b) changes
+non-uniformly when a becomes 3a (by hand, for a = (1, 3) and b = (3, 1): u = (1/4, 3/4),
+v = (3/4, 1/4), d = 0.4; with 3a instead, u = (1/2, 9/10), v = (1/2, 1/10), d = 0.352); it is
+invariant only to rescaling both by the same factor. A Fisher
+diagonal's overall scale is set by things other than which parameters matter for the task: the
+loss scale (how many classes the head has, how well it was fitted, the entropy of the predictive
+distribution), the normalisation of the estimator (per prediction; `minibatch_sq` divides by
+K·N_mb), the length of the texts. Dividing by the mean removes that one number and keeps the
+profile, so that d(c1·a, c2·b) = d(a, b) for all c1, c2 > 0 (tested), and d is unchanged for
+embeddings that already had the same mean. The mean (an L1 scale) is the scale set statistics
+use too (`task2vec.diversity.mean_embedding` averages members scaled to unit sum). An all-zero
+embedding has no scale and stays zero. The plain cosine on the raw vectors is scale-invariant by
+construction and is kept as a robustness check.
 
 Everything is computed in float64. The all-pairs functions broadcast over blocks of rows and
 columns so that no temporary holds more than `MAX_BLOCK_ELEMENTS` numbers.
@@ -48,13 +62,21 @@ def _same_dimension(first: np.ndarray, second: np.ndarray) -> None:
         raise ValueError(f"the embeddings have different dimensions: {first.shape[-1]} and {second.shape[-1]}")
 
 
+def unit_mean(embeddings: np.ndarray) -> np.ndarray:
+    """Each embedding (last axis) divided by its mean coordinate; an all-zero one stays zero."""
+    mean = embeddings.mean(axis=-1, keepdims=True)
+    return np.divide(embeddings, mean, out=np.zeros_like(embeddings), where=mean > 0)
+
+
 def _task2vec_kernel(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Task2Vec distance between broadcastable stacks of embeddings, reduced over the last axis.
 
-    With s = a + b, the kept coordinates are those with s_i > τ, τ = 1e-12·(mean(a) + mean(b));
+    Each embedding is first scaled to unit mean (module docstring). With s = a + b, the kept
+    coordinates are those with s_i > τ, τ = 1e-12·(mean(a) + mean(b)) (= 2e-12 after scaling);
     there u = a/s and v = b/s, elsewhere u = v = 0, and d = 1 − ⟨u,v⟩/(‖u‖‖v‖). Both vectors
     (numerically) zero gives 0; exactly one zero gives 1 (no shared support).
     """
+    a, b = unit_mean(a), unit_mean(b)
     total = a + b                                                          # (..., D)
     tau = RELATIVE_TAU * (a.mean(axis=-1, keepdims=True) + b.mean(axis=-1, keepdims=True))
     kept = total > tau
@@ -93,9 +115,11 @@ def _kernel(name: str) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
 def task2vec_distance(a: np.ndarray, b: np.ndarray) -> float:
     """Task2Vec normalised cosine distance between two non-negative embeddings.
 
-    Over the coordinates with a_i + b_i > τ, τ = 1e-12·(mean(a) + mean(b)), let u = a/(a+b) and
-    v = b/(a+b); then d = 1 − ⟨u,v⟩/(‖u‖‖v‖). Properties: d(e,e) = 0, d(e,c·e) = 0 for c > 0,
-    d(a,b) = d(b,a), 0 ≤ d ≤ 1, disjoint supports give 1, two zero vectors give 0 (never NaN).
+    With a and b first divided by their means (the scale convention of the module docstring),
+    over the coordinates with a_i + b_i > τ, τ = 1e-12·(mean(a) + mean(b)), let u = a/(a+b) and
+    v = b/(a+b); then d = 1 − ⟨u,v⟩/(‖u‖‖v‖). Properties: d(c1·a, c2·b) = d(a, b) for c1, c2 > 0
+    (so d(e, c·e) = 0), d(a,b) = d(b,a), 0 ≤ d ≤ 1, disjoint supports give 1, two zero vectors
+    give 0 (never NaN).
 
     Args:
         a, b: (D,) non-negative finite vectors.

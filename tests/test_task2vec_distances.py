@@ -1,5 +1,6 @@
-"""task2vec.distances and task2vec.diversity: distance properties, vectorised against a scipy loop,
-the diversity coefficient and its jackknife interval (including a coverage simulation)."""
+"""task2vec.distances and task2vec.diversity: distance properties (the scale convention among them),
+vectorised against a scipy loop, the diversity coefficient and its jackknife interval (including a
+coverage simulation)."""
 from __future__ import annotations
 
 import itertools
@@ -19,8 +20,10 @@ from task2vec.diversity import (cross_diversity, data_diversity, diversity_coeff
 
 
 def reference_task2vec(a: np.ndarray, b: np.ndarray) -> float:
-    """The Task2Vec distance written independently: mask 0/0 coordinates, normalise, scipy cosine."""
+    """The Task2Vec distance written independently: unit-mean scaling, mask 0/0 coordinates,
+    normalise the pair, scipy cosine."""
     a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    a, b = (x / x.mean() if x.mean() > 0 else x for x in (a, b))
     keep = (a + b) > 1e-12 * (a.mean() + b.mean())
     u, v = a[keep] / (a + b)[keep], b[keep] / (a + b)[keep]
     return float(scipy_cosine(u, v))
@@ -56,6 +59,39 @@ def test_identity_and_scale_invariance(name):
         assert pair(vector, vector) == pytest.approx(0.0, abs=1e-12)
         for scale in (1e-9, 0.5, 3.0, 1e9):
             assert pair(vector, scale * vector) == pytest.approx(0.0, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", DISTANCES)
+@pytest.mark.parametrize("zeros", [False, True])
+def test_rescaling_either_embedding_changes_nothing(name, zeros):
+    """The claimed invariance: d(c1·a, c2·b) = d(a, b) for any c1, c2 > 0, also through the
+    vectorised all-pairs and cross kernels."""
+    pair = distance_function(name)
+    rng = np.random.default_rng(13)
+    vectors = (with_zero_coordinates if zeros else positive_vectors)(rng, 12, 48)
+    for a, b in zip(vectors[::2], vectors[1::2]):
+        base = pair(a, b)
+        assert 0.0 < base < 1.0
+        for c1, c2 in itertools.product((1e-9, 0.37, 1.0, 3.0, 1e9), repeat=2):
+            assert pair(c1 * a, c2 * b) == pytest.approx(base, rel=1e-12, abs=1e-15), (c1, c2)
+    scales = np.exp(rng.uniform(-20, 20, size=(12, 1)))
+    np.testing.assert_allclose(pairwise_distances(vectors * scales, name), pairwise_distances(vectors, name),
+                               rtol=1e-12, atol=1e-15)
+    np.testing.assert_allclose(cross_distances(vectors[:5] * 7.0, vectors * scales, name),
+                               cross_distances(vectors[:5], vectors, name), rtol=1e-12, atol=1e-15)
+
+
+def test_the_scale_convention_by_hand():
+    """a = (1, 3), b = (3, 1): u = (1/4, 3/4), v = (3/4, 1/4), cos = (6/16)/(10/16) = 0.6, d = 0.4.
+    Without the unit-mean scaling, 3a gives u = (1/2, 9/10), v = (1/2, 1/10) and
+    cos = 0.34/√(1.06·0.26), d = 0.3524: the normalised cosine alone is not scale-invariant."""
+    a, b = np.array([1.0, 3.0]), np.array([3.0, 1.0])
+    assert task2vec_distance(a, b) == pytest.approx(0.4, rel=1e-14)
+    assert task2vec_distance(3 * a, b) == pytest.approx(0.4, rel=1e-14)
+    assert task2vec_distance(a, 100 * b) == pytest.approx(0.4, rel=1e-14)
+    unscaled = float(scipy_cosine(3 * a / (3 * a + b), b / (3 * a + b)))
+    assert unscaled == pytest.approx(1 - 0.34 / math.sqrt(1.06 * 0.26), rel=1e-12)
+    assert abs(unscaled - 0.4) > 0.04
 
 
 @pytest.mark.parametrize("name", DISTANCES)

@@ -57,7 +57,9 @@ def emb_dir(tmp_path: Path) -> tuple[Path, dict[str, np.ndarray]]:
 
 
 def reference_distance(a: np.ndarray, b: np.ndarray) -> float:
-    """Task2Vec distance written independently: drop 0/0 coordinates, normalise the pair, scipy cosine."""
+    """Task2Vec distance written independently: unit means, drop 0/0 coordinates, normalise the pair,
+    scipy cosine."""
+    a, b = a / a.mean(), b / b.mean()
     keep = (a + b) > 1e-12 * (a.mean() + b.mean())
     return float(scipy_cosine(a[keep] / (a + b)[keep], b[keep] / (a + b)[keep]))
 
