@@ -9,6 +9,12 @@ the i.i.d.-pairs interval that Beyond Scale reports is far too narrow. The defau
 leave-one-embedding-out jackknife, which treats the n batches (or tasks), not the pairs, as the
 independent units. The naive interval is still returned, labelled as such, for comparison with
 published numbers.
+
+Intervals are for a quantity that lies in [0, 1] (a mean of distances): the t-interval is
+intersected with [0, 1]. A confidence set that is cut to the parameter's range still covers the
+true value whenever the uncut one did, so the coverage is unchanged, and no interval reaches
+below 0. Point estimates are never clipped (a bias-corrected diversity may be negative; see
+task2vec.correction).
 """
 from __future__ import annotations
 
@@ -19,9 +25,11 @@ from dataclasses import asdict, dataclass
 import numpy as np
 from scipy import stats
 
+from task2vec.correction import corrected_distance, corrected_matrix
 from task2vec.distances import cross_distances, distance_function, paired_distances, pairwise_distances
 
 SYMMETRY_ATOL = 1e-9
+RANGE = (0.0, 1.0)  # every distance lies in [0, 1], so does every mean of true distances
 
 
 @dataclass(frozen=True)
@@ -37,6 +45,7 @@ class DiversityEstimate:
         method: how se was estimated.
         naive_se, naive_ci_low, naive_ci_high: the interval that treats every distance as an
             independent draw. Too narrow: the distances share embeddings. For comparison only.
+        ci_clipped: whether the t-interval reached outside [0, 1] and was cut to it.
     """
 
     value: float
@@ -49,6 +58,7 @@ class DiversityEstimate:
     naive_se: float
     naive_ci_low: float
     naive_ci_high: float
+    ci_clipped: bool = False
 
     def to_dict(self) -> dict:
         """The fields as a plain dict (NaN stays NaN; writers of strict JSON map it to null)."""
@@ -61,11 +71,21 @@ def _check_confidence(confidence: float) -> None:
 
 
 def _t_interval(value: float, se: float, dof: int, confidence: float) -> tuple[float, float]:
-    """value ± t_{(1+c)/2, dof}·se; NaN bounds when dof < 1 or se is NaN."""
+    """value ± t_{(1+c)/2, dof}·se, intersected with RANGE; NaN bounds when dof < 1 or se is NaN.
+
+    An interval entirely outside RANGE (possible for a bias-corrected value) becomes the nearest
+    end point, [0, 0] or [1, 1].
+    """
     if dof < 1 or math.isnan(se):
         return math.nan, math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, dof)) * se
-    return value - half, value + half
+    return clip_interval(value - half, value + half)
+
+
+def clip_interval(low: float, high: float, bounds: tuple[float, float] = RANGE) -> tuple[float, float]:
+    """[low, high] ∩ [bounds]; an empty intersection becomes the nearer bound (NaN stays NaN)."""
+    lower, upper = bounds
+    return min(max(low, lower), upper), max(min(high, upper), lower)
 
 
 def _naive(values: np.ndarray, confidence: float) -> tuple[float, float, float]:
@@ -118,9 +138,10 @@ def diversity_coefficient(distances: np.ndarray, confidence: float = 0.95) -> Di
     """Mean pairwise distance with a leave-one-out jackknife confidence interval.
 
     value = mean of d_ij over the upper triangle by index (`triu_indices(n, 1)`); zero distances
-    are kept (they are data, not missing values).
+    are kept (they are data, not missing values). The matrix may hold bias-corrected distances,
+    some of them negative.
     Jackknife: SE² = (n−1)/n · Σ_k (div_(−k) − mean_k div_(−k))², see `jackknife_leave_one_out`;
-    CI = value ± t_{(1+c)/2, n−1}·SE.
+    CI = value ± t_{(1+c)/2, n−1}·SE, intersected with [0, 1] (module docstring).
     Naive (for comparison only, too narrow): the P distances as i.i.d. draws, SE = sd/√P with
     P−1 degrees of freedom. The pairs share embeddings, so they are positively correlated.
 
@@ -146,7 +167,15 @@ def diversity_coefficient(distances: np.ndarray, confidence: float = 0.95) -> Di
         se = math.sqrt((n - 1) / n * float(np.sum((leave_out - leave_out.mean()) ** 2)))
     low, high = _t_interval(value, se, n - 1, confidence)
     return DiversityEstimate(value, se, low, high, n, confidence, "jackknife (leave one embedding out)",
-                             naive_se, naive_low, naive_high)
+                             naive_se, naive_low, naive_high, _was_clipped(value, se, n - 1, confidence))
+
+
+def _was_clipped(value: float, se: float, dof: int, confidence: float) -> bool:
+    """Whether value ± t·se reaches outside RANGE."""
+    if dof < 1 or math.isnan(se):
+        return False
+    half = float(stats.t.ppf((1 + confidence) / 2, dof)) * se
+    return bool(value - half < RANGE[0] or value + half > RANGE[1])
 
 
 def cross_diversity(distances: np.ndarray, confidence: float = 0.95) -> DiversityEstimate:
@@ -178,7 +207,8 @@ def cross_diversity(distances: np.ndarray, confidence: float = 0.95) -> Diversit
     low, high = _t_interval(value, se, min(n1, n2) - 1, confidence)
     naive_se, naive_low, naive_high = _naive(matrix.ravel(), confidence)
     return DiversityEstimate(value, se, low, high, min(n1, n2), confidence,
-                             "two-sample U-statistic (row and column means)", naive_se, naive_low, naive_high)
+                             "two-sample U-statistic (row and column means)", naive_se, naive_low, naive_high,
+                             _was_clipped(value, se, min(n1, n2) - 1, confidence))
 
 
 def noise_floor(first: np.ndarray, second: np.ndarray, distance: str = "task2vec") -> dict:
@@ -223,11 +253,38 @@ def cross_data_diversity(first: np.ndarray, second: np.ndarray, distance: str = 
     return cross_diversity(cross_distances(first, second, distance), confidence)
 
 
+def corrected_data_diversity(batches: np.ndarray, batches_reseeded: np.ndarray, distance: str = "task2vec",
+                             confidence: float = 0.95) -> DiversityEstimate:
+    """Data diversity of one task corrected for Monte-Carlo noise (jackknife over batches).
+
+    With d_ij the distances between batch embeddings and f_k = d(batch_k, batch_k re-embedded)
+    each batch's floor, the corrected diversity is the mean over i < j of
+    corrected_distance(d_ij, f_i, f_j) (task2vec.correction); to first order the raw diversity
+    minus the mean floor. Its interval is the jackknife over batches of that matrix, cut to [0, 1].
+
+    Args:
+        batches: (n, D) one embedding per disjoint batch, n ≥ 2.
+        batches_reseeded: (n, D) the same batches re-embedded with another Monte-Carlo seed.
+
+    Raises:
+        ValueError: different shapes, fewer than 2 batches, floors too large to correct (the
+            message says to raise K), or bad embeddings.
+    """
+    floors = paired_distances(batches, batches_reseeded, distance)
+    matrix = corrected_matrix(pairwise_distances(batches, distance), floors, distance)
+    if not np.all(np.isfinite(matrix)):
+        raise ValueError("the batch noise floors are too large to correct for (their sum exceeds "
+                         "task2vec.correction.MAX_FLOOR_SUM); raise --num_samples or the batch size")
+    return diversity_coefficient(matrix, confidence)
+
+
 # ---------------------------------------------------------------------------------------------
 # Statistics of one set of task embeddings (TaskDiversity.py)
 # ---------------------------------------------------------------------------------------------
 
 SET_STATISTICS = ("diversity", "diversity_with_target", "distance_to_target")
+CORRECTED = "_corrected"   # suffix of the noise-corrected version of a statistic
+ALL_SET_STATISTICS = SET_STATISTICS + tuple(name + CORRECTED for name in SET_STATISTICS)
 
 
 def mean_pairwise_distance(vectors: Sequence[np.ndarray], distance: str) -> float:
@@ -237,20 +294,52 @@ def mean_pairwise_distance(vectors: Sequence[np.ndarray], distance: str) -> floa
     return diversity_coefficient(pairwise_distances(np.stack(vectors), distance)).value
 
 
+def corrected_mean_pairwise_distance(vectors: Sequence[np.ndarray], reseeded: Sequence[np.ndarray],
+                                     distance: str) -> float:
+    """Mean over pairs i<j of the noise-corrected distance, each vector's floor being its distance
+    to its re-embedding; NaN for fewer than 2 vectors or floors too large to correct."""
+    if len(vectors) < 2:
+        return math.nan
+    floors = paired_distances(np.stack(vectors), np.stack(reseeded), distance)
+    matrix = corrected_matrix(pairwise_distances(np.stack(vectors), distance), floors, distance)
+    return float(matrix[np.triu_indices(len(vectors), 1)].mean())
+
+
 def mean_embedding(members: Sequence[np.ndarray]) -> np.ndarray:
     """(D,) average of the members, each first scaled to unit sum (an all-zero member stays zero)."""
     scaled = [m / m.sum() if m.sum() > 0 else m for m in members]
     return np.mean(scaled, axis=0)
 
 
-def set_statistics(members: Sequence[np.ndarray], target: np.ndarray, distance: str) -> dict[str, float]:
-    """diversity, diversity_with_target and distance_to_target of one set of (D,) embeddings.
+def set_statistics(members: Sequence[np.ndarray], target: np.ndarray, distance: str,
+                   members_reseeded: Sequence[np.ndarray | None] | None = None,
+                   target_reseeded: np.ndarray | None = None) -> dict[str, float]:
+    """The raw and noise-corrected statistics of one set of (D,) embeddings (ALL_SET_STATISTICS).
 
-    NaN where undefined: diversity for fewer than 2 members, the other two for no member.
+    diversity = mean_{i<j} d(e_i, e_j); diversity_with_target = the same over the set and the
+    target; distance_to_target = d(mean embedding, target). The "_corrected" versions replace each
+    distance by corrected_distance(d, f, f') (task2vec.correction), with f = d(e, e re-embedded);
+    the mean embedding's floor is measured directly: d(mean of the members, mean of their
+    re-embeddings).
+
+    NaN where undefined: diversity for fewer than 2 members, the other two for no member, and every
+    corrected statistic when a re-embedding it needs is None (or the floors are too large).
     """
     members = list(members)
-    return {
+    pair = distance_function(distance)
+    statistics = {
         "diversity": mean_pairwise_distance(members, distance),
         "diversity_with_target": mean_pairwise_distance([*members, target], distance) if members else math.nan,
-        "distance_to_target": distance_function(distance)(mean_embedding(members), target) if members else math.nan,
+        "distance_to_target": pair(mean_embedding(members), target) if members else math.nan,
     }
+    statistics.update({name + CORRECTED: math.nan for name in SET_STATISTICS})
+    reseeded = list(members_reseeded) if members_reseeded is not None else [None] * len(members)
+    if not members or target_reseeded is None or any(r is None for r in reseeded):
+        return statistics
+    statistics["diversity" + CORRECTED] = corrected_mean_pairwise_distance(members, reseeded, distance)
+    statistics["diversity_with_target" + CORRECTED] = corrected_mean_pairwise_distance(
+        [*members, target], [*reseeded, target_reseeded], distance)
+    mean, mean_reseeded = mean_embedding(members), mean_embedding(reseeded)
+    statistics["distance_to_target" + CORRECTED] = float(corrected_distance(
+        statistics["distance_to_target"], pair(mean, mean_reseeded), pair(target, target_reseeded), distance))
+    return statistics

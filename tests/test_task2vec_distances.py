@@ -1,6 +1,6 @@
 """task2vec.distances and task2vec.diversity: distance properties (the scale convention among them),
 vectorised against a scipy loop, the diversity coefficient and its jackknife interval (including a
-coverage simulation)."""
+coverage simulation and the cut to [0, 1])."""
 from __future__ import annotations
 
 import itertools
@@ -239,6 +239,25 @@ def test_jackknife_equals_brute_force_leave_one_out():
     pairs = matrix[np.triu_indices(n, 1)]
     assert estimate.naive_se == pytest.approx(pairs.std(ddof=1) / math.sqrt(len(pairs)), rel=1e-12)
     assert estimate.n == n and estimate.confidence == 0.9 and "jackknife" in estimate.method
+
+
+def test_intervals_never_leave_zero_to_one():
+    """A small diversity with a large jackknife SE: the t-interval reaches below 0 and is cut there;
+    a bias-corrected matrix with a negative mean keeps its negative point estimate."""
+    matrix = np.array([[0.0, 0.001, 0.2, 0.001], [0.001, 0.0, 0.001, 0.0], [0.2, 0.001, 0.0, 0.001],
+                       [0.001, 0.0, 0.001, 0.0]])
+    estimate = diversity_coefficient(matrix)
+    pairs = matrix[np.triu_indices(4, 1)]
+    leave_out = np.array([np.delete(np.delete(matrix, k, 0), k, 1)[np.triu_indices(3, 1)].mean() for k in range(4)])
+    se = math.sqrt(3 / 4 * np.sum((leave_out - leave_out.mean()) ** 2))
+    half = stats.t.ppf(0.975, 3) * se
+    assert estimate.value == pytest.approx(pairs.mean(), rel=1e-14) and estimate.value - half < 0
+    assert estimate.ci_low == 0.0 and estimate.ci_high == pytest.approx(estimate.value + half, rel=1e-12)
+    assert estimate.ci_clipped and estimate.naive_ci_low >= 0.0
+    negative = diversity_coefficient(matrix - 0.05)     # as corrected distances below the noise can be
+    assert negative.value == pytest.approx(pairs.mean() - 0.05, rel=1e-12) and negative.value < 0
+    assert negative.ci_low == 0.0 and negative.ci_high >= 0.0 and negative.ci_clipped
+    assert not diversity_coefficient(pairwise_distances(positive_vectors(np.random.default_rng(3), 9, 8))).ci_clipped
 
 
 def test_two_embeddings_give_a_value_but_no_interval():
