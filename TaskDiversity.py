@@ -5,9 +5,11 @@
 
 For every subset of --subset_size source tasks: its diversity coefficient (mean pairwise distance
 of the task embeddings), the same with the target added, and the distance of the subset's mean
-embedding to the target's. With --results_table (the CSV run_target_task_GPT2_sst2_multiple.py
-appends to), each row's source set is joined with these and correlated with the mean accuracy.
-The Monte-Carlo noise floor of the embeddings is always reported beside the diversities.
+embedding to the target's, each raw and corrected for the embeddings' Monte-Carlo noise; subsets
+are ranked by the corrected diversity. With --results_table (the CSV
+run_target_task_GPT2_sst2_multiple.py appends to), the rows are grouped by experimental condition,
+each source set becomes one point, and the points are correlated with these statistics (exact
+permutation p-values, n beside every coefficient). The noise floor is always reported.
 """
 from __future__ import annotations
 
@@ -15,11 +17,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from task2vec.analysis import build_report, load_available_embeddings, load_embeddings, noise_floor_verdict
+from task2vec.analysis import ALLOW_FLAG, build_report, load_available_embeddings, load_embeddings, noise_floor_verdict
 from task2vec.distances import DISTANCES
-from task2vec.diversity import SET_STATISTICS
-from task2vec.reporting import (OUTPUT_FILES, json_safe, noise_floor_lines, plot_accuracy_vs_diversity,
-                                plot_distance_heatmap, ranking_lines, write_matrix_csv, write_subsets_csv)
+from task2vec.reporting import (OUTPUT_FILES, condition_label, correlation_text, estimate_text, json_safe,
+                                noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap, ranking_lines,
+                                write_matrix_csv, write_points_csv, write_subsets_csv)
 from task2vec.transfer import read_results_table, tasks_in_results
 from utils.cli import add_output_args, run_entry_point, task_name
 from utils.errors import UnknownTaskError
@@ -41,12 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--subset_size", type=int, default=3,
                         help="Number of source tasks per subset (2 to the number of source tasks).")
     parser.add_argument("--distance", type=str, default="task2vec", choices=DISTANCES,
-                        help="task2vec: Task2Vec normalised cosine (scale-invariant); cosine: plain cosine.")
+                        help="task2vec: Task2Vec normalised cosine of unit-mean embeddings; cosine: plain cosine.")
     parser.add_argument("--results_table", type=str, default=None,
-                        help="CSV written by run_target_task_GPT2_sst2_multiple.py --results_table: join its "
-                             "rows for --target_task with the diversities and correlate with mean accuracy.")
+                        help="CSV written by run_target_task_GPT2_sst2_multiple.py --results_table: group its "
+                             "rows for --target_task by condition and correlate accuracy with the diversities.")
     parser.add_argument("--confidence", type=float, default=0.95,
-                        help="Coverage of the confidence intervals (jackknife over tasks or batches).")
+                        help="Coverage of the confidence intervals (jackknife over tasks or batches; t over seeds).")
+    parser.add_argument(ALLOW_FLAG, action="store_true",
+                        help="Compare embeddings made with different K, examples used, max length or head "
+                             "settings (reported as warnings) instead of refusing them.")
+    parser.add_argument("--seed", type=int, default=0,
+                        help="Seed of the random orderings of the permutation tests (only above 8 source sets).")
     parser.add_argument("--no_plots", action="store_true", help="Do not draw the PNG figures.")
     add_output_args(parser, required=False, default="task_diversity",
                     contents="diversity.json, diversity.csv, task_distances.csv and the figures")
@@ -71,38 +78,53 @@ def parse_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
 def write_outputs(output_dir: Path, report: dict, safe: dict, *, plots: bool) -> None:
     """diversity.json (strict JSON), the CSVs, correlations.json and the figures."""
     write_json(output_dir / "diversity.json", safe)
-    write_subsets_csv(output_dir / "diversity.csv", report["subsets"], report.get("joined_results"))
+    write_subsets_csv(output_dir / "diversity.csv", report["subsets"])
     table = report["task_distances"]
     write_matrix_csv(output_dir / "task_distances.csv", table["tasks"], table["matrix"])
-    if "correlations" in report:
-        write_json(output_dir / "correlations.json", safe["correlations"])
+    if table["corrected"] is not None:
+        write_matrix_csv(output_dir / "task_distances_corrected.csv", table["tasks"], table["corrected"])
+    if "transfer" in report:
+        write_json(output_dir / "correlations.json", safe["transfer"])
+        write_points_csv(output_dir / "transfer_points.csv", report["transfer"])
     if plots:
         plot_distance_heatmap(output_dir / "task_distances.png", table["tasks"], table["matrix"], report["distance"])
-        if "joined_results" in report:
-            plot_accuracy_vs_diversity(output_dir / "accuracy_vs_diversity.png", report["joined_results"],
-                                       report["correlations"]["diversity"], report["target"])
+        if "transfer" in report:
+            plot_accuracy_vs_diversity(output_dir / "accuracy_vs_diversity.png", report["transfer"], report["target"])
 
 
 def print_report(report: dict) -> None:
-    """The ranking, the noise floor and, with a results table, the join and its correlations."""
-    print(f"Subsets of {report['subset_size']} source tasks by ascending {report['distance']} diversity "
-          f"(target {report['target']}):")
+    """The ranking, the noise floor and, with a results table, each condition and its correlations."""
+    for warning in report["comparability_warnings"]:
+        print(f"warning: {warning}")
+    print(f"Subsets of {report['subset_size']} source tasks by ascending {report['distance']} "
+          f"{report['subsets_ranked_by'].replace('_', ' ')} (target {report['target']}; corrected (raw)):")
     print("\n".join(ranking_lines(report)))
     overall = report["source_set_diversity"]
-    print(f"All {len(report['sources'])} sources: diversity {overall['value']:.6f}, "
-          f"{overall['confidence']:.0%} jackknife CI [{overall['ci_low']:.6f}, {overall['ci_high']:.6f}]")
-    print("\n".join([*noise_floor_lines(report["noise_floor"]),
-                     noise_floor_verdict(report["noise_floor"]["pairs"])]))
-    if "joined_results" in report:
-        print(f"Results table: {len(report['joined_results'])} row(s) joined, "
-              f"{len(report['skipped_results'])} skipped")
-        for row in report["skipped_results"]:
-            print(f"  skipped line {row['line']} ({row['source_tasks'] or 'no source'}): {row['reason']}")
-        for column in SET_STATISTICS:
-            corr = report["correlations"][column]
-            detail = corr["reason"] or (f"Spearman ρ {corr['spearman_rho']:.3f} (p {corr['spearman_p']:.3g}), "
-                                        f"Pearson r {corr['pearson_r']:.3f} (p {corr['pearson_p']:.3g})")
-            print(f"  mean accuracy vs {column} (n = {corr['n']}): {detail}")
+    print(f"All {len(report['sources'])} sources ({overall['raw']['confidence']:.0%} jackknife CI over tasks): "
+          f"diversity {estimate_text(overall['raw'])} raw, {estimate_text(overall['corrected'])} corrected")
+    print("\n".join([*noise_floor_lines(report["noise_floor"]), noise_floor_verdict(report["noise_floor"]["pairs"])]))
+    if "transfer" not in report:
+        return
+    print(f"Results table: {len(report['joined_results'])} row(s) joined, {len(report['skipped_results'])} skipped")
+    for row in report["skipped_results"]:
+        print(f"  skipped line {row['line']} ({row['source_tasks'] or 'no source'}): {row['reason']}")
+    for condition in report["transfer"]["conditions"]:
+        points = condition["points"]
+        duplicates = sum(len(point["duplicate_lines"]) for point in points)
+        print(f"Condition {condition_label(condition['condition'])}: {condition['n_rows']} rows -> {len(points)} "
+              f"source sets ({duplicates} repeated rows counted once)")
+        if condition["baseline"] is not None:
+            base = condition["baseline"]
+            print(f"  no source: {base['mean_accuracy']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
+                  f"over {base['n_seeds']} seeds")
+        for group in condition["chain_orders"]:
+            orders = "; ".join(f"{o['source_tasks']} {o['mean_accuracy']:.4f} ({o['n_seeds']} seeds)"
+                               for o in group["orders"])
+            print(f"  chain orders of {'+'.join(group['sources'])}: {orders}")
+        for name, corr in condition["correlations"].items():
+            print(f"  accuracy vs {name}: {correlation_text(corr)}")
+            if corr["warning"]:
+                print(f"    warning: {corr['warning']}")
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -121,7 +143,8 @@ def main(argv: list[str] | None = None) -> dict:
         embeddings.update(found)
     report = build_report(embeddings, sources=sources, target=target, subset_size=args.subset_size,
                           distance=args.distance, confidence=args.confidence, emb_dir=args.emb_dir,
-                          results=results, missing=missing, results_file=args.results_table)
+                          results=results, missing=missing, results_file=args.results_table,
+                          allow_setting_mismatch=args.allow_setting_mismatch, permutation_seed=args.seed)
     safe = json_safe(report)
 
     output_dir = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, outputs=OUTPUT_FILES)

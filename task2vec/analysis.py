@@ -11,15 +11,20 @@ where e are task embeddings (non-negative Fisher diagonals) and d a distance of
 the distances ignore an embedding's scale, so the average must too, or a task whose Fisher values
 are larger (a harder task, a longer text) would outweigh the others.
 
-Given the results table that run_target_task_GPT2_sst2_multiple.py appends to, the report joins
-each row's source set with these quantities and correlates them with the mean target accuracy
-(task2vec.transfer). Beside the diversities it always reports the Monte-Carlo noise floor: the
-distance of an embedding to a re-embedding of the same data. What is written and printed from the
-report is in task2vec.reporting.
+Each comes raw and corrected for the Monte-Carlo noise of the embeddings ("_corrected", from
+each task's noise floor f = d(e, e re-embedded with a new seed); task2vec.correction), and the
+subsets are ranked by the corrected diversity whenever every task has its re-embedding.
+
+Given the results table that run_target_task_GPT2_sst2_multiple.py appends to, the report groups
+its rows by experimental condition, averages the rows of one source set into one point, and
+correlates the points with these quantities (task2vec.transfer). Beside the diversities it
+always reports the noise floor and which task pairs the embeddings resolve. What is written and
+printed from the report is in task2vec.reporting.
 """
 from __future__ import annotations
 
 import itertools
+import json
 import logging
 import math
 import os
@@ -29,16 +34,18 @@ from typing import Any
 
 import numpy as np
 
+from task2vec.correction import MAX_FLOOR_SUM, corrected_distance, corrected_matrix, is_resolved, noise_bias
 from task2vec.distances import distance_function, pairwise_distances
-from task2vec.diversity import data_diversity, diversity_coefficient, noise_floor, set_statistics
+from task2vec.diversity import (CORRECTED, corrected_data_diversity, data_diversity, diversity_coefficient, noise_floor,
+                                set_statistics)
 from task2vec.io import TaskEmbedding, load_task_embedding
-from task2vec.transfer import accuracy_correlations, join_results
+from task2vec.transfer import join_results, transfer_analysis
 from utils.errors import DataError
 from utils.tasks import get_task
 
 logger = logging.getLogger(__name__)
 
-METADATA_SUMMARY_KEYS = ("layout_digest", "probe", "objective", "estimator", "num_samples", "examples_used")
+METADATA_SUMMARY_KEYS = ("layout_digest", "probe", "objective", "estimator", "num_samples")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -78,27 +85,98 @@ def load_available_embeddings(emb_dir: str | os.PathLike,
     return found, missing
 
 
-def check_comparable(embeddings: Mapping[str, TaskEmbedding]) -> None:
-    """Refuse embeddings whose coordinates do not mean the same thing.
+def _nested(metadata: Mapping[str, Any], section: str, key: str) -> Any:
+    """metadata[section][key], or None when the embedding's metadata does not record it."""
+    part = metadata.get(section)
+    return part.get(key) if isinstance(part, dict) else None
+
+
+def _examples_used(metadata: Mapping[str, Any]) -> Any:
+    """Examples the embedding was computed from (metadata["examples"]["examples_used"])."""
+    return _nested(metadata, "examples", "examples_used") or metadata.get("examples_used")
+
+
+def _minibatch_size(metadata: Mapping[str, Any]) -> Any:
+    """M of the minibatch_sq estimator (it sets that estimator's noise); None for the others."""
+    return _nested(metadata, "settings", "minibatch_size") if metadata.get("estimator") == "minibatch_sq" else None
+
+
+# What makes the coordinates or the estimated quantity differ: never compared.
+DEFINING_METADATA = (
+    ("probe weights", lambda m: _probe_digest(m)),
+    ("objective", lambda m: m.get("objective")),
+    ("estimator", lambda m: m.get("estimator")),
+)
+# Settings that change an embedding's noise or its fitted head: refused unless the caller allows
+# them, then reported.
+SETTING_METADATA = (
+    ("K (num_samples)", lambda m: m.get("num_samples")),
+    ("examples used", _examples_used),
+    ("max length", lambda m: _nested(m, "settings", "max_length")),
+    ("head steps", lambda m: _nested(m, "head", "steps")),
+    ("head learning rate", lambda m: _nested(m, "head", "learning_rate")),
+    ("head weight decay", lambda m: _nested(m, "head", "weight_decay")),
+    ("head batch size", lambda m: _nested(m, "head", "batch_size")),
+    ("minibatch size (minibatch_sq)", _minibatch_size),
+)
+ALLOW_FLAG = "--allow_setting_mismatch"
+
+
+def _differing(embeddings: Mapping[str, TaskEmbedding], checks) -> list[str]:
+    """'<what> differ (task: value, ...)' for each check whose recorded values differ."""
+    found = []
+    for what, read in checks:
+        values = {name: read(emb.metadata) for name, emb in embeddings.items()}
+        if len({json_key(v) for v in values.values() if v is not None}) > 1:
+            found.append(f"their {what} differ ({', '.join(f'{name}: {value}' for name, value in values.items())})")
+    return found
+
+
+def json_key(value: Any) -> str:
+    """A hashable, order-independent form of a metadata value (numbers, strings, lists, dicts)."""
+    return json.dumps(value, sort_keys=True)
+
+
+def check_comparable(embeddings: Mapping[str, TaskEmbedding], *, allow_setting_mismatch: bool = False) -> list[str]:
+    """Refuse embeddings that should not be compared in one analysis; return the warnings.
+
+    Always refused: different dimensions or metadata["layout_digest"] (the coordinates differ),
+    different probe weights, objective or estimator (a different quantity). Refused unless
+    `allow_setting_mismatch`, and then returned as warnings: different K (num_samples), examples
+    used, max length, head settings (steps, learning rate, weight decay, batch size) or, for
+    minibatch_sq, minibatch size. These change the noise of an embedding or the head it was
+    measured with, so a distance would mix the tasks' difference with the settings'.
+
+    Returns:
+        Warnings: allowed setting differences, and what could not be checked (no metadata).
 
     Raises:
-        DataError: two embeddings differ in dimension, metadata["layout_digest"], or in the probe
-            weights, objective or estimator that produced them.
+        DataError: a difference that is refused; the message names it and what to do.
     """
     layouts = {name: (emb.vector.shape[0], emb.metadata.get("layout_digest")) for name, emb in embeddings.items()}
     if len(set(layouts.values())) > 1:
         described = ", ".join(f"{name}: D={dim}, layout {digest}" for name, (dim, digest) in layouts.items())
         raise DataError(f"the embeddings cannot be compared: their coordinate layouts differ ({described}); "
                         "recompute them with the same probe and settings")
+    warnings = []
     if any(digest is None for _, digest in layouts.values()):
-        logger.warning("the embeddings carry no layout_digest; only their dimensions could be checked")
-    for key, read in (("probe weights", _probe_digest),
-                      ("objective", lambda m: m.get("objective")), ("estimator", lambda m: m.get("estimator"))):
-        values = {name: read(emb.metadata) for name, emb in embeddings.items()}
-        if len({v for v in values.values() if v is not None}) > 1:
-            described = ", ".join(f"{name}: {value}" for name, value in values.items())
-            raise DataError(f"the embeddings cannot be compared: their {key} differ ({described}); "
-                            "recompute them with the same probe and settings")
+        warnings.append("the embeddings carry no layout_digest; only their dimensions could be checked")
+    defining = _differing(embeddings, DEFINING_METADATA)
+    if defining:
+        raise DataError(f"the embeddings cannot be compared: {defining[0]}; recompute them with the same probe "
+                        "and settings")
+    settings = _differing(embeddings, SETTING_METADATA)
+    if settings and not allow_setting_mismatch:
+        raise DataError(f"the embeddings cannot be compared: {'; '.join(settings)}; recompute them with the same "
+                        f"settings, or pass {ALLOW_FLAG} to compare them anyway (the differences are then reported)")
+    warnings += [f"compared although {difference}" for difference in settings]
+    unrecorded = [what for what, read in SETTING_METADATA[:-1]
+                  if any(read(emb.metadata) is None for emb in embeddings.values())]
+    if unrecorded:
+        warnings.append(f"not recorded by every embedding, so not checked: {', '.join(unrecorded)}")
+    for warning in warnings:
+        logger.warning(warning)
+    return warnings
 
 
 def _probe_digest(metadata: Mapping[str, Any]) -> str | None:
@@ -113,6 +191,7 @@ def embedding_summary(emb_dir: str | os.PathLike, embeddings: Mapping[str, TaskE
     for name, emb in embeddings.items():
         summary[name] = {"path": str(Path(emb_dir) / name), "dimension": int(emb.vector.shape[0]),
                          **{key: emb.metadata.get(key) for key in METADATA_SUMMARY_KEYS},
+                         "examples_used": _examples_used(emb.metadata),
                          "n_batches": None if emb.batches is None else int(emb.batches.shape[0]),
                          "reseeded": emb.reseeded is not None,
                          "batches_reseeded": emb.batches_reseeded is not None}
@@ -123,27 +202,74 @@ def embedding_summary(emb_dir: str | os.PathLike, embeddings: Mapping[str, TaskE
 # Diversity of task sets
 # ---------------------------------------------------------------------------------------------
 
-def subset_diversities(vectors: Mapping[str, np.ndarray], sources: Sequence[str], target: str,
-                       subset_size: int, distance: str) -> list[dict]:
-    """Every subset of `subset_size` sources (itertools.combinations order), by ascending diversity.
+def reseeded_vectors(embeddings: Mapping[str, TaskEmbedding]) -> dict[str, np.ndarray | None]:
+    """Task name -> its re-embedding with a new Monte-Carlo seed (None when it was not computed)."""
+    return {name: emb.reseeded for name, emb in embeddings.items()}
 
-    Ties are broken by the task names. Each entry: {"tasks": [...], **set_statistics}.
+
+def subset_diversities(vectors: Mapping[str, np.ndarray], sources: Sequence[str], target: str,
+                       subset_size: int, distance: str,
+                       reseeded: Mapping[str, np.ndarray | None] | None = None) -> tuple[list[dict], str]:
+    """Every subset of `subset_size` sources with its raw and corrected statistics, ranked.
+
+    The ranking is by ascending diversity_corrected when every subset has one (every task was
+    re-embedded), else by the raw diversity; ties are broken by the task names.
+
+    Returns:
+        (entries {"tasks": [...], **set_statistics}, the statistic they are ranked by).
 
     Raises:
         ValueError: subset_size outside [2, len(sources)].
     """
     if not 2 <= subset_size <= len(sources):
         raise ValueError(f"subset_size must be between 2 and the {len(sources)} sources, got {subset_size}")
+    reseeded = reseeded or {}
     subsets = [{"tasks": list(subset),
-                **set_statistics([vectors[name] for name in subset], vectors[target], distance)}
+                **set_statistics([vectors[name] for name in subset], vectors[target], distance,
+                                 [reseeded.get(name) for name in subset], reseeded.get(target))}
                for subset in itertools.combinations(sources, subset_size)]
-    return sorted(subsets, key=lambda entry: (entry["diversity"], entry["tasks"]))
+    key = "diversity" + CORRECTED
+    if not all(math.isfinite(entry[key]) for entry in subsets):
+        key = "diversity"
+    return sorted(subsets, key=lambda entry: (entry[key], entry["tasks"])), key
 
 
-def task_distance_table(vectors: Mapping[str, np.ndarray], tasks: Sequence[str], distance: str) -> dict:
-    """{"tasks": [...], "matrix": (n, n) list of lists} of the tasks' pairwise distances."""
+def task_distance_table(vectors: Mapping[str, np.ndarray], tasks: Sequence[str], distance: str,
+                        reseeded: Mapping[str, np.ndarray | None] | None = None) -> dict:
+    """The tasks' pairwise distances, their noise floors and the corrected distances.
+
+    Returns:
+        {"tasks", "matrix": (n, n) raw, "floors": [f per task, None if not measured],
+         "corrected": (n, n) or None when a floor is missing}.
+    """
     matrix = pairwise_distances(np.stack([vectors[name] for name in tasks]), distance)
-    return {"tasks": list(tasks), "matrix": matrix.tolist()}
+    pair = distance_function(distance)
+    reseeded = reseeded or {}
+    floors = [None if reseeded.get(name) is None else pair(vectors[name], reseeded[name]) for name in tasks]
+    corrected = None
+    if None not in floors:
+        corrected = corrected_matrix(matrix, np.array(floors), distance).tolist()
+    return {"tasks": list(tasks), "matrix": matrix.tolist(), "floors": floors, "corrected": corrected}
+
+
+def set_diversity(table: Mapping[str, Any], members: Sequence[str], confidence: float) -> dict:
+    """Raw and corrected diversity of `members` (task names of `table`) with jackknife intervals.
+
+    The jackknife leaves one task out, so it treats the tasks as drawn from a population of tasks;
+    the corrected one is None (with a reason) when a floor is missing or too large.
+    """
+    index = [table["tasks"].index(name) for name in members]
+    raw = np.asarray(table["matrix"])[np.ix_(index, index)]
+    result: dict[str, Any] = {"raw": diversity_coefficient(raw, confidence).to_dict(), "corrected": None}
+    if table["corrected"] is None:
+        result["corrected_reason"] = "a task has no embedding_reseeded.npy (no noise floor)"
+        return result
+    corrected = np.asarray(table["corrected"])[np.ix_(index, index)]
+    if not np.all(np.isfinite(corrected)):
+        result["corrected_reason"] = f"noise floors summing to more than {MAX_FLOOR_SUM}: too large to correct"
+        return result
+    result["corrected"] = diversity_coefficient(corrected, confidence).to_dict()
+    return result
 
 
 # ---------------------------------------------------------------------------------------------
@@ -154,8 +280,9 @@ def task_noise_floor(embedding: TaskEmbedding, distance: str, confidence: float)
     """Task-level and batch-level noise floor of one task, and its data diversity over batches.
 
     task_level = d(e, e_reseeded). With batches: the diversity coefficient of the batch
-    embeddings (jackknife CI) and, with re-embedded batches, their own floor, the mean of
-    d(batch_k, batch_k reseeded). Whatever cannot be computed says why.
+    embeddings (jackknife CI) and, with re-embedded batches, their own floor (the mean of
+    d(batch_k, batch_k reseeded)) and the diversity corrected for it. Whatever cannot be computed
+    says why.
     """
     entry: dict[str, Any] = {"task": embedding.task, "task_level": None, "batches": None}
     if embedding.reseeded is None:
@@ -167,52 +294,65 @@ def task_noise_floor(embedding: TaskEmbedding, distance: str, confidence: float)
         return entry
     diversity = data_diversity(embedding.batches, distance, confidence)
     batches: dict[str, Any] = {"n": int(len(embedding.batches)), "diversity": diversity.to_dict(),
-                               "noise_floor": None, "floor_to_diversity": None}
+                               "diversity_corrected": None, "noise_floor": None, "floor_to_diversity": None}
     if embedding.batches_reseeded is None:
         batches["noise_floor_reason"] = "no batches_reseeded.npy"
     else:
         floor = noise_floor(embedding.batches, embedding.batches_reseeded, distance)
         batches.update(noise_floor=floor["mean"], noise_floor_per_batch=floor["per_item"],
                        floor_to_diversity=floor["mean"] / diversity.value if diversity.value > 0 else math.nan)
+        try:
+            batches["diversity_corrected"] = corrected_data_diversity(
+                embedding.batches, embedding.batches_reseeded, distance, confidence).to_dict()
+        except ValueError as err:
+            batches["diversity_corrected_reason"] = str(err)
     entry["batches"] = batches
     return entry
 
 
 def noise_floor_summary(embeddings: Mapping[str, TaskEmbedding], task_matrix: np.ndarray, distance: str,
                         confidence: float) -> dict:
-    """Noise floor of every task, beside the smallest distance between two different tasks.
-
-    A task distance not clearly above the task-level floor is not resolved by the embeddings.
-    """
+    """Noise floor of every task, and for each pair of tasks its raw and corrected distance and
+    whether the embeddings resolve it (`task2vec.correction.is_resolved`)."""
     per_task = {name: task_noise_floor(emb, distance, confidence) for name, emb in embeddings.items()}
     measured = [entry["task_level"] for entry in per_task.values() if entry["task_level"] is not None]
     off_diagonal = task_matrix[~np.eye(len(task_matrix), dtype=bool)]
     return {"distance": distance, "tasks": per_task,
             "max_task_level": max(measured) if measured else None,
             "min_task_distance": float(off_diagonal.min()) if off_diagonal.size else None,
-            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); distances near it are noise",
-            "pairs": pairs_above_noise_floor(list(embeddings), task_matrix, per_task)}
+            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); a pair is resolved when its "
+                    "bias-corrected distance is at least (f_a + f_b)/2, the noise's share of the raw distance",
+            "pairs": resolved_pairs(list(embeddings), task_matrix, per_task, distance)}
 
 
-def pairs_above_noise_floor(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapping[str, dict]) -> list[dict]:
-    """For each pair of different tasks: d, the larger of the two task-level floors, and whether d
-    lies above it (None when a floor was not measured)."""
+def resolved_pairs(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapping[str, dict],
+                   distance: str = "task2vec") -> list[dict]:
+    """For each pair of different tasks: raw distance d, both floors, the noise bias (f_a + f_b)/2,
+    the corrected distance and whether the pair is resolved (corrected ≥ bias; None when a floor
+    was not measured)."""
     pairs = []
     for i, j in zip(*np.triu_indices(len(tasks), 1)):
         floors = [per_task[tasks[k]]["task_level"] for k in (i, j)]
-        floor = None if None in floors else max(floors)
-        pairs.append({"tasks": [tasks[i], tasks[j]], "distance": float(task_matrix[i, j]), "floor": floor,
-                      "above": None if floor is None else bool(task_matrix[i, j] > floor)})
+        raw = float(task_matrix[i, j])
+        entry: dict[str, Any] = {"tasks": [tasks[i], tasks[j]], "distance": raw, "floors": floors,
+                                 "bias": None, "corrected": None, "resolved": None}
+        if None not in floors:
+            corrected = float(corrected_distance(raw, floors[0], floors[1], distance))
+            entry.update(bias=float(noise_bias(*floors)), corrected=corrected if math.isfinite(corrected) else None,
+                         resolved=is_resolved(corrected, *floors))
+        pairs.append(entry)
     return pairs
 
 
 def noise_floor_verdict(pairs: Sequence[Mapping[str, Any]]) -> str:
-    """One line: how many task pairs the embeddings resolve, and what to do if not all."""
-    unresolved = [" / ".join(p["tasks"]) for p in pairs if p["above"] is False]
-    unmeasured = sum(1 for p in pairs if p["above"] is None)
-    line = (f"verdict: all {len(pairs) - unmeasured} task pairs lie above their noise floor" if not unresolved
-            else f"verdict: {len(unresolved)} of {len(pairs)} task pairs do not lie above their noise floor "
-                 f"({', '.join(unresolved)}); raise --num_samples")
+    """One line: how many task pairs the embeddings resolve (corrected distance at least the noise's
+    share (f_a + f_b)/2 of the raw one), and what to do if not all."""
+    unresolved = [" / ".join(p["tasks"]) for p in pairs if p["resolved"] is False]
+    unmeasured = sum(1 for p in pairs if p["resolved"] is None)
+    rule = "bias-corrected distance at least the noise's share (f_a + f_b)/2"
+    line = (f"verdict: all {len(pairs) - unmeasured} task pairs are resolved ({rule})" if not unresolved
+            else f"verdict: {len(unresolved)} of {len(pairs)} task pairs are not resolved ({', '.join(unresolved)}; "
+                 f"resolved means {rule}); raise --num_samples")
     return line + (f"; {unmeasured} pairs without a measured floor" if unmeasured else "")
 
 
@@ -223,7 +363,8 @@ def noise_floor_verdict(pairs: Sequence[Mapping[str, Any]]) -> str:
 def build_report(embeddings: Mapping[str, TaskEmbedding], *, sources: Sequence[str], target: str, subset_size: int,
                  distance: str, confidence: float, emb_dir: str | os.PathLike,
                  results: Sequence[dict] | None = None, missing: Mapping[str, str] | None = None,
-                 results_file: str | None = None) -> dict:
+                 results_file: str | None = None, allow_setting_mismatch: bool = False,
+                 permutation_seed: int = 0) -> dict:
     """The content of diversity.json (before NaN is mapped to null).
 
     Args:
@@ -232,29 +373,32 @@ def build_report(embeddings: Mapping[str, TaskEmbedding], *, sources: Sequence[s
         results: rows of the results table, or None to skip the join.
         missing: task -> why it has no embedding (rows needing it are skipped with that reason).
         results_file: the table's path (reported, and named in errors).
+        allow_setting_mismatch: compare embeddings made with different K, examples, max length or
+            head settings (reported as warnings) instead of refusing them.
+        permutation_seed: seed of the Monte-Carlo permutation tests (only used above 8 points).
 
     Raises:
         DataError: incomparable embeddings or a malformed results table.
     """
-    check_comparable(embeddings)
+    warnings = check_comparable(embeddings, allow_setting_mismatch=allow_setting_mismatch)
     vectors = {name: emb.vector for name, emb in embeddings.items()}
+    reseeded = reseeded_vectors(embeddings)
     tasks = [*sources, target]
-    table = task_distance_table(vectors, tasks, distance)
-    source_matrix = np.asarray(table["matrix"])[:len(sources), :len(sources)]
+    table = task_distance_table(vectors, tasks, distance, reseeded)
+    subsets, ranked_by = subset_diversities(vectors, sources, target, subset_size, distance, reseeded)
     report: dict[str, Any] = {
         "distance": distance, "target": target, "sources": list(sources), "subset_size": subset_size,
-        "confidence": confidence,
-        "subsets": subset_diversities(vectors, sources, target, subset_size, distance),
+        "confidence": confidence, "comparability_warnings": warnings,
+        "subsets": subsets, "subsets_ranked_by": ranked_by,
         "task_distances": table,
-        "source_set_diversity": diversity_coefficient(source_matrix, confidence).to_dict(),
+        "source_set_diversity": set_diversity(table, sources, confidence),
         "noise_floor": noise_floor_summary({name: embeddings[name] for name in tasks}, np.asarray(table["matrix"]),
                                            distance, confidence),
         "embeddings": embedding_summary(emb_dir, embeddings),
     }
     if results is not None:
-        joined, skipped = join_results(results, vectors, target, distance, missing or {}, results_file or "")
+        joined, skipped = join_results(results, vectors, target, distance, missing or {}, results_file or "",
+                                       reseeded)
         report.update(results_table=results_file, joined_results=joined, skipped_results=skipped,
-                      correlations=accuracy_correlations(joined))
+                      transfer=transfer_analysis(joined, confidence, permutation_seed))
     return report
-
-

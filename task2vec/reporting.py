@@ -11,13 +11,15 @@ from typing import Any
 
 import numpy as np
 
-from task2vec.diversity import SET_STATISTICS
-from task2vec.transfer import accuracy_by_source_set
+from task2vec.diversity import ALL_SET_STATISTICS, CORRECTED
 
 # Files TaskDiversity.py writes; an overwritten folder loses them first, so that a plot of an
 # earlier run with --results_table cannot sit beside the results of a run without one.
-OUTPUT_FILES = ("diversity.json", "diversity.csv", "task_distances.csv", "task_distances.png",
-                "accuracy_vs_diversity.png", "correlations.json")
+OUTPUT_FILES = ("diversity.json", "diversity.csv", "task_distances.csv", "task_distances_corrected.csv",
+                "task_distances.png", "accuracy_vs_diversity.png", "correlations.json", "transfer_points.csv")
+POINT_COLUMNS = ("algorithm", "max_train_samples", "selection", "objectives", "base_model", "sources", "orders",
+                 "lines", "duplicate_lines", "n_runs", "n_seeds", "mean_accuracy", "std_accuracy", "ci_low", "ci_high",
+                 *ALL_SET_STATISTICS)
 
 
 def json_safe(value: Any) -> Any:
@@ -46,20 +48,29 @@ def _cell(value: Any) -> Any:
     return repr(value) if isinstance(value, float) else value
 
 
-def write_subsets_csv(path: Path, subsets: Sequence[dict], joined: Sequence[dict] | None) -> None:
-    """diversity.csv: one row per subset; with joined results, the mean accuracy of the rows
-    trained from exactly that source set (their mean when several) and how many there are."""
-    columns = ["tasks", *SET_STATISTICS] + (["mean_accuracy", "n_results"] if joined is not None else [])
-    by_set = accuracy_by_source_set(joined or [])
+def write_subsets_csv(path: Path, subsets: Sequence[dict]) -> None:
+    """diversity.csv: one row per subset, in the report's ranking, raw and corrected statistics.
+
+    No accuracy here: the accuracies of a source set belong to an experimental condition
+    (transfer_points.csv), and pooling them over conditions would mix experiments.
+    """
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
-        writer.writerow(columns)
+        writer.writerow(["tasks", *ALL_SET_STATISTICS])
         for subset in subsets:
-            row = [";".join(subset["tasks"]), *(_cell(subset[key]) for key in SET_STATISTICS)]
-            if joined is not None:
-                accuracies = by_set.get(frozenset(subset["tasks"]), [])
-                row += [_cell(float(np.mean(accuracies))) if accuracies else "", len(accuracies)]
-            writer.writerow(row)
+            writer.writerow([";".join(subset["tasks"]), *(_cell(subset[key]) for key in ALL_SET_STATISTICS)])
+
+
+def write_points_csv(path: Path, transfer: Mapping[str, Any]) -> None:
+    """transfer_points.csv: one row per (condition, source set) point of the transfer analysis."""
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(POINT_COLUMNS)
+        for condition in transfer["conditions"]:
+            for point in condition["points"]:
+                values = {**condition["condition"], **point}
+                writer.writerow([";".join(map(str, values[key])) if isinstance(values[key], list)
+                                 else _cell(values[key]) for key in POINT_COLUMNS])
 
 
 def write_matrix_csv(path: Path, tasks: Sequence[str], matrix: Sequence[Sequence[float]]) -> None:
@@ -93,39 +104,101 @@ def plot_distance_heatmap(path: Path, tasks: Sequence[str], matrix: Sequence[Seq
     figure.savefig(path, dpi=120)
 
 
-def plot_accuracy_vs_diversity(path: Path, joined: Sequence[dict], correlation: Mapping[str, Any],
-                               target: str) -> None:
-    """PNG scatter of mean target accuracy against source diversity, one labelled point per row."""
+def condition_label(condition: Mapping[str, str]) -> str:
+    """A short description of a condition, e.g. "sequential, max_train_samples 1000, holdout, lm"."""
+    parts = [condition["algorithm"]]
+    parts.append(f"max_train_samples {condition['max_train_samples'] or 'all'}")
+    parts += [condition[key] for key in ("selection", "objectives", "base_model") if condition[key]]
+    return ", ".join(parts)
+
+
+def correlation_text(correlation: Mapping[str, Any]) -> str:
+    """"n = 5 source sets: Spearman ρ 0.900 (p 0.083), Pearson r 0.812 (p 0.117), exact: all 120 orderings"."""
+    head = f"n = {correlation['n']} source sets"
+    if correlation["reason"]:
+        return f"{head}: {correlation['reason']}"
+    return (f"{head}: Spearman ρ {correlation['spearman_rho']:.3f} (p {correlation['spearman_p']:.3g}), "
+            f"Pearson r {correlation['pearson_r']:.3f} (p {correlation['pearson_p']:.3g}), {correlation['p_method']}")
+
+
+def x_statistic(condition: Mapping[str, Any]) -> str:
+    """The diversity the plot shows: the corrected one when every point has it, else the raw one."""
+    corrected = "diversity" + CORRECTED
+    values = [point[corrected] for point in condition["points"] if not math.isnan(point["diversity"])]
+    return corrected if values and all(not math.isnan(v) for v in values) else "diversity"
+
+
+def plot_accuracy_vs_diversity(path: Path, transfer: Mapping[str, Any], target: str) -> None:
+    """PNG: one panel per condition; one point per source set with its CI over seeds, the plain
+    model as a reference line (its CI shaded), and the correlation with n and its exact p."""
     from matplotlib.figure import Figure
 
-    points = [row for row in joined if not math.isnan(row["diversity"])]
-    figure = Figure(figsize=(7, 5))
-    axes = figure.add_subplot()
-    axes.scatter([row["diversity"] for row in points], [row["mean_accuracy"] for row in points])
-    for row in points:
-        axes.annotate(row["source_tasks"], (row["diversity"], row["mean_accuracy"]), fontsize=7,
-                      xytext=(3, 3), textcoords="offset points")
-    axes.margins(x=0.25, y=0.1)  # room for the labels of the outermost points
-    if not points:
-        axes.text(0.5, 0.5, "no joined row with 2 or more source tasks", ha="center", transform=axes.transAxes)
-    rho = correlation.get("spearman_rho", math.nan)
-    axes.set_title(f"{target} accuracy vs source diversity (Spearman ρ = {rho:.3f}, n = {correlation.get('n', 0)})")
-    axes.set_xlabel("diversity of the source tasks")
-    axes.set_ylabel(f"mean {target} accuracy")
-    figure.tight_layout()
+    conditions = list(transfer["conditions"]) or [None]
+    figure = Figure(figsize=(7.5, 5.2 * len(conditions)))
+    for number, condition in enumerate(conditions, start=1):
+        axes = figure.add_subplot(len(conditions), 1, number)
+        if condition is None:
+            axes.text(0.5, 0.5, f"no joined row for {target} with a source task", ha="center", transform=axes.transAxes)
+            continue
+        x_name = x_statistic(condition)
+        points = [p for p in condition["points"] if not math.isnan(p[x_name])]
+        x = [p[x_name] for p in points]
+        y = np.array([p["mean_accuracy"] for p in points])
+        low = np.array([p["ci_low"] for p in points])
+        high = np.array([p["ci_high"] for p in points])
+        bars = np.nan_to_num(np.vstack([y - low, high - y]), nan=0.0)   # a point of one seed has no bar
+        axes.errorbar(x, y, yerr=bars, fmt="o", capsize=3)
+        for point, xi, yi in zip(points, x, y):
+            axes.annotate("+".join(point["sources"]) + f" ({point['n_seeds']} seeds)", (xi, yi), fontsize=7,
+                          xytext=(3, 3), textcoords="offset points")
+        baseline = condition["baseline"]
+        if baseline is not None:
+            axes.axhline(baseline["mean_accuracy"], color="grey", linestyle="--",
+                         label=f"no source ({baseline['n_seeds']} seeds)")
+            if not math.isnan(baseline["ci_low"]):
+                axes.axhspan(baseline["ci_low"], baseline["ci_high"], color="grey", alpha=0.15)
+            axes.legend(fontsize=7, loc="best")
+        if not points:
+            axes.text(0.5, 0.5, "no source set with 2 or more tasks", ha="center", transform=axes.transAxes)
+        axes.margins(x=0.25, y=0.1)  # room for the labels of the outermost points
+        correlation = condition["correlations"][x_name]
+        title = f"{condition_label(condition['condition'])}\n{correlation_text(correlation)}"
+        if correlation["warning"]:
+            title += "\n(fewer than 5 source sets: description, not evidence)"
+        axes.set_title(title, fontsize=8)
+        axes.set_xlabel(f"{x_name.replace('_', ' ')} of the source tasks"
+                        + (" (noise floor removed)" if x_name != "diversity" else ""))
+        axes.set_ylabel(f"mean {target} accuracy (95% CI over seeds)")
+    figure.suptitle("one point per source set; rows of a set pooled, repeats counted once; exact permutation p",
+                    fontsize=8)
+    figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_figheight()))   # room for the suptitle
     figure.savefig(path, dpi=120)
 
 
+def _fmt(value: float | None, digits: int = 6) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.{digits}f}"
+
+
 def ranking_lines(report: Mapping[str, Any]) -> list[str]:
-    """The subsets by ascending diversity, one line each, as the original script printed them."""
-    return [f"{rank:2d}. {', '.join(entry['tasks'])}: diversity {entry['diversity']:.6f}, with {report['target']} "
-            f"{entry['diversity_with_target']:.6f}, distance to {report['target']} {entry['distance_to_target']:.6f}"
+    """The subsets in the report's ranking (by corrected diversity when available), one line each."""
+    target = report["target"]
+    return [f"{rank:2d}. {', '.join(entry['tasks'])}: diversity {_fmt(entry['diversity' + CORRECTED])} corrected "
+            f"({_fmt(entry['diversity'])} raw), with {target} {_fmt(entry['diversity_with_target' + CORRECTED])} "
+            f"({_fmt(entry['diversity_with_target'])}), distance to {target} "
+            f"{_fmt(entry['distance_to_target' + CORRECTED])} ({_fmt(entry['distance_to_target'])})"
             for rank, entry in enumerate(report["subsets"], start=1)]
+
+
+def estimate_text(estimate: Mapping[str, Any] | None) -> str:
+    """"0.123456 [0.100000, 0.150000]" of a DiversityEstimate dict ("n/a" for None)."""
+    if estimate is None:
+        return "n/a"
+    return f"{_fmt(estimate['value'])} [{_fmt(estimate['ci_low'])}, {_fmt(estimate['ci_high'])}]"
 
 
 def noise_floor_lines(floor: Mapping[str, Any]) -> list[str]:
     """One line per task of a `noise_floor_summary`: its task-level floor and, with batches, data
-    diversity and batch floor."""
+    diversity (raw and corrected) and batch floor."""
     lines = [f"noise floor ({floor['distance']}; smallest distance between two tasks "
              f"{floor['min_task_distance']:.6f}):"]
     for name, entry in floor["tasks"].items():
@@ -133,10 +206,9 @@ def noise_floor_lines(floor: Mapping[str, Any]) -> list[str]:
                 else f"not measured ({entry['task_level_reason']})")
         batches = entry.get("batches")
         if batches:
-            diversity = batches["diversity"]
-            text += (f"; {batches['n']} batches: diversity {diversity['value']:.6f} "
-                     f"[{diversity['ci_low']:.6f}, {diversity['ci_high']:.6f}]")
+            text += f"; {batches['n']} batches: diversity {estimate_text(batches['diversity'])}"
             if batches["noise_floor"] is not None:
-                text += f", batch noise floor {batches['noise_floor']:.6f}"
+                text += (f", batch noise floor {batches['noise_floor']:.6f}, corrected diversity "
+                         f"{estimate_text(batches['diversity_corrected'])}")
         lines.append(f"  {name}: {text}")
     return lines

@@ -1,9 +1,29 @@
 """Measured transfer: the results table of the target script, joined with the diversity of each
-row's source tasks, and the correlations between the two (TaskDiversity.py --results_table).
+row's source tasks, grouped by experimental condition, and the correlations between the two
+(TaskDiversity.py --results_table).
 
 `source_tasks` cells name the chain steps separated by ";" and the tasks of a Reptile step joined by
 "+" (e.g. "squad;squad_v2;duorc-p", "squad+squad_v2+duorc-s"); a row's sources are that set.
 Every row that cannot be joined is listed with its reason, never dropped silently.
+
+The rules that keep the correlations honest:
+
+- Rows are grouped by CONDITION: target, base model (the first link of source_chain), max train
+  samples, selection, objectives and training algorithm. Rows of different conditions are never
+  pooled: a different data budget or algorithm is a different experiment.
+- The training algorithm comes from the source_tasks cell (ALGORITHMS): "none" for an empty cell
+  (the plain model: the reference line of its condition, never a point), "sequential" for one or
+  more single-task steps (a chain; one step is a chain of one), "reptile" for one step of several
+  "+"-joined tasks, "mixed" for a chain with a Reptile step in it. A Reptile run over a single
+  task reads as "sequential": the cell cannot tell them apart.
+- Within a condition, all rows of one source SET make one point, whatever their chain order:
+  the runs of that set (one per distinct source_tasks, checkpoint and seed list) are pooled over
+  their seeds. A row appended again with the same source_tasks, checkpoint and seeds (the same
+  runs) is a duplicate: it is counted once and listed. Different chain orders of one set are a
+  separate analysis ("chain_orders"), reported beside the points and never pooled into them as
+  extra observations.
+- Coefficients come with n, the number of distinct source sets, and exact permutation p-values
+  (task2vec.correlation).
 """
 from __future__ import annotations
 
@@ -17,12 +37,16 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from task2vec.diversity import SET_STATISTICS, set_statistics
+from task2vec.correlation import correlate
+from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
 from utils.errors import DataError, UnknownTaskError
 from utils.tasks import get_task
 
 CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.target_task.chain_description writes them
 REPTILE_SEPARATOR = "+"  # tasks of one Reptile step, as maml_qa.py records them
+CHAIN_LINK = " > "       # links of source_chain, the base model first
+ALGORITHMS = ("none", "sequential", "reptile", "mixed")
+CONDITION_KEYS = ("target_task", "base_model", "max_train_samples", "selection", "objectives", "algorithm")
 
 
 def parse_source_tasks(text: str) -> list[str]:
@@ -42,6 +66,17 @@ def parse_source_tasks(text: str) -> list[str]:
                 if name not in names:
                     names.append(name)
     return names
+
+
+def training_algorithm(text: str) -> str:
+    """The training algorithm a source_tasks cell describes, one of ALGORITHMS (module docstring)."""
+    steps = [step for step in text.split(CHAIN_SEPARATOR) if step.strip()]
+    if not steps:
+        return "none"
+    reptile = [len([part for part in step.split(REPTILE_SEPARATOR) if part.strip()]) > 1 for step in steps]
+    if not any(reptile):
+        return "sequential"
+    return "reptile" if len(steps) == 1 else "mixed"
 
 
 def read_results_table(path: str | os.PathLike) -> list[dict]:
@@ -94,8 +129,35 @@ def tasks_in_results(rows: Iterable[dict], target: str) -> list[str]:
     return names
 
 
+def _number(row: dict, column: str, file: str, *, integer: bool = False, required: bool = True) -> float:
+    """A numeric cell; "", "nan" and "NaN" read as NaN (unless required).
+
+    Raises:
+        DataError: a cell that is not a number, or a required one that is empty or NaN.
+    """
+    text = (row.get(column) or "").strip()
+    try:
+        value = float(text) if text else math.nan
+    except ValueError:
+        raise DataError(f"{column} {text!r} is not a number", file=file, record=f"line {row['line']}",
+                        field=column) from None
+    if required and not math.isfinite(value):
+        raise DataError(f"{column} is missing", file=file, record=f"line {row['line']}", field=column)
+    return int(value) if integer and math.isfinite(value) else value
+
+
+def row_condition(row: Mapping[str, Any], target: str) -> dict[str, str]:
+    """The experimental condition of a row (CONDITION_KEYS; see the module docstring)."""
+    base = (row.get("source_chain") or "").split(CHAIN_LINK)[0].strip()
+    return {"target_task": target, "base_model": Path(base).name if base else "",
+            "max_train_samples": (row.get("max_train_samples") or "").strip(),
+            "selection": (row.get("selection") or "").strip(), "objectives": (row.get("objectives") or "").strip(),
+            "algorithm": training_algorithm(row.get("source_tasks") or "")}
+
+
 def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target: str, distance: str,
-                 missing: Mapping[str, str], file: str) -> tuple[list[dict], list[dict]]:
+                 missing: Mapping[str, str], file: str,
+                 reseeded: Mapping[str, np.ndarray | None] | None = None) -> tuple[list[dict], list[dict]]:
     """Rows of `target` whose source tasks all have embeddings, with their set statistics.
 
     Args:
@@ -105,14 +167,18 @@ def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target
         distance: one of DISTANCES.
         missing: task name -> why it has no embedding (from `load_available_embeddings`).
         file: the table's path, for error messages.
+        reseeded: task name -> its re-embedding (None: no floor), for the corrected statistics.
 
     Returns:
-        (joined, skipped). joined: line, source_tasks, sources, n_sources, mean_accuracy and
-        SET_STATISTICS. skipped: line, target_task, source_tasks and the reason.
+        (joined, skipped). joined: line, source_tasks, sources, n_sources, condition, the run
+        summary (pretrained_model, seeds, n, mean_accuracy, std_accuracy, output_dir) and
+        ALL_SET_STATISTICS (NaN for the plain model). skipped: line, target_task, source_tasks and
+        the reason.
 
     Raises:
-        DataError: a mean_accuracy that is not a number.
+        DataError: a mean_accuracy, n or std_accuracy that is not a number.
     """
+    reseeded = reseeded or {}
     joined, skipped = [], []
     for row in rows:
         sources, reason = _row_sources(row, target)
@@ -120,59 +186,146 @@ def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target
         if sources is not None and absent:
             reason = "; ".join(missing.get(name, f"no embedding loaded for {name!r}") for name in absent)
         if reason is None:
-            try:
-                accuracy = float(row["mean_accuracy"])
-            except ValueError:
-                raise DataError(f"mean_accuracy {row['mean_accuracy']!r} is not a number", file=file,
-                                record=f"line {row['line']}", field="mean_accuracy") from None
+            accuracy = _number(row, "mean_accuracy", file, required=False)
             if not math.isfinite(accuracy):
-                reason = f"mean_accuracy is {accuracy}"
+                reason = f"mean_accuracy is {row['mean_accuracy']!r}"
         if reason is not None:
             skipped.append({"line": row["line"], "target_task": row["target_task"],
                             "source_tasks": row["source_tasks"], "reason": reason})
             continue
-        statistics = set_statistics([vectors[name] for name in sources], vectors[target], distance)
+        statistics = set_statistics([vectors[name] for name in sources], vectors[target], distance,
+                                    [reseeded.get(name) for name in sources], reseeded.get(target))
         joined.append({"line": row["line"], "source_tasks": row["source_tasks"], "sources": sources,
-                       "n_sources": len(sources), "mean_accuracy": accuracy, **statistics,
+                       "n_sources": len(sources), "condition": row_condition(row, target),
+                       "pretrained_model": row.get("pretrained_model", ""), "seeds": row.get("seeds", ""),
+                       "n": _number(row, "n", file, integer=True), "mean_accuracy": accuracy,
+                       "std_accuracy": _number(row, "std_accuracy", file, required=False), **statistics,
                        "output_dir": row.get("output_dir", "")})
     return joined, skipped
 
 
-def correlate(x: Sequence[float], y: Sequence[float]) -> dict[str, Any]:
-    """Spearman's ρ and Pearson's r of y against x with their two-sided p-values (scipy.stats).
+# ---------------------------------------------------------------------------------------------
+# Points: one per source set and condition
+# ---------------------------------------------------------------------------------------------
 
-    Pairs where either value is NaN are dropped first. NaN, with a reason, when fewer than 3
-    pairs remain or either variable is constant.
+def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict[str, Any]:
+    """Mean, std and t-interval over all the seeds of several runs, from each run's n, mean, std.
+
+    N = Σ n_i; mean = Σ n_i m_i / N; (N − 1)·std² = Σ (n_i − 1) s_i² + Σ n_i (m_i − mean)²;
+    CI = mean ± t_{(1+c)/2, N−1}·std/√N. A run of one seed has no within-run variance (its std
+    may be NaN). std and CI are NaN when N = 1, or when a run of several seeds lacks its std.
     """
-    x_values, y_values = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-    keep = ~(np.isnan(x_values) | np.isnan(y_values))
-    x_values, y_values = x_values[keep], y_values[keep]
-    result: dict[str, Any] = {"n": int(keep.sum()), "spearman_rho": math.nan, "spearman_p": math.nan,
-                              "pearson_r": math.nan, "pearson_p": math.nan, "reason": None}
-    if result["n"] < 3:
-        result["reason"] = f"only {result['n']} joined row(s); at least 3 are needed"
-    elif np.ptp(x_values) == 0 or np.ptp(y_values) == 0:
-        result["reason"] = "a variable is constant over the joined rows"
-    else:
-        spearman = stats.spearmanr(x_values, y_values)
-        pearson = stats.pearsonr(x_values, y_values)
-        result.update(spearman_rho=float(spearman.statistic), spearman_p=float(spearman.pvalue),
-                      pearson_r=float(pearson.statistic), pearson_p=float(pearson.pvalue))
+    n = np.array([run["n"] for run in runs], dtype=np.float64)
+    means = np.array([run["mean_accuracy"] for run in runs], dtype=np.float64)
+    stds = np.array([run["std_accuracy"] for run in runs], dtype=np.float64)
+    total = float(n.sum())
+    mean = float((n * means).sum() / total)
+    within = np.where(n > 1, (n - 1) * np.square(stds), 0.0)
+    std = math.nan
+    if total > 1 and np.all(np.isfinite(within)):
+        std = math.sqrt(float(within.sum() + (n * np.square(means - mean)).sum()) / (total - 1))
+    half = float(stats.t.ppf((1 + confidence) / 2, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
+    return {"n_seeds": int(total), "mean_accuracy": mean, "std_accuracy": std,
+            "ci_low": mean - half, "ci_high": mean + half}
+
+
+def distinct_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[int]]:
+    """The rows that are distinct runs, and the lines of those that repeat one (same source_tasks,
+    checkpoint and seed list; without a seed list, the same output_dir). The first is kept."""
+    seen: set[tuple] = set()
+    runs, duplicates = [], []
+    for row in rows:
+        key = (row["source_tasks"], row["pretrained_model"], row["seeds"] or ("dir", row["output_dir"]))
+        if key in seen:
+            duplicates.append(row["line"])
+        else:
+            seen.add(key)
+            runs.append(row)
+    return runs, duplicates
+
+
+def _shared_seeds(runs: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether two runs of one checkpoint name a seed in common (then they are not independent)."""
+    seen: set[tuple[str, str]] = set()
+    for run in runs:
+        for seed in filter(None, (part.strip() for part in str(run["seeds"]).split(";"))):
+            key = (run["pretrained_model"], seed)
+            if key in seen:
+                return True
+            seen.add(key)
+    return False
+
+
+def source_set_point(rows: Sequence[Mapping[str, Any]], confidence: float) -> dict[str, Any]:
+    """One point from the rows of one source set in one condition (module docstring)."""
+    runs, duplicates = distinct_runs(rows)
+    orders = list(dict.fromkeys(row["source_tasks"] for row in rows))
+    return {"sources": sorted(rows[0]["sources"]), "orders": orders, "lines": [row["line"] for row in rows],
+            "duplicate_lines": duplicates, "n_runs": len(runs), "runs_share_seeds": _shared_seeds(runs),
+            **pooled_summary(runs, confidence),
+            **{name: rows[0][name] for name in ALL_SET_STATISTICS}}
+
+
+def chain_orders(rows: Sequence[Mapping[str, Any]], confidence: float) -> list[dict]:
+    """For each source_tasks order of one set: its lines and pooled accuracy (the order analysis)."""
+    by_order: dict[str, list] = {}
+    for row in rows:
+        by_order.setdefault(row["source_tasks"], []).append(row)
+    return [{"source_tasks": order, "lines": [row["line"] for row in group],
+             **pooled_summary(distinct_runs(group)[0], confidence)} for order, group in by_order.items()]
+
+
+def _condition_key(condition: Mapping[str, str]) -> tuple:
+    return tuple(condition[key] for key in CONDITION_KEYS)
+
+
+def baselines(joined: Sequence[Mapping[str, Any]], confidence: float) -> list[dict]:
+    """The plain model's accuracy per (target, base model, max train samples, selection)."""
+    groups: dict[tuple, list] = {}
+    for row in joined:
+        if row["condition"]["algorithm"] == "none":
+            groups.setdefault(_condition_key(row["condition"])[:4], []).append(row)
+    result = []
+    for key, rows in groups.items():
+        runs, duplicates = distinct_runs(rows)
+        result.append({"condition": dict(zip(CONDITION_KEYS[:4], key)), "lines": [row["line"] for row in rows],
+                       "duplicate_lines": duplicates, **pooled_summary(runs, confidence)})
     return result
 
 
-def accuracy_correlations(joined: Sequence[dict]) -> dict[str, dict]:
-    """Correlation of mean_accuracy with each of SET_STATISTICS over the joined rows.
+def transfer_analysis(joined: Sequence[Mapping[str, Any]], confidence: float = 0.95, seed: int = 0) -> dict:
+    """Per condition: one point per source set, the plain model, chain orders and correlations.
 
-    "diversity" uses the rows with at least 2 sources (it is NaN for the others).
+    Returns:
+        {"rules": text, "conditions": [{"condition", "n_rows", "points", "baseline",
+         "chain_orders", "correlations": {statistic: correlate(...)}}], "baselines": [...]}.
+        Conditions keep the order in which the table first names them; points are sorted by
+        their sources.
     """
-    accuracy = [row["mean_accuracy"] for row in joined]
-    return {column: correlate([row[column] for row in joined], accuracy) for column in SET_STATISTICS}
-
-
-def accuracy_by_source_set(joined: Sequence[dict]) -> dict[frozenset, list[float]]:
-    """Source set -> the mean accuracies of the joined rows trained from exactly that set."""
-    by_set: dict[frozenset, list[float]] = {}
+    groups: dict[tuple, list] = {}
     for row in joined:
-        by_set.setdefault(frozenset(row["sources"]), []).append(row["mean_accuracy"])
-    return by_set
+        if row["condition"]["algorithm"] != "none":
+            groups.setdefault(_condition_key(row["condition"]), []).append(row)
+    references = baselines(joined, confidence)
+    conditions = []
+    for key, rows in groups.items():
+        by_set: dict[frozenset, list] = {}
+        for row in rows:
+            by_set.setdefault(frozenset(row["sources"]), []).append(row)
+        points = sorted((source_set_point(group, confidence) for group in by_set.values()),
+                        key=lambda point: point["sources"])
+        reference = next((b for b in references if tuple(b["condition"].values()) == key[:4]), None)
+        accuracy = [point["mean_accuracy"] for point in points]
+        conditions.append({
+            "condition": dict(zip(CONDITION_KEYS, key)), "n_rows": len(rows), "points": points,
+            "baseline": reference,
+            "chain_orders": [{"sources": sorted(group[0]["sources"]), "orders": chain_orders(group, confidence)}
+                             for group in by_set.values() if len({row["source_tasks"] for row in group}) > 1],
+            "correlations": {name: correlate([point[name] for point in points], accuracy, seed)
+                             for name in ALL_SET_STATISTICS}})
+    return {"rules": RULES, "conditions": conditions, "baselines": references}
+
+
+RULES = ("one point per distinct source set within a condition (target, base model, max train samples, selection, "
+         "objectives, algorithm); rows of a set pooled over their seeds, repeated rows counted once, chain orders "
+         "pooled (listed under chain_orders); n = distinct source sets; p = exact permutation p-value")

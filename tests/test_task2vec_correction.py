@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cosine as scipy_cosine
 
+from task2vec.analysis import subset_diversities
 from task2vec.correction import (MAX_FLOOR_SUM, corrected_distance, corrected_matrix, is_resolved, noise_bias,
                                  noise_scale)
 from task2vec.diversity import corrected_data_diversity, set_statistics
@@ -111,6 +112,42 @@ def test_correction_is_unbiased_on_a_generator_with_known_distances():
     assert abs(corrected_mean) < 2 * corrected_se
     first_mean, first_se = summary["first_order"]
     assert abs(first_mean) > 2 * first_se
+
+
+def test_a_noisily_embedded_task_no_longer_ranks_as_more_diverse():
+    """Four tasks: A, B, C equally far apart, N truly close to A but embedded from few samples.
+    The raw diversity ranks the subset without N (A, B, C) as the LEAST diverse; the corrected one
+    ranks the two subsets holding both A and N lowest, as the true embeddings do."""
+    rng = np.random.default_rng(7)
+    profile = rng.normal(0.0, 2.0, 1500)
+    truth = {name: np.exp(profile + 0.15 * rng.standard_normal(1500)) for name in "ABC"}
+    truth["N"] = truth["A"] * np.exp(0.01 * rng.standard_normal(1500))
+    samples = {"A": 400, "B": 400, "C": 400, "N": 30}
+    vectors = {name: noisy(rng, value, samples[name]) for name, value in truth.items()}
+    reseeded = {name: noisy(rng, value, samples[name]) for name, value in truth.items()}
+    names = ["A", "B", "C", "N"]
+
+    def true_diversity(subset):
+        return np.mean([reference_distance(truth[i], truth[j]) for i, j in itertools.combinations(subset, 2)])
+
+    expected_lowest = {("A", "B", "N"), ("A", "C", "N")}
+    assert {s for s in itertools.combinations(names, 3) if s != ("B", "C", "N")} - {("A", "B", "C")} == expected_lowest
+    assert max(true_diversity(s) for s in expected_lowest) < min(true_diversity(s) for s in [("A", "B", "C"),
+                                                                                              ("B", "C", "N")])
+    target = np.exp(profile)
+    vectors["T"], reseeded["T"] = noisy(rng, target, 400), noisy(rng, target, 400)
+    ranked, key = subset_diversities(vectors, names, "T", 3, "task2vec", reseeded)
+    assert key == "diversity_corrected"
+    assert {tuple(entry["tasks"]) for entry in ranked[:2]} == expected_lowest
+    raw_order = sorted(ranked, key=lambda entry: entry["diversity"])
+    assert tuple(raw_order[0]["tasks"]) == ("A", "B", "C")
+    for entry in ranked:   # the corrected diversity is the mean of the corrected pair distances
+        pairs = itertools.combinations(entry["tasks"], 2)
+        expected = np.mean([float(corrected_distance(reference_distance(vectors[i], vectors[j]),
+                                                     reference_distance(vectors[i], reseeded[i]),
+                                                     reference_distance(vectors[j], reseeded[j])))
+                            for i, j in pairs])
+        assert entry["diversity_corrected"] == pytest.approx(expected, rel=1e-10)
 
 
 def test_corrected_statistics_against_an_independent_computation():

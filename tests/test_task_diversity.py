@@ -1,5 +1,6 @@
-"""TaskDiversity.py and task2vec.analysis: subset diversities, the results-table join and its
-correlations, checked against independent numpy/scipy computations; errors and written files."""
+"""TaskDiversity.py, task2vec.analysis and task2vec.transfer: subset diversities (raw and corrected),
+the results table grouped by condition into one point per source set, exact permutation p-values,
+comparability checks; all against independent numpy/scipy/itertools computations; errors and files."""
 from __future__ import annotations
 
 import csv
@@ -14,7 +15,8 @@ from scipy import stats
 from scipy.spatial.distance import cosine as scipy_cosine
 
 import TaskDiversity
-from task2vec.transfer import parse_source_tasks
+from task2vec.correction import corrected_distance
+from task2vec.transfer import parse_source_tasks, training_algorithm
 from tests.conftest import REPO_ROOT, run_module
 from utils.errors import DataError, ToolkitError, UnknownTaskError
 from utils.target_task import RESULTS_TABLE_COLUMNS
@@ -40,8 +42,9 @@ def write_task(emb_dir: Path, task: str, rng: np.random.Generator, *, digest: st
         np.save(folder / "batches_reseeded.npy",
                 (batches * rng.uniform(0.95, 1.05, batches.shape)).astype(np.float32))
     metadata = {"task": task, "layout_digest": digest, "probe": {"model": "gpt2", "sha256": "0f1e"}, "objective": "lm",
-                "estimator": "mc",
-                "num_samples": 4, "examples_used": 256}
+                "estimator": "mc", "num_samples": 4, "examples": {"examples_used": 256},
+                "settings": {"max_length": 128, "minibatch_size": 8},
+                "head": {"steps": 640, "learning_rate": 5e-5, "weight_decay": 1e-4, "batch_size": 8}}
     (folder / "embedding.json").write_text(json.dumps(metadata), encoding="utf-8")
     return vector.astype(np.float64)
 
@@ -76,6 +79,17 @@ def reference_statistics(members: list[np.ndarray], target: np.ndarray) -> dict[
             "distance_to_target": reference_distance(np.mean([m / m.sum() for m in members], axis=0), target)}
 
 
+def reference_corrected_diversity(vectors: list[np.ndarray], reseeded: list[np.ndarray]) -> float:
+    """Mean over pairs of corrected_distance(d_ij, f_i, f_j), the distances and floors computed here."""
+    floors = [reference_distance(v, r) for v, r in zip(vectors, reseeded)]
+    return float(np.mean([corrected_distance(reference_distance(vectors[i], vectors[j]), floors[i], floors[j])
+                          for i, j in itertools.combinations(range(len(vectors)), 2)]))
+
+
+def load(folder: Path, task: str, name: str) -> np.ndarray:
+    return np.load(folder / task / name).astype(np.float64)
+
+
 def base_args(emb: Path, output: Path, *extra: str) -> list[str]:
     return ["--emb_dir", str(emb), "--output_dir", str(output), *extra]
 
@@ -96,13 +110,24 @@ def test_subsets_match_an_independent_computation(emb_dir, tmp_path):
             assert got[key] == pytest.approx(want[key], rel=1e-12), (got["tasks"], key)
     diversities = [entry["diversity"] for entry in result["subsets"]]
     assert diversities == sorted(diversities)
+    # drop has no re-embedding: its subsets have no corrected value, so the ranking is by the raw one
+    assert result["subsets_ranked_by"] == "diversity"
+    for entry in result["subsets"]:
+        if "drop" in entry["tasks"]:
+            assert entry["diversity_corrected"] is None
+        else:
+            want = reference_corrected_diversity([vectors[t] for t in entry["tasks"]],
+                                                 [load(folder, t, "embedding_reseeded.npy") for t in entry["tasks"]])
+            assert entry["diversity_corrected"] == pytest.approx(want, rel=1e-10)
 
     tasks = [*SOURCES, TARGET]
     assert result["task_distances"]["tasks"] == tasks
     expected_matrix = [[0.0 if a == b else reference_distance(vectors[a], vectors[b]) for b in tasks] for a in tasks]
     np.testing.assert_allclose(result["task_distances"]["matrix"], expected_matrix, rtol=1e-12, atol=0)
-    assert result["source_set_diversity"]["value"] == pytest.approx(
+    assert result["source_set_diversity"]["raw"]["value"] == pytest.approx(
         reference_diversity([vectors[t] for t in SOURCES]), rel=1e-12)
+    assert result["source_set_diversity"]["corrected"] is None   # drop has no floor
+    assert result["task_distances"]["corrected"] is None and result["task_distances"]["floors"][4] is None
 
     floor = result["noise_floor"]["tasks"]
     reseeded = np.load(folder / "squad" / "embedding_reseeded.npy").astype(np.float64)
@@ -112,6 +137,18 @@ def test_subsets_match_an_independent_computation(emb_dir, tmp_path):
     batches = np.load(folder / "squad" / "batches.npy").astype(np.float64)
     assert floor["squad"]["batches"]["diversity"]["value"] == pytest.approx(reference_diversity(list(batches)),
                                                                            rel=1e-12)
+    batches_reseeded = load(folder, "squad", "batches_reseeded.npy")
+    assert floor["squad"]["batches"]["diversity_corrected"]["value"] == pytest.approx(
+        reference_corrected_diversity(list(batches), list(batches_reseeded)), rel=1e-10)
+    pairs = {tuple(pair["tasks"]): pair for pair in result["noise_floor"]["pairs"]}
+    squad_sst2 = pairs[("squad", "sst2")]
+    f_squad = reference_distance(vectors["squad"], reseeded)
+    f_sst2 = reference_distance(vectors["sst2"], load(folder, "sst2", "embedding_reseeded.npy"))
+    raw = reference_distance(vectors["squad"], vectors["sst2"])
+    assert squad_sst2["bias"] == pytest.approx((f_squad + f_sst2) / 2, rel=1e-10)
+    assert squad_sst2["corrected"] == pytest.approx(float(corrected_distance(raw, f_squad, f_sst2)), rel=1e-10)
+    assert squad_sst2["resolved"] is (squad_sst2["corrected"] >= squad_sst2["bias"])
+    assert pairs[("squad", "drop")]["resolved"] is None and pairs[("squad", "drop")]["corrected"] is None
     assert result["embeddings"]["squad"]["estimator"] == "mc"
 
     output = tmp_path / "out"
@@ -124,6 +161,26 @@ def test_subsets_match_an_independent_computation(emb_dir, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["tasks"] for row in rows] == [";".join(entry["tasks"]) for entry in expected]
     assert float(rows[0]["diversity"]) == result["subsets"][0]["diversity"]
+    assert "mean_accuracy" not in rows[0]   # accuracies belong to a condition: transfer_points.csv
+
+
+def test_subsets_are_ranked_by_the_corrected_diversity_when_every_task_has_a_floor(tmp_path):
+    rng = np.random.default_rng(21)
+    folder = tmp_path / "TaskEmb"
+    vectors = {task: write_task(folder, task, rng) for task in (*SOURCES, TARGET)}
+    result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--no_plots"))
+    assert result["subsets_ranked_by"] == "diversity_corrected"
+    corrected = [entry["diversity_corrected"] for entry in result["subsets"]]
+    assert corrected == sorted(corrected)
+    reseeded = {task: load(folder, task, "embedding_reseeded.npy") for task in vectors}
+    for entry in result["subsets"]:
+        want = reference_corrected_diversity([vectors[t] for t in entry["tasks"]], [reseeded[t] for t in entry["tasks"]])
+        assert entry["diversity_corrected"] == pytest.approx(want, rel=1e-10)
+    overall = result["source_set_diversity"]["corrected"]
+    assert overall["value"] == pytest.approx(reference_corrected_diversity([vectors[t] for t in SOURCES],
+                                                                           [reseeded[t] for t in SOURCES]), rel=1e-10)
+    assert 0.0 <= overall["ci_low"] <= overall["ci_high"] <= 1.0
+    assert (tmp_path / "out" / "task_distances_corrected.csv").is_file()
 
 
 def test_cosine_distance_and_aliases(emb_dir, tmp_path):
@@ -135,91 +192,231 @@ def test_cosine_distance_and_aliases(emb_dir, tmp_path):
     assert pairs[("squad", "duorc-s")] == pytest.approx(scipy_cosine(vectors["squad"], vectors["duorc-s"]), rel=1e-12)
 
 
-def write_results_table(path: Path, rows: list[tuple[str, str, float]]) -> None:
+RESULT_DEFAULTS = {"created_at": "2025-01-01T00:00:00+00:00", "pretrained_model": "m", "source_chain": "gpt2",
+                   "objectives": "lm", "max_train_samples": "", "selection": "holdout"}
+
+
+def write_results_table(path: Path, rows: list[dict]) -> None:
+    """Rows of the target script's results table; each dict gives target_task, source_tasks and
+    either `accuracies` (the per-seed values: n, mean, std (ddof 1), min, max follow) or mean_accuracy."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=RESULTS_TABLE_COLUMNS)
         writer.writeheader()
-        for target, sources, accuracy in rows:
-            writer.writerow({column: "" for column in RESULTS_TABLE_COLUMNS} | {
-                "created_at": "2025-01-01T00:00:00+00:00", "target_task": target, "pretrained_model": "m",
-                "source_tasks": sources, "n": 3, "mean_accuracy": accuracy, "output_dir": f"runs/{sources}"})
+        for row in rows:
+            cells = {column: "" for column in RESULTS_TABLE_COLUMNS} | RESULT_DEFAULTS
+            values = row.get("accuracies", [row.get("mean_accuracy", 0.9)] * 3)
+            std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
+            cells |= {"n": len(values), "mean_accuracy": float(np.mean(values)), "std_accuracy": std,
+                      "min_accuracy": min(values), "max_accuracy": max(values),
+                      "seeds": ";".join(str(13 + 8 * i) for i in range(len(values))),
+                      "output_dir": f"runs/{row['source_tasks']}",
+                      "source_chain": " > ".join(["gpt2", *filter(None, row["source_tasks"].split(";"))])}
+            cells |= {key: value for key, value in row.items() if key != "accuracies"}
+            writer.writerow(cells)
 
 
-TABLE = [  # (target, source_tasks, mean accuracy); lines 2.. of the file
-    (TARGET, "squad;squad_v2;duorc-p", 0.911),
-    (TARGET, "squad+squad_v2+duorc-s", 0.905),
-    (TARGET, "squad", 0.899),
-    (TARGET, "", 0.893),
-    (TARGET, "duorc-p;drop", 0.917),
-    (TARGET, "squad;quoref", 0.902),             # quoref has no embedding: skipped
-    (TARGET, "squad;not_a_task", 0.90),          # unknown name: skipped
-    ("glue;sst2", "duorc_s;drop", 0.921),        # aliases resolve
-    ("quoref", "squad;squad_v2", 0.5),           # another target: skipped
-    (TARGET, "squad_v2;duorc-s;drop", 0.915),
-    (TARGET, "squad;mlqa_en", 0.908),            # an embedded task outside --source_tasks: joined
-    (TARGET, "squad;squad_v2;duorc-p", 0.913),   # the same set again (another run)
+JOIN_TABLE = [  # lines 2.. of the file
+    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean_accuracy": 0.911},
+    {"target_task": TARGET, "source_tasks": "squad+squad_v2+duorc-s", "mean_accuracy": 0.905},
+    {"target_task": TARGET, "source_tasks": "squad", "mean_accuracy": 0.899},
+    {"target_task": TARGET, "source_tasks": "", "mean_accuracy": 0.893},
+    {"target_task": TARGET, "source_tasks": "duorc-p;drop", "mean_accuracy": 0.917},
+    {"target_task": TARGET, "source_tasks": "squad;quoref", "mean_accuracy": 0.902},   # quoref: no embedding
+    {"target_task": TARGET, "source_tasks": "squad;not_a_task", "mean_accuracy": 0.90},  # unknown name
+    {"target_task": "glue;sst2", "source_tasks": "duorc_s;drop", "mean_accuracy": 0.921},  # aliases resolve
+    {"target_task": "quoref", "source_tasks": "squad;squad_v2", "mean_accuracy": 0.5},    # another target
+    {"target_task": TARGET, "source_tasks": "squad_v2;duorc-s;drop", "mean_accuracy": 0.915},
+    {"target_task": TARGET, "source_tasks": "squad;mlqa_en", "mean_accuracy": 0.908},  # outside --source_tasks
+    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean_accuracy": 0.911},  # appended again
 ]
 
 
-def test_results_table_join_and_correlations(emb_dir, tmp_path):
+def test_results_table_join(emb_dir, tmp_path):
     folder, vectors = emb_dir
     table = tmp_path / "results.csv"
-    write_results_table(table, TABLE)
+    write_results_table(table, JOIN_TABLE)
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table)))
 
-    joined_lines = [2, 3, 4, 5, 6, 9, 11, 12, 13]
-    assert [row["line"] for row in result["joined_results"]] == joined_lines
+    assert [row["line"] for row in result["joined_results"]] == [2, 3, 4, 5, 6, 9, 11, 12, 13]
     skipped = {row["line"]: row["reason"] for row in result["skipped_results"]}
     assert sorted(skipped) == [7, 8, 10]
     assert "quoref" in skipped[7] and "not a registered task" in skipped[8] and "is not 'sst2'" in skipped[10]
-
     for row in result["joined_results"]:
-        target, text, accuracy = TABLE[row["line"] - 2]
-        sources = list(dict.fromkeys(parse_source_tasks(text)))
+        sources = parse_source_tasks(JOIN_TABLE[row["line"] - 2]["source_tasks"])
         assert row["sources"] == sources and row["n_sources"] == len(sources)
-        assert row["mean_accuracy"] == accuracy
         if sources:
             want = reference_statistics([vectors[t] for t in sources], vectors[TARGET])
             for key, value in want.items():
-                if math.isnan(value):
-                    assert row[key] is None
-                else:
-                    assert row[key] == pytest.approx(value, rel=1e-12), (text, key)
-        else:
-            assert row["diversity"] is None and row["distance_to_target"] is None
-    reptile = result["joined_results"][1]
-    assert reptile["sources"] == ["squad", "squad_v2", "duorc-s"]
-
-    for column in ("diversity", "diversity_with_target", "distance_to_target"):
-        pairs = [(row[column], row["mean_accuracy"]) for row in result["joined_results"] if row[column] is not None]
-        x, y = np.array(pairs).T
-        got = result["correlations"][column]
-        spearman, pearson = stats.spearmanr(x, y), stats.pearsonr(x, y)
-        assert got["n"] == len(x) and got["reason"] is None
-        assert got["spearman_rho"] == pytest.approx(spearman.statistic, rel=1e-12)
-        assert got["spearman_p"] == pytest.approx(spearman.pvalue, rel=1e-12)
-        assert got["pearson_r"] == pytest.approx(pearson.statistic, rel=1e-12)
-        assert got["pearson_p"] == pytest.approx(pearson.pvalue, rel=1e-12)
-    assert result["correlations"]["diversity"]["n"] == 7  # rows with at least 2 sources
-
+                assert (row[key] is None) if math.isnan(value) else row[key] == pytest.approx(value, rel=1e-12)
+    assert result["joined_results"][1]["condition"]["algorithm"] == "reptile"
+    conditions = {c["condition"]["algorithm"]: c for c in result["transfer"]["conditions"]}
+    assert set(conditions) == {"sequential", "reptile"}
+    sequential = conditions["sequential"]
+    chain = next(p for p in sequential["points"] if p["sources"] == sorted(["squad", "squad_v2", "duorc-p"]))
+    assert chain["lines"] == [2, 13] and chain["duplicate_lines"] == [13] and chain["n_seeds"] == 3
+    assert sequential["baseline"]["lines"] == [5] and sequential["baseline"]["mean_accuracy"] == pytest.approx(0.893)
     output = tmp_path / "out"
-    assert json.loads((output / "correlations.json").read_text()) == result["correlations"]
-    with open(output / "diversity.csv", newline="", encoding="utf-8") as handle:
-        rows = {row["tasks"]: row for row in csv.DictReader(handle)}
-    chain = rows["squad;squad_v2;duorc-p"]
-    assert float(chain["mean_accuracy"]) == pytest.approx((0.911 + 0.913) / 2) and chain["n_results"] == "2"
-    assert rows["squad;duorc-p;drop"]["mean_accuracy"] == ""
+    assert json.loads((output / "correlations.json").read_text()) == result["transfer"]
+    with open(output / "transfer_points.csv", newline="", encoding="utf-8") as handle:
+        points = list(csv.DictReader(handle))
+    assert len(points) == sum(len(c["points"]) for c in result["transfer"]["conditions"])
     for name in ("task_distances.png", "accuracy_vs_diversity.png"):
         assert (output / name).stat().st_size > 0
+
+
+def exact_permutation_p(x: list[float], y: list[float], coefficient) -> float:
+    """Two-sided p over every ordering of y, written with itertools and scipy."""
+    observed = abs(coefficient(x, y).statistic)
+    values = [abs(coefficient(x, list(order)).statistic) for order in itertools.permutations(y)]
+    return float(np.mean([value >= observed - 1e-9 for value in values]))
+
+
+SEQUENTIAL_SETS = {  # source set -> per-seed accuracies of its runs (each run: its order and seeds)
+    ("squad", "squad_v2"): [("squad;squad_v2", [0.90, 0.91, 0.89]), ("squad_v2;squad", [0.93, 0.92, 0.94])],
+    ("duorc-p", "squad"): [("squad;duorc-p", [0.905, 0.915, 0.91])],
+    ("duorc-p", "duorc-s"): [("duorc-p;duorc-s", [0.88, 0.89, 0.895])],
+    ("drop", "squad_v2"): [("squad_v2;drop", [0.925, 0.935, 0.93])],
+    ("drop", "duorc-s", "squad"): [("duorc-s;drop;squad", [0.90, 0.902, 0.91]),
+                                   ("squad;drop;duorc-s", [0.90, 0.89, 0.896])],
+}
+REPTILE_SETS = {
+    ("squad", "squad_v2"): [("squad+squad_v2", [0.88, 0.87, 0.885])],
+    ("duorc-p", "squad"): [("squad+duorc-p", [0.87, 0.875, 0.86])],
+    ("duorc-p", "duorc-s"): [("duorc-p+duorc-s", [0.90, 0.89, 0.905])],
+    ("drop", "squad_v2"): [("squad_v2+drop", [0.86, 0.865, 0.87])],
+}
+
+
+def grouped_table() -> list[dict]:
+    """Two conditions (sequential chains, Reptile), permuted chains, every run appended twice,
+    the plain model, and a third condition (another data budget) with two sets."""
+    rows = []
+    for sets in (SEQUENTIAL_SETS, REPTILE_SETS):
+        for runs in sets.values():
+            for order, accuracies in runs:
+                rows += [{"target_task": TARGET, "source_tasks": order, "accuracies": accuracies}] * 2
+    rows.append({"target_task": TARGET, "source_tasks": "", "accuracies": [0.85, 0.86, 0.855]})
+    rows += [{"target_task": TARGET, "source_tasks": "squad;squad_v2", "accuracies": [0.8, 0.81, 0.79],
+              "max_train_samples": "1000"},
+             {"target_task": TARGET, "source_tasks": "duorc-p;duorc-s", "accuracies": [0.82, 0.8, 0.81],
+              "max_train_samples": "1000"}]
+    return rows
+
+
+def test_conditions_give_one_point_per_source_set_and_exact_p_values(emb_dir, tmp_path):
+    """The acceptance test of the correlations: duplicated rows, permuted chains and several
+    conditions give one point per source set per condition, pooled over the seeds of its distinct
+    runs; Spearman and Pearson p-values equal an enumeration of every ordering."""
+    folder, vectors = emb_dir
+    table = tmp_path / "results.csv"
+    rows = grouped_table()
+    write_results_table(table, rows)
+    result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table), "--no_plots"))
+    conditions = {(c["condition"]["algorithm"], c["condition"]["max_train_samples"]): c
+                  for c in result["transfer"]["conditions"]}
+    assert set(conditions) == {("sequential", ""), ("reptile", ""), ("sequential", "1000")}
+
+    for key, sets in ((("sequential", ""), SEQUENTIAL_SETS), (("reptile", ""), REPTILE_SETS)):
+        condition = conditions[key]
+        assert condition["condition"]["objectives"] == "lm" and condition["condition"]["selection"] == "holdout"
+        points = {tuple(point["sources"]): point for point in condition["points"]}
+        assert set(points) == {tuple(sorted(s)) for s in sets}          # one point per source set
+        for sources, runs in sets.items():
+            point = points[tuple(sorted(sources))]
+            seeds = [value for _, accuracies in runs for value in accuracies]
+            assert point["n_runs"] == len(runs) and point["n_seeds"] == len(seeds)
+            assert len(point["duplicate_lines"]) == len(runs)            # every run appended twice
+            assert point["mean_accuracy"] == pytest.approx(np.mean(seeds), rel=1e-12)
+            assert point["std_accuracy"] == pytest.approx(np.std(seeds, ddof=1), rel=1e-9)
+            half = stats.t.ppf(0.975, len(seeds) - 1) * np.std(seeds, ddof=1) / math.sqrt(len(seeds))
+            assert point["ci_low"] == pytest.approx(np.mean(seeds) - half, rel=1e-9)
+            assert point["orders"] == [order for order, _ in runs]
+            assert point["diversity"] == pytest.approx(reference_diversity([vectors[t] for t in sources]), rel=1e-12)
+        ordered = {tuple(group["sources"]): group for group in condition["chain_orders"]}
+        assert set(ordered) == {tuple(sorted(s)) for s, runs in sets.items() if len(runs) > 1}
+        for sources, group in ordered.items():
+            runs = dict(sets[next(s for s in sets if tuple(sorted(s)) == sources)])
+            for order in group["orders"]:
+                assert order["mean_accuracy"] == pytest.approx(np.mean(runs[order["source_tasks"]]), rel=1e-12)
+        assert condition["baseline"]["mean_accuracy"] == pytest.approx(0.855)
+        x_all = [points[tuple(sorted(s))] for s in sets]
+        accuracy = [point["mean_accuracy"] for point in x_all]
+        for statistic in ("diversity", "diversity_with_target", "distance_to_target", "diversity_corrected"):
+            x = [point[statistic] for point in x_all]
+            corr = condition["correlations"][statistic]
+            keep = [i for i, value in enumerate(x) if value is not None]
+            xs, ys = [x[i] for i in keep], [accuracy[i] for i in keep]
+            if statistic == "diversity_corrected":   # drop has no floor: only the sets without it
+                assert corr["n"] == len([s for s in sets if "drop" not in s])
+            assert corr["n"] == len(xs)
+            if len(xs) < 3:
+                assert corr["spearman_rho"] is None and "at least 3" in corr["reason"]
+                continue
+            assert corr["spearman_rho"] == pytest.approx(stats.spearmanr(xs, ys).statistic, rel=1e-12)
+            assert corr["pearson_r"] == pytest.approx(stats.pearsonr(xs, ys).statistic, rel=1e-12)
+            assert corr["spearman_p"] == pytest.approx(exact_permutation_p(xs, ys, stats.spearmanr), rel=1e-12)
+            assert corr["pearson_p"] == pytest.approx(exact_permutation_p(xs, ys, stats.pearsonr), rel=1e-12)
+            assert corr["p_method"].startswith("exact") and (corr["warning"] is not None) == (len(xs) < 5)
+    assert conditions[("sequential", "")]["correlations"]["diversity"]["n"] == 5
+    small = conditions[("sequential", "1000")]
+    assert len(small["points"]) == 2 and small["correlations"]["diversity"]["reason"]
+    assert small["baseline"] is None                 # no plain-model row with that budget
+
+    # Appending every row once more changes nothing: the repeats are the same runs.
+    write_results_table(table, rows + rows)
+    again = TaskDiversity.main(base_args(folder, tmp_path / "again", "--results_table", str(table), "--no_plots"))
+    for first, second in zip(result["transfer"]["conditions"], again["transfer"]["conditions"]):
+        assert first["correlations"] == second["correlations"]
+        assert [p["mean_accuracy"] for p in first["points"]] == [p["mean_accuracy"] for p in second["points"]]
+
+
+def test_one_configuration_appended_twice_is_not_a_correlation(emb_dir, tmp_path):
+    """As a new user: two configurations, each appended twice. Pooling the rows gave ρ = −1, p = 0;
+    now there are 2 source sets and no coefficient, in the JSON, the printout and the plot title."""
+    folder, _ = emb_dir
+    table = tmp_path / "results.csv"
+    write_results_table(table, [{"target_task": TARGET, "source_tasks": "squad;drop", "accuracies": [0.9, 0.91]},
+                                {"target_task": TARGET, "source_tasks": "squad_v2;duorc-p", "accuracies": [0.88, 0.87]}] * 2)
+    done = run_module(str(REPO_ROOT / "TaskDiversity.py"), "--emb_dir", str(folder), "--results_table", str(table),
+                      "--output_dir", str(tmp_path / "out"), timeout=180)
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "out" / "diversity.json").read_text())
+    (condition,) = report["transfer"]["conditions"]
+    assert len(condition["points"]) == 2
+    for corr in condition["correlations"].values():
+        assert corr["n"] <= 2 and corr["spearman_rho"] is None and corr["spearman_p"] is None
+    assert "2 source sets (2 repeated rows counted once)" in done.stdout
+    assert "n = 2 source sets: only 2 distinct source set(s)" in done.stdout
+    assert "ρ -1" not in done.stdout and "ρ −1" not in done.stdout
+
+
+@pytest.mark.parametrize("text, algorithm", [("", "none"), ("squad", "sequential"), ("squad;squad_v2", "sequential"),
+                                             ("squad+squad_v2", "reptile"), ("squad;squad_v2+duorc-p", "mixed"),
+                                             ("squad+squad_v2;drop", "mixed")])
+def test_training_algorithm_from_the_source_tasks_cell(text, algorithm):
+    assert training_algorithm(text) == algorithm
 
 
 def test_too_few_rows_give_nan_with_a_reason(emb_dir, tmp_path):
     folder, _ = emb_dir
     table = tmp_path / "results.csv"
-    write_results_table(table, [(TARGET, "squad;drop", 0.9), (TARGET, "squad_v2;drop", 0.91)])
+    write_results_table(table, [{"target_task": TARGET, "source_tasks": "squad;drop"},
+                                {"target_task": TARGET, "source_tasks": "squad_v2;drop"}])
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table), "--no_plots"))
-    corr = result["correlations"]["diversity"]
+    corr = result["transfer"]["conditions"][0]["correlations"]["diversity"]
     assert corr["n"] == 2 and corr["spearman_rho"] is None and "at least 3" in corr["reason"]
+
+
+def test_a_single_seed_row_reads_nan_spread(emb_dir, tmp_path):
+    """A one-seed run has std and interval "nan" in the table; its point has no interval."""
+    folder, _ = emb_dir
+    table = tmp_path / "results.csv"
+    write_results_table(table, [{"target_task": TARGET, "source_tasks": "squad;drop", "accuracies": [0.9],
+                                 "ci95_low": "nan", "ci95_high": "nan"}])
+    result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table)))
+    (point,) = result["transfer"]["conditions"][0]["points"]
+    assert point["n_seeds"] == 1 and point["mean_accuracy"] == 0.9
+    assert point["std_accuracy"] is None and point["ci_low"] is None
 
 
 def test_parse_source_tasks():
@@ -264,7 +461,30 @@ def test_target_among_sources_is_a_parser_error(emb_dir, tmp_path, capsys):
     assert "also a source task" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("mismatch", ["digest", "dimension", "estimator", "probe"])
+SETTING_MISMATCHES = {  # what to change in drop's metadata -> the words of the refusal
+    "num_samples": (lambda m: m.update(num_samples=8), "K (num_samples)"),
+    "examples": (lambda m: m["examples"].update(examples_used=6), "examples used"),
+    "max_length": (lambda m: m["settings"].update(max_length=256), "max length"),
+    "head_steps": (lambda m: m["head"].update(steps=100), "head steps"),
+    "head_lr": (lambda m: m["head"].update(learning_rate=1e-3), "head learning rate"),
+    "head_wd": (lambda m: m["head"].update(weight_decay=0.0), "head weight decay"),
+    "head_batch": (lambda m: m["head"].update(batch_size=16), "head batch size"),
+}
+
+
+def embeddings_with(tmp_path: Path, change) -> Path:
+    rng = np.random.default_rng(12)
+    folder = tmp_path / "TaskEmb"
+    for task in (*SOURCES, TARGET):
+        write_task(folder, task, rng)
+    path = folder / "drop" / "embedding.json"
+    metadata = json.loads(path.read_text())
+    change(metadata)
+    path.write_text(json.dumps(metadata))
+    return folder
+
+
+@pytest.mark.parametrize("mismatch", ["digest", "dimension", "estimator", "probe", "objective"])
 def test_incomparable_embeddings_are_refused(tmp_path, mismatch):
     rng = np.random.default_rng(12)
     folder = tmp_path / "TaskEmb"
@@ -272,16 +492,43 @@ def test_incomparable_embeddings_are_refused(tmp_path, mismatch):
         odd = task == "drop"
         write_task(folder, task, rng, digest="layout-b" if odd and mismatch == "digest" else "layout-a",
                    dimension=DIMENSION + 1 if odd and mismatch == "dimension" else DIMENSION)
-        if odd and mismatch in ("estimator", "probe"):
+        if odd and mismatch in ("estimator", "probe", "objective"):
             path = folder / task / "embedding.json"
             metadata = json.loads(path.read_text())
             if mismatch == "estimator":
                 metadata["estimator"] = "empirical"
+            elif mismatch == "objective":
+                metadata["objective"] = "task"
             else:
                 metadata["probe"]["sha256"] = "another"
             path.write_text(json.dumps(metadata))
     with pytest.raises(DataError, match="cannot be compared"):
         TaskDiversity.main(base_args(folder, tmp_path / "out"))
+    with pytest.raises(DataError, match="cannot be compared"):   # never allowed: a different quantity
+        TaskDiversity.main(base_args(folder, tmp_path / "out", "--allow_setting_mismatch"))
+
+
+@pytest.mark.parametrize("mismatch", sorted(SETTING_MISMATCHES))
+def test_different_settings_are_refused_unless_allowed(tmp_path, mismatch, capsys):
+    change, words = SETTING_MISMATCHES[mismatch]
+    folder = embeddings_with(tmp_path, change)
+    with pytest.raises(DataError, match=f"their {words.replace('(', '[(]').replace(')', '[)]')} differ.*--allow_setting_mismatch"):
+        TaskDiversity.main(base_args(folder, tmp_path / "out", "--no_plots"))
+    result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--no_plots", "--allow_setting_mismatch"))
+    assert any(words in warning and "drop" in warning for warning in result["comparability_warnings"])
+    assert f"warning: compared although their {words} differ" in capsys.readouterr().out
+
+
+def test_minibatch_size_matters_only_for_minibatch_sq(tmp_path):
+    folder = embeddings_with(tmp_path, lambda m: m["settings"].update(minibatch_size=4))
+    TaskDiversity.main(base_args(folder, tmp_path / "out", "--no_plots"))     # mc: M is unused, no refusal
+    for task in (*SOURCES, TARGET):
+        path = folder / task / "embedding.json"
+        metadata = json.loads(path.read_text())
+        metadata["estimator"] = "minibatch_sq"
+        path.write_text(json.dumps(metadata))
+    with pytest.raises(DataError, match="minibatch size"):
+        TaskDiversity.main(base_args(folder, tmp_path / "out2", "--no_plots"))
 
 
 def test_existing_output_dir_needs_overwrite(emb_dir, tmp_path):
@@ -299,14 +546,16 @@ def test_existing_output_dir_needs_overwrite(emb_dir, tmp_path):
 
 def test_script_as_a_user_runs_it(emb_dir, tmp_path):
     folder, _ = emb_dir
-    write_results_table(tmp_path / "results.csv", TABLE)
+    write_results_table(tmp_path / "results.csv", grouped_table())
     done = run_module(str(REPO_ROOT / "TaskDiversity.py"), "--emb_dir", folder.name, "--results_table", "results.csv",
                       "--output_dir", "diversity_out", cwd=tmp_path, timeout=180)
     assert done.returncode == 0, done.stderr
     assert "Traceback" not in done.stderr
     ranking = [line for line in done.stdout.splitlines() if line.startswith(" 1. ") or line.startswith("10. ")]
     assert len(ranking) == 2
-    assert "noise floor" in done.stdout and "skipped line 7" in done.stdout
+    assert "noise floor" in done.stdout and "verdict: " in done.stdout
+    assert "Condition sequential, max_train_samples all, holdout, lm, gpt2: 14 rows -> 5 source sets (7 repeated rows counted once)" in done.stdout
+    assert "chain orders of squad+squad_v2: squad;squad_v2 0.9000 (3 seeds); squad_v2;squad 0.9300" in done.stdout
     output = tmp_path / "diversity_out"
     for name in ("task_distances.png", "accuracy_vs_diversity.png"):
         assert (output / name).stat().st_size > 1000, name
