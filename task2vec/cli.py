@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                      help="lm: next-token loss on the task's text; task: the task's own head (span or classes).")
     fim.add_argument("--estimator", choices=ESTIMATORS, default="mc",
                      help="mc: labels sampled from the probe (the true Fisher; trust this one); empirical: the "
-                          "data's labels; minibatch_sq: square of minibatch gradients, as published code does.")
+                          "data's labels, squared per sequence with cross terms (not a Fisher); minibatch_sq: "
+                          "square of minibatch-mean gradients, as published code does (scale F/(K·N_mb)).")
     fim.add_argument("--num_samples", type=positive_int, default=None,
                      help="K: label samples per prediction; default 4 for mc and minibatch_sq (the noise floor "
                           "falls about as 1/K), and always 1 for empirical (the data's labels).")
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> dict:
         for spec in specs:
             source = task_source(spec, files, args.use_samples, args.split)
             data = load_task_data(spec, args.split, source, local_hint="--task_file NAME=PATH or --use_samples")
-            records = subsample_records(data.records, needed, derived_seed(args.seed, spec.name, RECORDS_STREAM))
+            records = subsample_records(data.span_records(), needed, derived_seed(args.seed, spec.name, RECORDS_STREAM))
             embedding = embed_task(loaded, spec, records, settings, ctx, source=data.stats.source)
             if embedding is None:
                 continue

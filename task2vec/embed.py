@@ -32,7 +32,8 @@ from task2vec.distances import task2vec_distance
 from task2vec.diversity import data_diversity, noise_floor
 from task2vec.fisher import ESTIMATORS, OutputFn, Predictions, fisher_sums
 from task2vec.io import TaskEmbedding
-from task2vec.layout import block_traces, build_layout, flatten, layout_digest, layout_manifest, select_parameters
+from task2vec.layout import (block_traces, build_layout, flatten, layout_digest, layout_manifest,
+                             objective_exclusions, select_parameters)
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
@@ -217,7 +218,8 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
     probe = build_probe(loaded, spec, settings)
     collate = collate_fn(probe.kind, loaded.tokenizer.pad_token_id)
     head_report = _fit_head_on_main(probe, [built.rows[i] for i in chosen], collate, settings, spec.name, ctx)
-    covered = select_parameters(probe, probe.body_prefix, settings.include)
+    covered = select_parameters(probe, probe.body_prefix, settings.include,
+                                objective_exclusions(probe, probe.body_prefix, settings.objective, settings.include))
     entries = gather_to_main(ctx.dist, _compute_batches(probe, built.rows, batches, settings, covered, collate,
                                                         spec.name, ctx))
     if not ctx.dist.is_main:

@@ -11,13 +11,24 @@ and positions without a target are 0). For a parameter tensor w:
 `mc` (the default, the *true* Fisher): y^(k) ~ p_w(. | x), K samples per prediction. Given x the
 sampled scores of different positions are independent with zero mean, so the square of their sum
 is unbiased for the sum of their squares: F estimates the prediction-averaged Fisher diagonal.
-`empirical`: y is the data's label (K = 1). Away from an optimum its cross terms do not vanish, so
-it is a different quantity (Kunstner et al. 2019); offered for comparison with TaskEmb.
-`minibatch_sq`: the reference implementations' estimator (Task2Vec, Beyond Scale): for minibatches
-of M sequences, the square of the gradient of the minibatch's mean loss on sampled labels (K
-samples per prediction, averaged in the loss), averaged over minibatches. It estimates
-F / (K * predictions per minibatch), with a much higher variance;
-kept to compare with published numbers. Unlike Beyond Scale, padding is masked here too.
+`empirical`: the per-SEQUENCE empirical Fisher with cross terms. y_bp is the data's label (the
+next token, the class, the gold span ends), K = 1, and the same formula applies:
+s_b = sum_p m_bp d/dw log p_w(y_bp | x_b) is squared per sequence, so
+
+    s_b**2 = sum_p g_bp**2 + sum_{p != q} g_bp * g_bq,     g_bp = m_bp d/dw log p_w(y_bp | x_b),
+
+and with data labels the cross terms between positions of one sequence do not vanish (E[g_bp] is
+not 0 away from an optimum). It is neither the Fisher nor the per-token empirical Fisher
+sum_p g_bp**2 (Kunstner et al. 2019); it has no sampling noise. Offered for comparison with TaskEmb
+(Vu et al.), which squares gradients of data-label losses too.
+`minibatch_sq`: the reference implementations' estimator (Task2Vec, Beyond Scale). The batch is
+cut into minibatches of M sequences; minibatch j has N_j counted predictions and the loss
+L_j = -(1/(K N_j)) sum_k sum_b sum_p m_bp log p_w(y_bp^(k) | x_b) on sampled labels (K samples per
+prediction, averaged in the loss). The estimate is the mean over minibatches of (dL_j/dw)**2.
+Sampled scores are independent with zero mean, so E[(dL_j/dw)**2] = F_j / (K N_j), with F_j the
+prediction-averaged Fisher over minibatch j: with minibatches of N_mb predictions each it
+estimates F / (K * N_mb) (tested at K = 2), with a much higher variance. Kept to compare with
+published numbers. Unlike Beyond Scale, padding is masked here too.
 
 Per-sequence gradients come from layer hooks, in one forward and K backward passes over the whole
 batch: for a linear map y = x W (HF Conv1D, W of shape (in, out)) the gradient of sequence b is

@@ -10,6 +10,18 @@ Each covered tensor is reduced *per output unit* ("filter-wise", as Task2Vec doe
 filter): HF `Conv1D` stores its weight as (in, out), so the mean runs over axis 0; `nn.Linear`
 stores (out, in), so the mean runs over axis 1; LayerNorm weights and biases are kept as they are.
 For GPT-2 small that is 12 x (2304 + 768 + 3072 + 768 + 768 + 768) + 768 = 102,144 coordinates.
+
+Structurally zero coordinates are left out. The KEY part of the attention's input bias (the middle
+third of `attn.c_attn.bias`, which holds query, key and value biases in that order) adds q_i·b_k
+to every logit of query i: the same constant for all keys, which the softmax ignores. Its gradient
+is exactly zero, its Fisher diagonal pure rounding (under bf16, rounding noise large enough to pass
+any relative threshold), so with biases on GPT-2 small has 2 x 102,144 - 12 x 768 = 195,072
+coordinates. The same argument removes the final LayerNorm's bias (`ln_f.bias`) under a span
+head: it adds one vector c to every position's hidden state, so w·c to every start (end) logit of
+a sequence, and the span softmax runs over positions. The QA and classification tasks of one
+analysis must share a layout, so with the task objective that bias is left out for every head
+(`objective_exclusions`); with the LM objective it is kept. Nothing else in the layout is
+structurally zero (tested on the LM, span and class heads).
 """
 from __future__ import annotations
 
@@ -35,6 +47,7 @@ class CoveredParameter:
     kind: ModuleKind
     attribute: Literal["weight", "bias"]
     shape: tuple[int, ...]
+    excluded: tuple[int, int] | None = None   # [start, end) of its coordinates that are structurally zero
 
 
 @dataclass(frozen=True)
@@ -47,6 +60,7 @@ class LayoutBlock:
     reduction: str
     start: int
     end: int
+    excluded: tuple[int, int] | None = None   # the parameter's own coordinates left out (structurally zero)
 
 
 def module_kind(module: nn.Module) -> ModuleKind | None:
@@ -60,14 +74,15 @@ def module_kind(module: nn.Module) -> ModuleKind | None:
     return None
 
 
-def select_parameters(model: nn.Module, body_prefix: str = "transformer", include: tuple[str, ...] = ()
-                      ) -> list[CoveredParameter]:
+def select_parameters(model: nn.Module, body_prefix: str = "transformer", include: tuple[str, ...] = (),
+                      exclude: tuple[str, ...] = ()) -> list[CoveredParameter]:
     """The covered parameters of `model`: linear/Conv1D/LayerNorm weights under `body_prefix`.
 
     Args:
         model: the probe (body plus a head); only modules whose name starts with `body_prefix`
             are considered, so the head is never covered.
         include: extra groups from INCLUDE_CHOICES ("bias": the biases of the same modules).
+        exclude: full names of parameters to leave out (see `objective_exclusions`).
 
     Raises:
         ValueError: an unknown group, or no covered parameter at all.
@@ -82,12 +97,44 @@ def select_parameters(model: nn.Module, body_prefix: str = "transformer", includ
             continue
         attributes = ["weight"] + (["bias"] if "bias" in include and module.bias is not None else [])
         for attribute in attributes:
+            if f"{module_name}.{attribute}" in exclude:
+                continue
             tensor = getattr(module, attribute)
+            excluded = attention_key_bias(model, module_name) if attribute == "bias" else None
             covered.append(CoveredParameter(f"{module_name}.{attribute}", module_name, kind, attribute,
-                                            tuple(tensor.shape)))
+                                            tuple(tensor.shape), excluded))
     if not covered:
         raise ValueError(f"no linear or LayerNorm parameter found under {body_prefix!r}")
     return covered
+
+
+def objective_exclusions(model: nn.Module, body_prefix: str, objective: str, include: tuple[str, ...]) -> tuple[str, ...]:
+    """Parameters to leave out for an objective: with "task" and biases covered, the bias of the
+    body's last LayerNorm (GPT-2: transformer.ln_f.bias), structurally zero under a span head and
+    left out for every head so that QA and classification tasks share a layout (module docstring)."""
+    if objective != "task" or "bias" not in include:
+        return ()
+    norms = [name for name, module in model.named_modules()
+             if (name == body_prefix or name.startswith(body_prefix + ".")) and module_kind(module) == "layernorm"]
+    return (f"{norms[-1]}.bias",) if norms else ()
+
+
+def attention_key_bias(model: nn.Module, module_name: str) -> tuple[int, int] | None:
+    """[start, end) of the key bias inside the bias of `module_name`, when it is a GPT-2-style fused
+    query/key/value projection (`<attention>.c_attn` of a self-attention with `split_size`), else None.
+
+    The key bias shifts all logits of a query by the same amount, which the softmax ignores: its
+    gradient is exactly zero (module docstring).
+    """
+    parent_name, _, child = module_name.rpartition(".")
+    if child != "c_attn":
+        return None
+    parent = model.get_submodule(parent_name)
+    split = getattr(parent, "split_size", None)
+    if split is None or getattr(parent, "is_cross_attention", False):
+        return None
+    width = model.get_submodule(module_name).bias.shape[0]
+    return (split, 2 * split) if width == 3 * split else None
 
 
 def _reduction(parameter: CoveredParameter) -> str:
@@ -97,10 +144,15 @@ def _reduction(parameter: CoveredParameter) -> str:
 
 
 def reduce_per_output_unit(parameter: CoveredParameter, diagonal: torch.Tensor) -> torch.Tensor:
-    """(out,) coordinates of one parameter's unreduced Fisher diagonal (its own shape)."""
+    """(out,) coordinates of one parameter's unreduced Fisher diagonal (its own shape), without its
+    excluded (structurally zero) ones."""
     reduction = _reduction(parameter)
     if reduction == "none":
-        return diagonal.reshape(-1)
+        values = diagonal.reshape(-1)
+        if parameter.excluded is not None:
+            start, end = parameter.excluded
+            values = torch.cat([values[:start], values[end:]])
+        return values
     return diagonal.mean(dim=0 if parameter.kind == "conv1d" else 1)
 
 
@@ -110,20 +162,25 @@ def build_layout(covered: list[CoveredParameter]) -> list[LayoutBlock]:
     for parameter in covered:
         width = parameter.shape[-1] if parameter.kind == "conv1d" and parameter.attribute == "weight" \
             else parameter.shape[0]
+        if parameter.excluded is not None:
+            width -= parameter.excluded[1] - parameter.excluded[0]
         blocks.append(LayoutBlock(parameter.name, parameter.kind, parameter.shape, _reduction(parameter),
-                                  start, start + width))
+                                  start, start + width, parameter.excluded))
         start += width
     return blocks
 
 
 def layout_manifest(blocks: list[LayoutBlock]) -> list[dict]:
-    """The layout as JSON-ready dicts."""
-    return [{**asdict(block), "shape": list(block.shape)} for block in blocks]
+    """The layout as JSON-ready dicts ("excluded": the parameter's coordinates left out, or null)."""
+    return [{**asdict(block), "shape": list(block.shape),
+             "excluded": None if block.excluded is None else list(block.excluded)} for block in blocks]
 
 
 def layout_digest(blocks: list[LayoutBlock]) -> str:
-    """A short hash of names, shapes and reductions: equal digests mean comparable coordinates."""
-    key = json.dumps([[b.name, list(b.shape), b.reduction, b.start, b.end] for b in blocks])
+    """A short hash of names, shapes, reductions and exclusions: equal digests mean comparable
+    coordinates (a block without exclusions hashes as it did before exclusions existed)."""
+    key = json.dumps([[b.name, list(b.shape), b.reduction, b.start, b.end]
+                      + ([] if b.excluded is None else [list(b.excluded)]) for b in blocks])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -136,6 +193,7 @@ def block_traces(blocks: list[LayoutBlock], vector: torch.Tensor) -> dict[str, f
     """Trace (sum of the unreduced diagonal) of each covered parameter, from the reduced vector.
 
     A mean over the inputs times their number is their sum, so the trace needs no second pass.
+    Excluded coordinates are structurally zero and add nothing.
     """
     traces = {}
     for block in blocks:

@@ -7,7 +7,7 @@ import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from task2vec.fisher import diagonal_fisher, fisher_sums, next_token_predictions, sample_labels
-from task2vec.layout import build_layout, flatten, select_parameters
+from task2vec.layout import build_layout, flatten, objective_exclusions, select_parameters
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_schedule, new_head)
 
@@ -125,13 +125,15 @@ def test_mc_average_matches_the_exact_expectation_and_minibatch_sq_its_scaled_ve
     mc_mean, mc_se = mc.mean(0), mc.std(0, ddof=1) / np.sqrt(draws)
     within = np.abs(mc_mean - exact) <= 4 * mc_se
     assert within.mean() >= 0.99, within.mean()
-    # Square of the mean-loss gradient of one minibatch holding all N predictions: E = exact / N.
+    # Square of the mean-loss gradient of one minibatch holding all N_mb predictions, K = 2 label
+    # samples averaged in the loss: E = exact / (K · N_mb), the scale the README states.
     predictions = int((mask[:, :-1] & mask[:, 1:]).sum())
     sq = np.stack([flatten(covered, diagonal_fisher(model, ids, mask, estimator="minibatch_sq", generator=generator,
-                                                    parameters=covered, minibatch_size=2)).numpy()
+                                                    parameters=covered, minibatch_size=2, num_samples=2)).numpy()
                    for _ in range(draws)])
     sq_mean, sq_se = sq.mean(0), sq.std(0, ddof=1) / np.sqrt(draws)
-    assert (np.abs(sq_mean - exact / predictions) <= 4 * sq_se).mean() >= 0.99
+    assert (np.abs(sq_mean - exact / (2 * predictions)) <= 4 * sq_se).mean() >= 0.99
+    assert (np.abs(sq_mean - exact / predictions) <= 4 * sq_se).mean() < 0.5   # the K matters
     # Negative control: the data-label (empirical) square is not an estimate of the Fisher here.
     empirical = flatten(covered, diagonal_fisher(model, ids, mask, estimator="empirical", parameters=covered)).numpy()
     assert (np.abs(empirical - exact) <= 4 * mc_se).mean() < 0.5
@@ -176,8 +178,12 @@ def test_gpt2_small_layout_has_102144_coordinates_per_output_unit():
     assert first["transformer.h.0.mlp.c_fc.weight"].reduction == "mean over axis 0 (inputs)"
     assert blocks[-1].name == "transformer.ln_f.weight" and blocks[-1].start == 101_376
     assert not any("wte" in b.name or "wpe" in b.name or "lm_head" in b.name for b in blocks)
-    with_biases = build_layout(select_parameters(model, "transformer", ("bias",)))
-    assert with_biases[-1].end == 2 * 102_144  # every covered module has a bias of its output width
+    with_biases = {b.name: b for b in build_layout(select_parameters(model, "transformer", ("bias",)))}
+    # every covered module has a bias of its output width, less the 768 key biases of each block
+    assert max(b.end for b in with_biases.values()) == 2 * 102_144 - 12 * 768 == 195_072
+    key_bias = with_biases["transformer.h.3.attn.c_attn.bias"]
+    assert key_bias.excluded == (768, 1536) and key_bias.end - key_bias.start == 2 * 768
+    assert sum(b.excluded is not None for b in with_biases.values()) == 12
 
 
 def test_reduction_is_a_mean_over_inputs_for_each_output_unit():
@@ -238,3 +244,68 @@ def test_left_padding_is_refused():
     ids, mask = padded_batch([5, 3], 5)
     with pytest.raises(ValueError, match="pad on the right"):
         diagonal_fisher(tiny_lm(), ids, mask.flip(1))
+
+
+def probe_batches(lm) -> dict[str, tuple]:
+    """(probe, batch) for the LM head, a span head and a class head on the same body."""
+    generator = torch.Generator().manual_seed(3)
+    ids, mask = padded_batch([7, 5, 3, 8], 8)
+    batches = {"lm": {"input_ids": ids, "attention_mask": mask},
+               "classification": {"input_ids": ids, "attention_mask": mask, "labels": torch.tensor([0, 1, 1, 0])},
+               "span": {"input_ids": ids, "attention_mask": mask, "candidates": mask.bool() & (torch.arange(8) >= 1),
+                        "start_positions": torch.tensor([2, 1, 2, 3]), "end_positions": torch.tensor([4, 3, 2, 6])}}
+    result = {}
+    for kind, batch in batches.items():
+        head = new_head(lm, kind, 2, generator).double()
+        result[kind] = (ProbeModel(lm.transformer, head, "transformer", kind).eval(), batch)
+    return result
+
+
+def test_the_attention_key_bias_is_structurally_zero_and_left_out():
+    """Adding b_k to every key adds q_i·b_k to all logits of query i, which the softmax ignores: the
+    gradient of ANY loss with respect to the key bias is zero. Checked by autograd on an arbitrary
+    loss, then on the Fisher of every head; the layout drops exactly that slice, and under the task
+    objective ln_f.bias (zero under the span head, whose softmax runs over positions); nothing else
+    is structurally zero."""
+    lm = tiny_lm()
+    n_embd = lm.config.n_embd
+    ids, mask = padded_batch([7, 5, 3], 8)
+    loss = (lm(input_ids=ids, attention_mask=mask).logits.sin() * torch.randn(3, 8, VOCAB, dtype=torch.float64,
+                                                                               generator=torch.Generator().manual_seed(0))).sum()
+    bias = lm.transformer.h[1].attn.c_attn.bias
+    (grad,) = torch.autograd.grad(loss, [bias])
+    assert grad[n_embd:2 * n_embd].abs().max() < 1e-12 * grad.abs().max()
+    assert grad[:n_embd].abs().min() > 0 and grad[2 * n_embd:].abs().min() > 0   # query and value biases count
+
+    for kind, (probe, batch) in probe_batches(lm).items():
+        objective = "lm" if kind == "lm" else "task"
+        exclude = objective_exclusions(probe, "transformer", objective, ("bias",))
+        assert exclude == (() if kind == "lm" else ("transformer.ln_f.bias",))
+        assert objective_exclusions(probe, "transformer", objective, ()) == ()
+        if kind == "span":   # the excluded bias is structurally zero there
+            everything = select_parameters(probe, "transformer", ("bias",))
+            full = fisher_sums(probe, batch, PREDICTIONS[kind], everything, estimator="empirical").diagonal()
+            largest = max(float(value.max()) for value in full.values())
+            assert float(full["transformer.ln_f.bias"].max()) <= 1e-20 * largest
+        covered = select_parameters(probe, "transformer", ("bias",), exclude)
+        blocks = {b.name: b for b in build_layout(covered)}
+        for estimator, samples in (("empirical", 1), ("mc", 4)):
+            sums = fisher_sums(probe, batch, PREDICTIONS[kind], covered, estimator=estimator, num_samples=samples,
+                               generator=torch.Generator().manual_seed(1))
+            diagonal = sums.diagonal()
+            vector = flatten(covered, diagonal)
+            expected = []
+            for parameter in covered:
+                value = diagonal[parameter.name]
+                if parameter.attribute == "bias" and parameter.module_name.endswith("c_attn"):
+                    scale = float(value.abs().max())
+                    assert value[n_embd:2 * n_embd].abs().max() <= 1e-20 * scale, (kind, parameter.name)
+                    value = torch.cat([value[:n_embd], value[2 * n_embd:]])
+                elif len(parameter.shape) == 2:
+                    value = value.mean(dim=0)                     # Conv1D (in, out): per output unit
+                expected.append(value)
+                block = blocks[parameter.name]
+                assert block.end - block.start == expected[-1].numel()
+            torch.testing.assert_close(vector, torch.cat(expected), rtol=0, atol=0)
+            # nothing else in the layout is structurally zero
+            assert vector.min() > 1e-12 * vector.max(), (kind, estimator, float(vector.min() / vector.max()))
