@@ -117,6 +117,10 @@ def print_report(report: dict) -> None:
             base = condition["baseline"]
             print(f"  no source: {base['mean_accuracy']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
                   f"over {base['n_seeds']} seeds")
+        for point in points:
+            if point["runs_share_seeds"]:
+                print(f"  warning: runs of {'+'.join(point['sources'])} from one checkpoint share seeds; they are "
+                      "pooled as if independent")
         for group in condition["chain_orders"]:
             orders = "; ".join(f"{o['source_tasks']} {o['mean_accuracy']:.4f} ({o['n_seeds']} seeds)"
                                for o in group["orders"])

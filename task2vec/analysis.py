@@ -28,7 +28,7 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +101,15 @@ def _minibatch_size(metadata: Mapping[str, Any]) -> Any:
     return _nested(metadata, "settings", "minibatch_size") if metadata.get("estimator") == "minibatch_sq" else None
 
 
+def _probe_digest(metadata: Mapping[str, Any]) -> str | None:
+    """The probe's weight digest (a probe given only by name counts as that name)."""
+    probe = metadata.get("probe")
+    return probe.get("sha256") if isinstance(probe, dict) else probe
+
+
 # What makes the coordinates or the estimated quantity differ: never compared.
 DEFINING_METADATA = (
-    ("probe weights", lambda m: _probe_digest(m)),
+    ("probe weights", _probe_digest),
     ("objective", lambda m: m.get("objective")),
     ("estimator", lambda m: m.get("estimator")),
 )
@@ -122,17 +128,19 @@ SETTING_METADATA = (
 ALLOW_FLAG = "--allow_setting_mismatch"
 
 
-def _differing(embeddings: Mapping[str, TaskEmbedding], checks) -> list[str]:
-    """'<what> differ (task: value, ...)' for each check whose recorded values differ."""
+def _differing(embeddings: Mapping[str, TaskEmbedding],
+               checks: Sequence[tuple[str, Callable[[Mapping[str, Any]], Any]]]) -> list[str]:
+    """'their <what> differ (task: value, ...)' for each check whose recorded values differ
+    (embeddings that do not record the value are not counted)."""
     found = []
     for what, read in checks:
         values = {name: read(emb.metadata) for name, emb in embeddings.items()}
-        if len({json_key(v) for v in values.values() if v is not None}) > 1:
+        if len({_json_key(v) for v in values.values() if v is not None}) > 1:
             found.append(f"their {what} differ ({', '.join(f'{name}: {value}' for name, value in values.items())})")
     return found
 
 
-def json_key(value: Any) -> str:
+def _json_key(value: Any) -> str:
     """A hashable, order-independent form of a metadata value (numbers, strings, lists, dicts)."""
     return json.dumps(value, sort_keys=True)
 
@@ -177,12 +185,6 @@ def check_comparable(embeddings: Mapping[str, TaskEmbedding], *, allow_setting_m
     for warning in warnings:
         logger.warning(warning)
     return warnings
-
-
-def _probe_digest(metadata: Mapping[str, Any]) -> str | None:
-    """The probe's weight digest (a probe given only by name counts as that name)."""
-    probe = metadata.get("probe")
-    return probe.get("sha256") if isinstance(probe, dict) else probe
 
 
 def embedding_summary(emb_dir: str | os.PathLike, embeddings: Mapping[str, TaskEmbedding]) -> dict[str, dict]:

@@ -153,10 +153,11 @@ def main(argv: list[str] | None = None) -> dict:
             summary["tasks"][spec.name] = {"path": str(folder), "dimension": embedding.dimension,
                                            "examples_used": embedding.metadata["examples"]["examples_used"],
                                            "noise_floor": floor}
-            logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s",
-                        spec.name, embedding.dimension, embedding.metadata["examples"]["examples_used"],
-                        embedding.metadata["examples"]["batches"], folder, _fmt(floor["task"]),
-                        _fmt(floor["data_diversity"]))
+            logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s "
+                        "(%s corrected for the noise)", spec.name, embedding.dimension,
+                        embedding.metadata["examples"]["examples_used"], embedding.metadata["examples"]["batches"],
+                        folder, _fmt(floor["task"]), _fmt(floor["data_diversity"]),
+                        _fmt(floor["data_diversity_corrected"]))
     finally:
         shutdown_distributed(dist)
     return summary

@@ -29,7 +29,7 @@ import torch
 from tqdm.auto import tqdm
 
 from task2vec.distances import task2vec_distance
-from task2vec.diversity import data_diversity, noise_floor
+from task2vec.diversity import corrected_data_diversity, data_diversity, noise_floor
 from task2vec.fisher import ESTIMATORS, OutputFn, Predictions, fisher_sums
 from task2vec.io import TaskEmbedding
 from task2vec.layout import (block_traces, build_layout, flatten, layout_digest, layout_manifest,
@@ -278,11 +278,17 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
 
 def _noise_report(vector: np.ndarray, batches: np.ndarray, reseeded: np.ndarray | None,
                   batches_reseeded: np.ndarray | None) -> dict:
-    """Task-level and batch-level noise floors beside the data-level diversity of the batches."""
-    report: dict = {"task": None, "batches_mean": None, "data_diversity": None}
+    """Task-level and batch-level noise floors beside the data-level diversity of the batches, raw
+    and corrected for the batch floors (None where it cannot be computed)."""
+    report: dict = {"task": None, "batches_mean": None, "data_diversity": None, "data_diversity_corrected": None}
     if len(batches) >= 2:
         report["data_diversity"] = data_diversity(batches).value
     if reseeded is not None:
         report["task"] = task2vec_distance(vector, reseeded)
         report["batches_mean"] = noise_floor(batches, batches_reseeded)["mean"]
+        if len(batches) >= 2:
+            try:
+                report["data_diversity_corrected"] = corrected_data_diversity(batches, batches_reseeded).value
+            except ValueError as err:   # floors too large to correct: said in the log, left None
+                logger.warning("data diversity not corrected: %s", err)
     return report

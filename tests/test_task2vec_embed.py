@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from task2vec.cli import main as embed_main
+from task2vec.correction import corrected_distance
 from task2vec.distances import task2vec_distance
 from task2vec.embed import EmbeddingContext, EmbeddingSettings, batch_digests, embed_task, plan_batches
 from task2vec.io import load_task_embedding
@@ -49,6 +50,13 @@ def test_command_line_writes_every_file(tiny_checkpoint, tmp_path):
         assert meta["layout"][-1]["end"] == meta["dimension"] and meta["layout_digest"]
         assert meta["head"]["steps"] == 20 and meta["probe"]["sha256"]
         assert 0 < meta["noise_floor"]["task"] < meta["noise_floor"]["batches_mean"]
+        # the data diversity corrected for the batch floors, recomputed from the saved (float32) arrays
+        floors = [task2vec_distance(a, b) for a, b in zip(embedding.batches, embedding.batches_reseeded)]
+        pairs = [(i, j) for i in range(3) for j in range(i + 1, 3)]
+        corrected = np.mean([corrected_distance(task2vec_distance(embedding.batches[i], embedding.batches[j]),
+                                                floors[i], floors[j]) for i, j in pairs])
+        assert meta["noise_floor"]["data_diversity_corrected"] == pytest.approx(corrected, rel=1e-4)
+        assert meta["noise_floor"]["data_diversity_corrected"] < meta["noise_floor"]["data_diversity"]
     assert not any(p.suffix == ".pkl" for p in out.rglob("*"))
     again = run_module("task2vec", "--tasks", "squad", "--model_name", str(tiny_checkpoint), "--use_samples",
                        "--output_dir", str(out), *SMALL)

@@ -562,3 +562,22 @@ def test_script_as_a_user_runs_it(emb_dir, tmp_path):
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((output / "diversity.json").read_text(encoding="utf-8"))
     assert len(report["subsets"]) == 10 and report["results_table"] == "results.csv"
+
+
+def test_runs_sharing_seeds_are_flagged_and_rerun_rows_are_duplicates():
+    from task2vec.transfer import source_set_point
+
+    def row(line, seeds, output_dir="runs/a", pretrained="ckpt"):
+        values = [0.9, 0.91, 0.92][:len(seeds.split(";"))]
+        return {"line": line, "source_tasks": "squad;drop", "sources": ["squad", "drop"], "pretrained_model": pretrained,
+                "seeds": seeds, "output_dir": output_dir, "n": len(values), "mean_accuracy": float(np.mean(values)),
+                "std_accuracy": float(np.std(values, ddof=1)),
+                **{name: 0.1 for name in ("diversity", "diversity_with_target", "distance_to_target",
+                                          "diversity_corrected", "diversity_with_target_corrected",
+                                          "distance_to_target_corrected")}}
+
+    point = source_set_point([row(2, "13;21"), row(3, "13;21", output_dir="runs/b"), row(4, "13;42")], 0.95)
+    assert point["duplicate_lines"] == [3] and point["n_runs"] == 2 and point["runs_share_seeds"]
+    other_checkpoint = source_set_point([row(2, "13;21"), row(3, "13;21", pretrained="ckpt2")], 0.95)
+    assert other_checkpoint["duplicate_lines"] == [] and not other_checkpoint["runs_share_seeds"]
+    assert other_checkpoint["n_seeds"] == 4
