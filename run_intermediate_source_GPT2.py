@@ -13,12 +13,12 @@ from pathlib import Path
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
 from utils.cli import add_data_file_args, add_output_args, add_runtime_args, run_entry_point, task_name
-from utils.data import load_task_data
 from utils.distributed import barrier, shutdown_distributed
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (QA_HEAD_CHOICES, add_qa_args, cache_dir_from, evaluate_qa, load_qa_model,
-                               make_objective, qa_features, qa_settings, write_predictions)
+                               load_qa_split, make_objective, qa_features, qa_settings, write_predictions)
+from utils.records import has_training_span
 from utils.run_setup import start_run
 from utils.runtime import set_seed
 from utils.tasks import get_task
@@ -60,13 +60,14 @@ def main(argv: list[str] | None = None) -> dict:
     dist_ctx = run.dist
     resume_dir = resolve_resume_dir(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
 
-    train_data = load_task_data(spec, "train", args.train_file)
-    eval_data = load_task_data(spec, "validation", args.validation_file)
-    train_records = train_data.records[:args.max_train_samples]
-    eval_records = eval_data.records[:args.max_eval_samples]
+    train_data, train_records, train_subset = load_qa_split(spec, "train", args.train_file, limit=args.max_train_samples,
+                                                            objective=args.objective, seed=args.data_seed)
+    eval_data, eval_records, eval_subset = load_qa_split(spec, "validation", args.validation_file,
+                                                         limit=args.max_eval_samples, objective=args.objective,
+                                                         seed=args.data_seed)
     if not train_records or not eval_records:
-        raise ToolkitError(f"{spec.name}: the adapter kept {len(train_records)} training and {len(eval_records)} "
-                           "evaluation questions; see adapter_stats.json")
+        raise ToolkitError(f"{spec.name}: {len(train_records)} training questions usable by the {args.objective} "
+                           f"objective and {len(eval_records)} evaluation questions; see adapter_stats_*.json")
 
     loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep")
     parent = read_trainer_state(resume_dir).parent if resume_dir else loaded.provenance.__dict__
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> dict:
                                           "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
         for name, data in (("train", train_data), ("validation", eval_data)):
             write_json(output_dir / f"adapter_stats_{name}.json", data.stats.to_dict())
+        write_json(output_dir / "data_subsets.json", {"train": train_subset.to_dict(), "validation": eval_subset.to_dict()})
         logger.info("%s: %d training questions -> %d features, %d evaluation questions; %d steps of %d sequences",
                     spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
                     schedule.effective_batch_size)
@@ -113,12 +115,16 @@ def main(argv: list[str] | None = None) -> dict:
     results: dict = {}
     if dist_ctx.is_main:
         metrics, predictions = evaluated
-        # Questions with no training row: answers longer than a window (generative objective).
-        unused = len(train_records) - len(set(features["train"]["example_index"]))
-        results = {**metrics, **train_metrics, "train_examples": len(train_records), "train_examples_unused": unused,
+        # Questions with no training row: answers longer than a window, or not spans of a context
+        # longer than one window (generative objective).
+        used = set(features["train"]["example_index"])
+        results = {**metrics, **train_metrics, "train_examples": len(train_records),
+                   "train_examples_unused": len(train_records) - len(used),
+                   "train_examples_without_located_answer": sum(not has_training_span(train_records[i]) for i in used),
+                   "eval_subset": eval_subset.strategy, "data_seed": args.data_seed,
                    "train_features": len(features["train"]),
                    "eval_features": len(features["eval"]), "seed": args.seed}
-        write_predictions(output_dir, predictions, spec.version_2_with_negative)
+        write_predictions(output_dir, predictions, spec)
         save_checkpoint(model, tokenizer, output_dir, lineage(metrics))
         write_all_results(output_dir, results)
         ctx.log.log({"step": train_metrics["train_steps"], **metrics})

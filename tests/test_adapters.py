@@ -25,6 +25,7 @@ def squad_file(qas, version="1.1"):
 
 def check_stats(stats):
     assert stats.records_read == stats.kept + sum(stats.dropped.values())
+    assert sum(stats.without_located_answer.values()) <= stats.kept
 
 
 # ----------------------------------------------------------------------------- SQuAD
@@ -39,7 +40,7 @@ def test_squad_v1_records(tmp_path):
     assert data.records[0] == {
         "id": "q1", "task": "squad", "context": CTX, "question": "When?",
         "answers": {"text": ["1843", "in 1843"], "answer_start": [40, 37]},
-        "is_impossible": False, "meta": {"title": "Ada"}}
+        "is_impossible": False, "gold": [["1843"], ["in 1843"]], "meta": {"title": "Ada"}}
     assert data.records[1]["answers"] == {"text": ["Charles Babbage"], "answer_start": [62]}
     assert data.stats.kept == 2 and not data.stats.dropped
     check_stats(data.stats)
@@ -56,6 +57,7 @@ def test_squad_v2_unanswerable_and_plausible(tmp_path):
     assert impossible["is_impossible"] is True
     assert impossible["answers"] == {"text": [], "answer_start": []}
     assert impossible["meta"]["plausible_answers"] == [{"text": "1843", "answer_start": 40}]
+    assert impossible["gold"] == [] and data.records[0]["gold"] == [["London"]]
     assert data.stats.notes == {"unanswerable": 1}
     # The same file read as SQuAD v1.1 cannot keep the unanswerable question.
     v1 = load_task_data("squad", "train", path)
@@ -79,7 +81,7 @@ def test_duplicate_ids_are_an_error(tmp_path):
 
 # ----------------------------------------------------------------------------- Quoref
 
-def test_quoref_offsets_repaired_or_dropped_and_multi_span(tmp_path):
+def test_quoref_offsets_repaired_multi_span_conjunctive_and_nothing_dropped(tmp_path):
     path = write(tmp_path, "q.json", squad_file([
         {"id": "off1", "question": "Who wrote?", "answers": [{"text": "Ada Lovelace", "answer_start": 1}]},
         {"id": "gone", "question": "Who?", "answers": [{"text": "Ada Byron", "answer_start": 0}]},
@@ -89,9 +91,14 @@ def test_quoref_offsets_repaired_or_dropped_and_multi_span(tmp_path):
     data = load_task_data("quoref", "validation", path)
     by_id = {r["id"]: r for r in data.records}
     assert by_id["off1"]["answers"] == {"text": ["Ada Lovelace"], "answer_start": [0]}
-    assert "gone" not in by_id
+    # Kept for evaluation with its original answer; no span to train on.
+    assert by_id["gone"]["answers"]["text"] == [] and by_id["gone"]["gold"] == [["Ada Byron"]]
+    assert not by_id["gone"]["is_impossible"] and "gone" not in [r["id"] for r in data.span_records()]
     assert by_id["multi"]["answers"]["text"] == ["Ada Lovelace", "Charles Babbage"]
-    assert data.stats.dropped == {"answer_offset_unrepairable": 1}
+    # Quoref's gold answer is all the spans together (conjunctive).
+    assert by_id["multi"]["gold"] == [["Ada Lovelace", "Charles Babbage"]]
+    assert not data.stats.dropped and data.stats.kept == 3
+    assert data.stats.without_located_answer == {"answer_offset_unrepairable": 1}
     assert data.stats.notes["answer_offset_repaired"] == 1
     assert data.stats.notes["multi_span_answer"] == 1
     check_stats(data.stats)
@@ -115,12 +122,16 @@ def duorc_movies():
 def test_duorc_original_json(tmp_path):
     data = load_task_data("duorc-p", "train", write(tmp_path, "ParaphraseRC_train.json", duorc_movies()))
     by_id = {r["id"]: r for r in data.records}
+    assert list(by_id) == ["d1", "d2", "d3", "d4", "d5"]  # every question, for evaluation
     assert by_id["d1"]["answers"] == {"text": ["Tom"], "answer_start": [DUORC_PLOT.index("Tom")]}
     assert by_id["d2"]["answers"]["text"] == ["The Red Door"]  # the plot's casing
-    assert "d3" not in by_id
-    assert by_id["d4"]["is_impossible"] and by_id["d4"]["answers"]["text"] == []
+    assert by_id["d2"]["gold"] == [["the red door"]]          # the original string, untouched
+    assert by_id["d3"]["answers"]["text"] == [] and by_id["d3"]["gold"] == [["She is scared of it."]]
+    assert by_id["d4"]["is_impossible"] and by_id["d4"]["answers"]["text"] == [] and by_id["d4"]["gold"] == []
     assert by_id["d5"]["answers"]["text"] == ["attic"]
-    assert data.stats.dropped == {"answer_not_in_plot": 1}
+    assert by_id["d5"]["gold"] == [["in a barn"], ["attic"]]   # both strings, found or not
+    assert not data.stats.dropped and data.stats.without_located_answer == {"answer_not_in_plot": 1}
+    assert [r["id"] for r in data.span_records()] == ["d1", "d2", "d4", "d5"]
     assert data.stats.notes["answer_found_case_insensitive"] == 1
     assert data.stats.notes["unanswerable"] == 1
     assert by_id["d1"]["meta"]["title"] == "Door"
@@ -149,7 +160,7 @@ def drop_answer(number="", spans=(), date=None):
     return {"number": number, "date": date or {"day": "", "month": "", "year": ""}, "spans": list(spans)}
 
 
-def test_drop_original_json(tmp_path):
+def test_drop_original_json_keeps_every_question_with_its_official_gold(tmp_path):
     payload = {"nfl_1": {"passage": DROP_PASSAGE, "qa_pairs": [
         {"query_id": "n", "question": "How many points?", "answer": drop_answer(number="24")},
         {"query_id": "d", "question": "When?", "answer": drop_answer(date={"day": "3", "month": "", "year": "2009"})},
@@ -159,11 +170,21 @@ def test_drop_original_json(tmp_path):
         {"query_id": "x", "question": "Who lost?", "answer": drop_answer(spans=["the Detroit Lions"])},
     ]}}
     data = load_task_data("drop", "validation", write(tmp_path, "drop_dataset_dev.json", payload))
-    assert [r["id"] for r in data.records] == ["s"]
-    assert data.records[0]["answers"] == {"text": ["Jay Cutler", "Cutler"],
-                                          "answer_start": [DROP_PASSAGE.index("Jay Cutler"), DROP_PASSAGE.index("Cutler")]}
-    assert data.stats.dropped == {"number_answer": 1, "date_answer": 1, "multi_span_answer": 1,
-                                  "span_not_in_passage": 1}
+    by_id = {r["id"]: r for r in data.records}
+    assert list(by_id) == ["n", "d", "s", "m", "x"]
+    assert [r["id"] for r in data.span_records()] == ["s"]
+    assert by_id["s"]["answers"] == {"text": ["Jay Cutler", "Cutler"],
+                                     "answer_start": [DROP_PASSAGE.index("Jay Cutler"), DROP_PASSAGE.index("Cutler")]}
+    # The official script's answer strings: a number as given, a date "day month year" with its
+    # empty fields, multi-span answers as one tuple; the main answer first, then the validated ones.
+    assert by_id["n"]["gold"] == [["24"]] and by_id["n"]["gold_types"] == ["number"]
+    assert by_id["d"]["gold"] == [["3  2009"]] and by_id["d"]["gold_types"] == ["date"]
+    assert by_id["s"]["gold"] == [["Jay Cutler"], ["Cutler"], ["2"]]
+    assert by_id["s"]["gold_types"] == ["span", "span", "number"]
+    assert by_id["m"]["gold"] == [["Greg Olsen", "Devin Hester"]] and by_id["m"]["gold_types"] == ["spans"]
+    assert not data.stats.dropped
+    assert data.stats.without_located_answer == {"number_answer": 1, "date_answer": 1, "multi_span_answer": 1,
+                                                 "span_not_in_passage": 1}
     check_stats(data.stats)
 
 
@@ -177,8 +198,11 @@ def test_drop_hub_rows(tmp_path):
          "answers_spans": {"spans": ["Greg Olsen", "Devin Hester"], "types": ["span", "span"]}},
     ]
     data = load_task_data("drop", "train", write(tmp_path, "rows.json", rows))
-    assert [r["id"] for r in data.records] == ["s"]
-    assert data.stats.dropped == {"number_answer": 1, "multi_span_answer": 1}
+    assert [r["id"] for r in data.records] == ["s", "n", "m"]
+    assert [r["id"] for r in data.span_records()] == ["s"]
+    assert data.records[2]["gold"] == [["Greg Olsen"], ["Devin Hester"]]  # the Hub's flattened answers
+    assert data.stats.without_located_answer == {"number_answer": 1, "multi_span_answer": 1}
+    assert data.stats.notes["answers_flattened_by_hub"] == 1
 
 
 # ----------------------------------------------------------------------------- Hub SQuAD rows, saved datasets
@@ -235,6 +259,30 @@ def test_canonical_impossible_flag_must_agree(tmp_path):
     path.write_text(json.dumps(record) + "\n", encoding="utf-8")
     with pytest.raises(DataError, match="is_impossible"):
         load_task_data("squad_v2", "train", path)
+    path.write_text(json.dumps({**record, "gold": [], "is_impossible": False}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="is_impossible"):
+        load_task_data("squad_v2", "train", path)
+    path.write_text(json.dumps({**record, "gold": [["Paris"]], "is_impossible": True}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="is_impossible"):
+        load_task_data("squad_v2", "train", path)
+    path.write_text(json.dumps({**record, "gold": [["Paris", 3]]}) + "\n", encoding="utf-8")
+    with pytest.raises(DataError, match="gold"):
+        load_task_data("squad_v2", "train", path)
+
+
+def test_canonical_without_gold_gets_it_from_the_answers(tmp_path):
+    record = {"id": "c3", "task": "quoref", "context": CTX, "question": "Who?",
+              "answers": {"text": ["Ada Lovelace", "Charles Babbage"], "answer_start": [0, 62]}, "is_impossible": False}
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps(record) + "\n", encoding="utf-8")
+    assert load_task_data("quoref", "train", path).records[0]["gold"] == [["Ada Lovelace", "Charles Babbage"]]
+    assert load_task_data("squad", "train", path).records[0]["gold"] == [["Ada Lovelace"], ["Charles Babbage"]]
+    # An evaluation-only record (gold, no located span) round-trips.
+    unlocated = {**record, "answers": {"text": [], "answer_start": []}, "gold": [["seven"]]}
+    path.write_text(json.dumps(unlocated) + "\n", encoding="utf-8")
+    data = load_task_data("drop", "validation", path)
+    assert data.records[0]["gold"] == [["seven"]] and data.span_records() == []
+    assert data.stats.without_located_answer == {"answer_not_located": 1}
 
 
 def test_format_of_another_dataset_is_refused(tmp_path):

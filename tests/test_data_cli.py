@@ -116,11 +116,21 @@ def test_unwritable_outputs_are_one_line_errors(tmp_path):
 
 
 def test_a_file_with_nothing_usable(tmp_path):
+    path = tmp_path / "unanswerable_only.json"
+    path.write_text(json.dumps({"version": "v2.0", "data": [{"title": "t", "paragraphs": [{"context": "They scored 7.", "qas": [
+        {"id": "u1", "question": "Who lost?", "answers": [], "is_impossible": True}]}]}]}))
+    one_line_error(run_module("utils.data", "--task", "squad", "--file", str(path)), "none of its 1 records",
+                   "unanswerable_in_v1_task: 1")
+
+
+def test_questions_without_a_located_answer_are_kept_and_counted(tmp_path):
     path = tmp_path / "numbers_only.json"
     path.write_text(json.dumps({"p1": {"passage": "They scored 7.", "qa_pairs": [
         {"query_id": "n1", "question": "How many?", "answer": {"number": "7", "date": {}, "spans": []}}]}}))
-    one_line_error(run_module("utils.data", "--task", "drop", "--file", str(path)), "none of its 1 records",
-                   "number_answer: 1")
+    done = run_module("utils.data", "--task", "drop", "--file", str(path))
+    assert done.returncode == 0, done.stderr
+    stats = json.loads(done.stdout)
+    assert stats["kept"] == 1 and stats["without_located_answer"] == {"number_answer": 1}
 
 
 def test_json_lines_under_a_json_name(tmp_path):

@@ -5,8 +5,8 @@ import torch
 
 from utils.data import load_task_data
 from utils.qa_features import SpanFeatureConfig, span_features, token_span, window_starts
-from utils.qa_generative import (GenerativeConfig, generative_features, greedy_decode, is_unanswerable, left_padded,
-                                 postprocess_generations)
+from utils.qa_generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
+                                 is_unanswerable, left_padded, postprocess_generations)
 from utils.qa_postprocess import PostprocessConfig, postprocess_span_predictions
 from utils.samples import sample_file
 from utils.squad_metric import normalize_answer, squad_v1_scores, squad_v2_scores
@@ -44,7 +44,7 @@ def test_token_span_walk_by_hand():
 
 @pytest.mark.parametrize("task", ["squad", "squad_v2", "duorc-p", "quoref"])
 def test_span_feature_properties_on_samples(task, tokenizer):
-    records = load_task_data(task, "train", sample_file(task, "train")).records
+    records = load_task_data(task, "train", sample_file(task, "train")).span_records()
     config = SpanFeatureConfig(max_seq_length=48, doc_stride=8, max_question_tokens=16)
     features = span_features(columns(records), tokenizer, config, with_labels=True, with_offsets=True)
     assert "token_type_ids" not in features
@@ -180,7 +180,7 @@ def test_oracle_on_squad_dev_and_feature_coverage(shared_data):
                                        ("duorc-s", "duorc/SelfRC_dev.sample.json")])
 def test_oracle_on_v2_data(shared_data, task, name):
     tokenizer = load_tokenizer(shared_data / "gpt2_tokenizer")
-    records = load_task_data(task, "validation", shared_data / name).records
+    records = load_task_data(task, "validation", shared_data / name).span_records()
     features = span_features(columns(records), tokenizer, SpanFeatureConfig(), with_labels=True, with_offsets=True)
     starts, ends = [], []
     for f, ids in enumerate(features["input_ids"]):
@@ -215,6 +215,44 @@ def test_generative_training_rows(tokenizer):
         assert prompt.startswith("Paris is in France.\nQuestion: ") and prompt.endswith("\nAnswer:")
 
 
+def test_generative_training_on_answers_that_are_not_spans(tokenizer):
+    """A DROP number or date is trained on in its text form when the whole passage fits in one
+    window; with a passage longer than a window (the evidence may lie elsewhere) it is not."""
+    short = "The Bears scored 24 points on 7 May 1923."
+    records = [{"id": "n", "context": short, "question": "How many?", "answers": {"text": [], "answer_start": []},
+                "gold": [["24"], ["24.0"]]},
+               {"id": "d", "context": short, "question": "When?", "answers": {"text": [], "answer_start": []},
+                "gold": [["7 May  1923"]]},
+               {"id": "m", "context": short, "question": "Who?", "answers": {"text": [], "answer_start": []},
+                "gold": [["Bears", "Lions"]]},
+               {"id": "long", "context": " ".join(["word"] * 400), "question": "How many?",
+                "answers": {"text": [], "answer_start": []}, "gold": [["3"]]}]
+    batch = {key: [r[key] for r in records] for key in ("id", "context", "question", "answers", "gold")}
+    config = GenerativeConfig(max_seq_length=128, doc_stride=32, max_question_tokens=16, max_answer_tokens=8)
+    rows = generative_features(batch, tokenizer, config, training=True)
+    assert rows["example_id"] == ["n", "d"]
+    eos = tokenizer.eos_token_id
+    for ids, labels, target in zip(rows["input_ids"], rows["labels"], [" 24", " 7 May 1923"]):
+        assert [t for t, l in zip(ids, labels) if l != -100] == tokenizer(target)["input_ids"] + [eos]
+
+
+def test_continuation_score_equals_one_token_at_a_time(tiny_checkpoint):
+    from utils.checkpoint import load_model
+
+    model = load_model(tiny_checkpoint, "lm").model.eval()
+    prompts = [[5, 9, 13, 200, 7], [8, 3], [100, 101, 102, 103, 104, 105]]
+    continuation = [42, 17, model.config.eos_token_id]
+    batch = left_padded(prompts, model.config.pad_token_id)
+    scores = continuation_logprob(model, batch["input_ids"], batch["attention_mask"], continuation)
+    for prompt, score in zip(prompts, scores):
+        total = 0.0
+        for j, token in enumerate(continuation):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([prompt + continuation[:j]])).logits[0, -1].double()
+            total += float(torch.log_softmax(logits, -1)[token])
+        assert score == pytest.approx(total / len(continuation), abs=1e-4)
+
+
 def test_greedy_decoding_batched_equals_one_by_one(tiny_checkpoint):
     from utils.checkpoint import load_model
 
@@ -247,12 +285,21 @@ def test_greedy_decoding_batched_equals_one_by_one(tiny_checkpoint):
 
 
 def test_generations_to_predictions():
-    examples = [{"id": "a"}, {"id": "b"}]
-    features = {"example_index": [0, 0, 1]}
-    decoded = [("Paris", -0.5), ("Unanswerable.", -0.1), ("Rome", -0.2)]
+    examples = [{"id": "a"}, {"id": "b"}, {"id": "c"}]
+    features = {"example_index": [0, 0, 1, 2]}
+    # (greedy answer, its mean log-probability, teacher-forced "unanswerable" score) per window.
+    decoded = [("Paris", -0.5, -1.0), ("Unanswerable.", -0.1, -0.1), ("Rome", -0.2, -3.0),
+               ("unanswerable", -0.05, -0.05)]
     v2 = postprocess_generations(examples, features, decoded, version_2_with_negative=True, unanswerable_text="unanswerable")
-    assert v2.predictions == {"a": "", "b": "Rome"} and v2.best_non_null["a"] == "Paris"
-    assert v2.null_odds["a"] == pytest.approx(0.4)
-    v1 = postprocess_generations(examples, features, decoded, version_2_with_negative=False, unanswerable_text="unanswerable")
-    assert v1.predictions == {"a": "Paris", "b": "Rome"}
+    # a: the window without the answer is sure there is none (-0.1), the window with it is not
+    # (-1.0); as for spans, the least confident null counts: odds -1.0 - (-0.5) < 0, so "Paris".
+    assert v2.predictions == {"a": "Paris", "b": "Rome", "c": ""} and v2.best_non_null["a"] == "Paris"
+    assert v2.null_odds["a"] == pytest.approx(-0.5) and v2.null_odds["b"] == pytest.approx(-2.8)
+    assert v2.null_odds["c"] == pytest.approx(1e9, rel=1e-6)  # no non-null answer in any window
+    strict = postprocess_generations(examples, features, decoded, version_2_with_negative=True,
+                                     unanswerable_text="unanswerable", null_score_diff_threshold=-1.0)
+    assert strict.predictions == {"a": "", "b": "Rome", "c": ""}
+    v1 = postprocess_generations(examples, features, [(t, s, None) for t, s, _ in decoded],
+                                 version_2_with_negative=False, unanswerable_text="unanswerable")
+    assert v1.predictions == {"a": "Paris", "b": "Rome", "c": ""}
     assert is_unanswerable(" unanswerable ", "unanswerable") and not is_unanswerable("Paris", "unanswerable")

@@ -138,8 +138,11 @@ def test_data_parallel_under_torchrun(synthetic, tmp_path):
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads((out / "all_results.json").read_text())
     predictions = json.loads((out / "eval_predictions.json").read_text())
-    dev_ids = [json.loads(line)["id"] for line in open(folder / "dev.jsonl")][:101]
-    assert sorted(predictions) == sorted(dev_ids)            # every example once (an odd count: 51 + 50)
+    subset = json.loads((out / "data_subsets.json").read_text())["validation"]
+    all_ids = [json.loads(line)["id"] for line in open(folder / "dev.jsonl")]
+    assert subset["strategy"] == "stratified_by_document" and subset["total"] == len(all_ids)
+    assert subset["ids"] != all_ids[:101] and set(subset["ids"]) <= set(all_ids)   # a random draw, not the first 101
+    assert sorted(predictions) == sorted(subset["ids"])      # every example once (an odd count: 51 + 50)
     assert results["eval_total"] == 101 and results["train_steps"] == 4
     assert json.loads((out / "run_args.json").read_text())["derived"]["world_size"] == 2
     assert len(list(out.glob("model.safetensors"))) == 1 and not list(out.glob(".*partial*"))
@@ -165,14 +168,19 @@ def test_the_readme_chain_verbatim(tmp_path):
     assert lineage["parent"]["path"] == str(tmp_path / "pretrained_model_squad_v2")
     v2_dir = tmp_path / "pretrained_model_squad_v2"
     v2_results = json.loads((v2_dir / "all_results.json").read_text())
-    for key in ("eval_exact", "eval_f1", "eval_HasAns_exact", "eval_NoAns_exact", "eval_best_f1", "eval_best_f1_thresh"):
+    for key in ("eval_exact", "eval_f1", "eval_HasAns_exact", "eval_NoAns_exact", "eval_best_f1", "eval_best_f1_thresh",
+                "eval_official_best_f1"):
         assert key in v2_results
-    # The official evaluation of the files the run wrote gives the numbers it reported.
+    # The official evaluation of the files the run wrote gives the numbers it reported (its own
+    # best_* sweep is reported as official_best_*; best_* sweeps the best non-null answers).
     official = run_module("utils.squad_metric", data["squad_v2"][1], str(v2_dir / "eval_predictions.json"),
                           "--na-prob-file", str(v2_dir / "eval_null_odds.json"), "--na-prob-thresh", "1e12")
     assert official.returncode == 0, official.stderr
     for key, value in json.loads(official.stdout).items():
-        assert v2_results[f"eval_{key}"] == pytest.approx(value), key
+        ours = f"eval_official_{key}" if key.startswith("best_") else f"eval_{key}"
+        assert v2_results[ours] == pytest.approx(value), key
+    # The sweep includes the run's own threshold (0), where it reproduces the reported F1.
+    assert v2_results["eval_best_f1"] >= v2_results["eval_f1"] - 1e-9
     v1_results = json.loads((tmp_path / "pretrained_model_squad" / "all_results.json").read_text())
     assert {"eval_exact_match", "eval_f1"} <= set(v1_results)
     assert (tmp_path / "pretrained_model_squad_v2" / "eval_null_odds.json").exists()
@@ -204,3 +212,25 @@ def test_user_errors_are_one_line(tiny_checkpoint, tmp_path):
     done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "squad", "--model_name", str(tiny_checkpoint),
                       "--train_file", sample, "--validation_file", sample, "--output_dir", str(tmp_path / "w"))
     assert done.returncode == 2 and "exceeds the 128 positions" in done.stderr
+
+
+@pytest.mark.parametrize("objective", ["span", "generative"])
+def test_duorc_every_question_scored_against_all_original_answers(tiny_checkpoint, tmp_path, objective):
+    """No evaluation question is dropped or has its gold answers trimmed: the reported numbers are
+    DuoRC's own evaluation of the predictions file over every question of the original file."""
+    from tests.test_qa_metrics import duorc_reference
+
+    dev = sample_file("duorc-p", "validation")
+    out = tmp_path / "duorc"
+    results = script.main(["--dataset_name", "duorc;ParaphraseRC", "--model_name", str(tiny_checkpoint),
+                           "--objective", objective, "--train_file", str(sample_file("duorc-p", "train")),
+                           "--validation_file", str(dev), "--max_steps", "2", "--output_dir", str(out), *SHORT])
+    movies = json.loads(dev.read_text())
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    assert sorted(predictions) == sorted(qa["id"] for movie in movies for qa in movie["qa"])
+    assert all(text.strip() for text in predictions.values())   # an abstention is written as DuoRC's "NA"
+    exact, f1 = duorc_reference(movies, predictions)
+    assert results["eval_exact_match"] == pytest.approx(exact) and results["eval_f1"] == pytest.approx(f1)
+    assert results["eval_samples"] == len(predictions) and results["eval_metric"] == "duorc"
+    stats = json.loads((out / "adapter_stats_validation.json").read_text())
+    assert results["eval_without_located_answer"] == stats["without_located_answer_total"] > 0

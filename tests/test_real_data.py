@@ -71,10 +71,11 @@ def test_quoref_dev_offsets(shared_data):
 def test_duorc_samples(shared_data, name, task):
     path = shared_data / "duorc" / f"{name}.sample.json"
     movies = json.loads(path.read_text(encoding="utf-8"))
-    expected_impossible = expected_found = expected_lost = 0
+    expected_impossible = expected_found = expected_lost = gold_strings = 0
     for movie in movies:
         plot = movie["plot"].lower()
         for qa in movie["qa"]:
+            gold_strings += len(qa["answers"])
             if qa["no_answer"]:
                 expected_impossible += 1
             elif any(a.lower() in plot or a.strip().rstrip(".").strip().lower() in plot
@@ -84,8 +85,12 @@ def test_duorc_samples(shared_data, name, task):
                 expected_lost += 1
     data = load_task_data(task, "train", path)
     assert data.stats.notes.get("unanswerable", 0) == expected_impossible
-    assert data.stats.kept == expected_impossible + expected_found
-    assert data.stats.dropped.get("answer_not_in_plot", 0) + data.stats.dropped.get("no_answer_given", 0) == expected_lost
+    # Every question is kept, with every original answer string, for evaluation; training uses
+    # those whose answer was found in the plot.
+    assert data.stats.kept == len(data.records) == expected_impossible + expected_found + expected_lost
+    assert sum(len(record["gold"]) for record in data.records) == gold_strings
+    assert len(data.span_records()) == expected_impossible + expected_found
+    assert data.stats.without_located_answer.get("answer_not_in_plot", 0) == expected_lost
     assert_invariant(data.records)
     # A span that cuts a word ("China" inside "Chinatown") is only chosen when the answer occurs
     # nowhere as whole words; checked with a regular expression, independently of the adapter.
@@ -114,9 +119,9 @@ def test_drop_files(shared_data, name):
             else:
                 kinds["other"] += 1
     data = load_task_data("drop", "train", shared_data / "drop" / name)
-    assert data.stats.dropped.get("number_answer", 0) == kinds["number"]
-    assert data.stats.kept == kinds["single"]
-    assert data.stats.records_read == sum(kinds.values())
+    assert data.stats.without_located_answer.get("number_answer", 0) == kinds["number"]
+    assert len(data.span_records()) == kinds["single"]
+    assert data.stats.kept == data.stats.records_read == sum(kinds.values())  # every question, for evaluation
     assert_invariant(data.records)
 
 
@@ -169,3 +174,52 @@ def test_task2vec_on_real_files_with_the_real_tokenizer(shared_data, tmp_path):
     assert sst2.metadata["probe"]["config"]["vocab_size"] == 50257
     floor = max(sst2.metadata["noise_floor"]["task"], squad.metadata["noise_floor"]["task"])
     assert task2vec_distance(sst2.vector, squad.vector) > 3 * floor
+
+
+WINDOWS = ["--max_seq_length", "128", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
+           "--features_cache_dir", "none", "--max_steps", "2", "--per_device_train_batch_size", "4", "--no_progress"]
+
+
+def test_duorc_paraphrase_dev_every_question_through_the_script(shared_data, tiny_checkpoint, tmp_path):
+    """All 48 questions of the real ParaphraseRC dev sample are predicted and scored against all
+    87 original answer strings (13 of these questions have no answer findable in the plot)."""
+    import run_intermediate_source_GPT2 as script
+    from tests.test_qa_metrics import duorc_reference
+
+    dev = shared_data / "duorc" / "ParaphraseRC_dev.sample.json"
+    out = tmp_path / "duorc"
+    results = script.main(["--dataset_name", "duorc-p", "--model_name", str(tiny_checkpoint), "--train_file",
+                           str(shared_data / "duorc" / "ParaphraseRC_train.sample.json"), "--validation_file", str(dev),
+                           "--output_dir", str(out), *WINDOWS])
+    movies = json.loads(dev.read_text())
+    predictions = json.loads((out / "eval_predictions.json").read_text())
+    assert len(predictions) == results["eval_samples"] == 48
+    assert sum(len(qa["answers"]) for movie in movies for qa in movie["qa"]) == 87
+    exact, f1 = duorc_reference(movies, predictions)
+    assert results["eval_exact_match"] == pytest.approx(exact) and results["eval_f1"] == pytest.approx(f1)
+    assert results["eval_without_located_answer"] == 13
+
+
+def test_drop_fixture_every_question_and_generative_training_on_numbers(shared_data, tmp_path):
+    """All 19 questions of the DROP fixture are evaluated with the official metric, per answer type;
+    the generative objective trains on number answers of the bundled DROP sample (passages that
+    fit in one 384-token window)."""
+    import run_intermediate_source_GPT2 as script
+    from utils.samples import sample_file
+    from utils.tiny_model import build_tiny_model
+
+    model = build_tiny_model(tmp_path / "tiny", n_layer=1, n_embd=16, n_head=2, n_positions=384, seed=0)
+    fixture = shared_data / "drop" / "allennlp_drop_fixture.json"
+    out = tmp_path / "drop"
+    results = script.main(["--dataset_name", "drop", "--objective", "generative", "--model_name", str(model),
+                           "--train_file", str(sample_file("drop", "train")),
+                           "--validation_file", str(fixture), "--output_dir", str(out), *WINDOWS,
+                           "--max_seq_length", "384", "--doc_stride", "128"])
+    assert results["eval_samples"] == results["eval_total"] == 19
+    assert (results["eval_number_total"], results["eval_span_total"]) == (13, 6)
+    assert results["train_examples_without_located_answer"] > 0       # numbers and dates, in their text form
+    official = run_module("utils.drop_metric", str(fixture), str(out / "eval_predictions.json"))
+    assert official.returncode == 0, official.stderr
+    printed = json.loads(official.stdout)
+    assert results["eval_exact_match"] == pytest.approx(printed["exact_match"])
+    assert results["eval_f1"] == pytest.approx(printed["f1"])

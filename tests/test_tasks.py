@@ -62,3 +62,14 @@ def test_original_task_list_spelling():
         parse_task_list("squad,squad_v1")
     with pytest.raises(UnknownTaskError, match="Known tasks"):
         parse_task_list("squad,nope")
+
+
+def test_tasks_built_from_the_same_data_are_named():
+    from utils.tasks import shared_data_warnings
+
+    squad, squad_v2, duorc_p, duorc_s, drop = (get_task(n) for n in ("squad", "squad_v2", "duorc-p", "duorc-s", "drop"))
+    messages = shared_data_warnings([squad_v2, drop], [squad, duorc_s])
+    assert len(messages) == 1 and "squad shares data with training task squad_v2" in messages[0]
+    assert "not a held-out task" in messages[0]
+    assert len(shared_data_warnings([duorc_p], [duorc_s])) == 1
+    assert shared_data_warnings([drop], [squad]) == []

@@ -7,6 +7,12 @@ per-question logic, so a task gives the same records whichever way it was obtain
 
 Nothing is dropped silently: `AdapterStats` counts every record read, kept and dropped (by
 reason), plus notes on what was kept but changed (repaired offsets, case-insensitive matches).
+
+Evaluation data is never altered: every question of a file is kept with every original gold
+answer (the record's `gold`), whether or not its answer can be found in the context. Only the
+located spans (`answers`), which training needs, depend on the search; questions without one are
+counted by reason under `without_located_answer` (training leaves them out, evaluation scores
+them with the dataset's official metric).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from utils.answer_spans import locate_answer, repair_offset, span_matches
+from utils.drop_metric import drop_answer_strings
 from utils.errors import DataError
 from utils.records import (UNLABELLED, make_qa_record, validate_classification_record,
                            validate_qa_record)
@@ -29,7 +36,9 @@ MAX_OFFSET_REPAIR_SHIFT = 32
 class AdapterStats:
     """Counts of what an adapter read, kept and dropped, written as `adapter_stats.json`.
 
-    `records_read == kept + sum(dropped.values())` always holds.
+    `records_read == kept + sum(dropped.values())` always holds. `without_located_answer` counts
+    the kept questions that have gold answers but no span located in the context (by reason):
+    they are evaluated, and left out of span training.
     """
 
     task: str
@@ -40,11 +49,17 @@ class AdapterStats:
     kept: int = 0
     dropped: Counter = field(default_factory=Counter)
     notes: Counter = field(default_factory=Counter)
+    without_located_answer: Counter = field(default_factory=Counter)
 
     def keep(self) -> None:
         """Count one record read and kept."""
         self.records_read += 1
         self.kept += 1
+
+    def keep_unlocated(self, reason: str) -> None:
+        """Count one question kept (for evaluation) whose answer has no span in the context, and why."""
+        self.keep()
+        self.without_located_answer[reason] += 1
 
     def drop(self, reason: str) -> None:
         """Count one record read and dropped, and why."""
@@ -67,6 +82,8 @@ class AdapterStats:
             "dropped_total": sum(self.dropped.values()),
             "dropped": dict(sorted(self.dropped.items())),
             "notes": dict(sorted(self.notes.items())),
+            "without_located_answer_total": sum(self.without_located_answer.values()),
+            "without_located_answer": dict(sorted(self.without_located_answer.items())),
         }
 
 
@@ -100,23 +117,34 @@ class _UniqueIds:
 
 
 def _emit_qa(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id: str, context: str,
-             question: str, texts: list[str], starts: list[int], impossible: bool,
-             meta: dict | None = None) -> None:
-    """Keep or drop one question whose answers already satisfy the span invariant."""
-    if impossible and texts:
-        # SQuAD v2 keeps plausible (wrong) answers apart; an impossible question has none.
+             question: str, texts: list[str], starts: list[int], gold: list[list[str]],
+             unlocated_reason: str, gold_types: list[str] | None = None, meta: dict | None = None) -> None:
+    """Keep one question with its gold answers and the spans located for them.
+
+    `gold == []` is an unanswerable question (refused by a task without unanswerable questions);
+    a question with gold answers but no located span is kept and counted as `unlocated_reason`.
+    """
+    if not gold:
+        if not spec.version_2_with_negative:
+            stats.drop("unanswerable_in_v1_task")
+            return
+        # SQuAD v2 keeps plausible (wrong) answers apart; an unanswerable question has no span.
         texts, starts = [], []
-    if impossible and not spec.version_2_with_negative:
-        stats.drop("unanswerable_in_v1_task")
-        return
-    if not impossible and not texts:
-        stats.drop("no_usable_answer")
-        return
-    if impossible:
         stats.note("unanswerable")
     out.append(make_qa_record(record_id=record_id, task=spec.name, context=context, question=question,
-                              texts=texts, starts=starts, meta=meta))
-    stats.keep()
+                              texts=texts, starts=starts, gold=gold, gold_types=gold_types, meta=meta))
+    if gold and not texts:
+        stats.keep_unlocated(unlocated_reason)
+    else:
+        stats.keep()
+
+
+def default_gold(spec: TaskSpec, texts: list[str]) -> list[list[str]]:
+    """Gold answers from a question's answer texts: one answer per text, or for Quoref all texts as
+    one conjunctive answer."""
+    if not texts:
+        return []
+    return [list(texts)] if spec.metric == "quoref" else [[text] for text in texts]
 
 
 def _offset_answers(raw: list[tuple[str, int]], context: str, stats: AdapterStats) -> tuple[list[str], list[int], int]:
@@ -145,14 +173,15 @@ def _offset_answers(raw: list[tuple[str, int]], context: str, stats: AdapterStat
 def _squad_like_question(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id: str,
                          context: str, question: str, raw: list[tuple[str, int]], impossible: bool,
                          meta: dict | None) -> None:
-    texts, starts, lost = _offset_answers(raw, context, stats)
-    if not impossible and not texts and lost:
-        stats.drop("answer_offset_unrepairable")
+    if not impossible and not raw:
+        stats.drop("no_answer_given")
         return
-    if len(texts) > 1 and spec.adapter == "quoref":
+    texts, starts, _ = _offset_answers(raw, context, stats) if not impossible else ([], [], 0)
+    if len(raw) > 1 and spec.metric == "quoref":
         stats.note("multi_span_answer")
+    gold = [] if impossible else default_gold(spec, [text for text, _ in raw])
     _emit_qa(spec, stats, out, record_id=record_id, context=context, question=question, texts=texts,
-             starts=starts, impossible=impossible, meta=meta)
+             starts=starts, gold=gold, unlocated_reason="answer_offset_unrepairable", meta=meta)
 
 
 def _free_form_answers(answers: Iterable[str], context: str, stats: AdapterStats) -> tuple[list[str], list[int]]:
@@ -246,24 +275,25 @@ def adapt_squad_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) 
 
 def _duorc_question(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id: str,
                     plot: str, question: str, answers: list[str], no_answer: bool, meta: dict) -> None:
-    if no_answer:
-        _emit_qa(spec, stats, out, record_id=record_id, context=plot, question=question, texts=[],
-                 starts=[], impossible=True, meta=meta)
-        return
+    """DuoRC's own evaluation scores against `answers` and treats an empty list as "no answer"
+    whatever the `no_answer` flag says; a flag that disagrees is noted."""
+    if no_answer and answers:
+        stats.note("no_answer_flag_with_answers")
+    if not no_answer and not answers:
+        stats.note("no_answers_without_no_answer_flag")
     texts, starts = _free_form_answers(answers, plot, stats)
-    if not texts:
-        stats.drop("answer_not_in_plot" if answers else "no_answer_given")
-        return
     _emit_qa(spec, stats, out, record_id=record_id, context=plot, question=question, texts=texts,
-             starts=starts, impossible=False, meta=meta)
+             starts=starts, gold=default_gold(spec, list(answers)), unlocated_reason="answer_not_in_plot",
+             meta=meta)
 
 
 def adapt_duorc_json(spec: TaskSpec, payload: Any, stats: AdapterStats) -> list[dict]:
     """DuoRC's original JSON: a list of movies {id, title, plot, qa: [{id, question, answers, no_answer}]}.
 
-    Answers are free-form strings: each is searched for in the plot (exact, then ignoring case);
-    `no_answer` marks an unanswerable question; a question none of whose answers is found is
-    dropped and counted as `answer_not_in_plot`.
+    Answers are free-form strings: each is searched for in the plot (exact, then ignoring case)
+    for training; every original string stays a gold answer. A question with no answer strings
+    is unanswerable; one none of whose answers is found is kept for evaluation and counted as
+    `answer_not_in_plot`.
     """
     file = stats.source
     if not isinstance(payload, list):
@@ -317,31 +347,35 @@ def _drop_answer_kind(answer: dict) -> str:
 
 def _drop_question(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id: str,
                    passage: str, question: str, kind: str, spans: list[str], extra_spans: list[str],
-                   meta: dict) -> None:
-    if kind != "span":
-        stats.drop(f"{kind}_answer")
-        return
-    texts, starts = _free_form_answers(spans, passage, stats)
-    if not texts:
-        stats.drop("span_not_in_passage")
-        return
-    # Validated answers from other annotators count as extra gold texts where they are single
-    # spans of the passage, as in SQuAD's several answers per question.
-    more_texts, more_starts = _free_form_answers(extra_spans, passage, stats)
-    for text, start in zip(more_texts, more_starts):
-        if (text, start) not in zip(texts, starts):
-            texts.append(text)
-            starts.append(start)
+                   gold: list[list[str]], gold_types: list[str], meta: dict) -> None:
+    """Keep a DROP question with all its gold answers; locate its answer when it is one span.
+
+    Validated answers from other annotators that are single spans of the passage count as extra
+    training spans, as SQuAD's several answers per question.
+    """
+    texts: list[str] = []
+    starts: list[int] = []
+    if kind == "span":
+        texts, starts = _free_form_answers(spans, passage, stats)
+        if texts:
+            more_texts, more_starts = _free_form_answers(extra_spans, passage, stats)
+            for text, start in zip(more_texts, more_starts):
+                if (text, start) not in zip(texts, starts):
+                    texts.append(text)
+                    starts.append(start)
+    reason = "span_not_in_passage" if kind == "span" else f"{kind}_answer"
     _emit_qa(spec, stats, out, record_id=record_id, context=passage, question=question, texts=texts,
-             starts=starts, impossible=False, meta=meta)
+             starts=starts, gold=gold, gold_types=gold_types, unlocated_reason=reason, meta=meta)
 
 
 def adapt_drop_json(spec: TaskSpec, payload: Any, stats: AdapterStats) -> list[dict]:
     """DROP's original JSON: {passage_id: {passage, qa_pairs: [{question, answer, query_id,
     validated_answers?}]}}.
 
-    A question is kept iff its answer is a single span found in the passage; number, date,
-    multi-span and unlocatable answers are dropped and counted by reason.
+    Every question is kept with its gold answers as the official script reads them (the main
+    answer, then each validated answer: a number, its spans, or a "day month year" date). A
+    question gets a training span iff its answer is a single span found in the passage; the
+    others are counted by kind (number, date, multi-span, span not in the passage).
     """
     file = stats.source
     if not isinstance(payload, dict):
@@ -355,26 +389,37 @@ def adapt_drop_json(spec: TaskSpec, payload: Any, stats: AdapterStats) -> list[d
             ids.check(record_id)
             answer = _field(qa, "answer", dict, file=file, where=record_id)
             validated = [v for v in qa.get("validated_answers") or [] if isinstance(v, dict)]
-            for checked in (answer, *validated):
+            gold, gold_types = [], []
+            for index, checked in enumerate((answer, *validated)):
                 spans = checked.get("spans") or []
+                where_field = "answer" if index == 0 else f"validated_answers[{index - 1}]"
                 if not isinstance(spans, list) or not all(isinstance(span, str) for span in spans):
                     raise DataError("spans must be a list of strings", file=file, record=record_id,
-                                    field="answer.spans")
+                                    field=f"{where_field}.spans")
+                try:
+                    strings, kind = drop_answer_strings(checked)
+                except ValueError:
+                    raise DataError("has no number, spans or date", file=file, record=record_id,
+                                    field=where_field) from None
+                gold.append(list(strings))
+                gold_types.append(kind)
             extra = [v["spans"][0] for v in validated if _drop_answer_kind(v) == "span"]
             _drop_question(spec, stats, out, record_id=record_id, passage=passage,
                            question=_field(qa, "question", str, file=file, where=record_id),
                            kind=_drop_answer_kind(answer),
                            spans=[s for s in answer.get("spans") or [] if s.strip()],
-                           extra_spans=extra, meta={"passage_id": passage_id})
+                           extra_spans=extra, gold=gold, gold_types=gold_types, meta={"passage_id": passage_id})
     return out
 
 
 def adapt_drop_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) -> list[dict]:
     """Hub rows of ucinlp/drop: {section_id, query_id, passage, question, answers_spans{spans, types}}.
 
-    The Hub flattens every gold answer into one list of typed spans, so a multi-span answer and
-    several single-span validated answers look alike: only rows whose spans are all of type
-    'span' and all the same string are kept; rows with different spans count as 'multi_span'.
+    The Hub flattens the gold answers into one list of typed strings (the validated answers only
+    in its validation split, multi-span answers merged), so the original answer tuples cannot be
+    rebuilt: each distinct string becomes one gold answer (noted `answers_flattened_by_hub`
+    where there are several). Scores on Hub rows are therefore not the official DROP numbers.
+    A row gets a training span iff all its strings are one span found in the passage.
     """
     file = stats.source
     out: list[dict] = []
@@ -386,21 +431,27 @@ def adapt_drop_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) -
         raw_spans = spans_field.get("spans") or []
         if not isinstance(raw_spans, list) or not all(isinstance(span, str) for span in raw_spans):
             raise DataError("spans must be a list of strings", file=file, record=record_id, field="answers_spans")
-        spans = [span for span in raw_spans if span.strip()]
         types = list(spans_field.get("types") or [])
-        if any(t == "number" for t in types):
+        typed = [(span, types[i] if i < len(types) else "span") for i, span in enumerate(raw_spans) if span.strip()]
+        distinct = list(dict.fromkeys(typed))
+        if len({span for span, _ in distinct}) > 1:
+            stats.note("answers_flattened_by_hub")
+        kinds = {kind for _, kind in distinct}
+        if "number" in kinds:
             kind = "number"
-        elif any(t == "date" for t in types):
+        elif "date" in kinds:
             kind = "date"
-        elif not spans:
+        elif not distinct:
             kind = "empty"
         else:
-            kind = "span" if len(set(spans)) == 1 else "multi_span"
+            kind = "span" if len({span for span, _ in distinct}) == 1 else "multi_span"
+        gold = [[span] for span, _ in distinct] or [[""]]
+        gold_types = [kind_ for _, kind_ in distinct] or ["span"]
         _drop_question(spec, stats, out, record_id=record_id,
                        passage=_field(row, "passage", str, file=file, where=record_id),
                        question=_field(row, "question", str, file=file, where=record_id),
-                       kind=kind, spans=spans[:1], extra_spans=[],
-                       meta={"passage_id": row.get("section_id")})
+                       kind=kind, spans=[distinct[0][0]] if distinct else [], extra_spans=[],
+                       gold=gold, gold_types=gold_types, meta={"passage_id": row.get("section_id")})
     return out
 
 
@@ -408,7 +459,8 @@ def adapt_drop_rows(spec: TaskSpec, rows: Iterable[dict], stats: AdapterStats) -
 
 def adapt_canonical_qa(spec: TaskSpec, rows: Iterable[tuple[int, Any]], stats: AdapterStats) -> list[dict]:
     """Canonical QA records (our own JSON lines). These are checked strictly: a record that breaks
-    the schema or the span invariant is an error, not a drop, because we wrote it ourselves."""
+    the schema or the span invariant is an error, not a drop, because we wrote it ourselves. A
+    record without `gold` gets one from its located answers (`default_gold`)."""
     file = stats.source
     out: list[dict] = []
     ids = _UniqueIds(file)
@@ -417,10 +469,12 @@ def adapt_canonical_qa(spec: TaskSpec, rows: Iterable[tuple[int, Any]], stats: A
         ids.check(record["id"])
         if record.get("task") not in (None, spec.name):
             stats.note("task_field_relabelled")
+        texts = record["answers"]["text"]
+        gold = record["gold"] if "gold" in record else default_gold(spec, texts)
         _emit_qa(spec, stats, out, record_id=record["id"], context=record["context"],
-                 question=record["question"], texts=record["answers"]["text"],
-                 starts=record["answers"]["answer_start"], impossible=record["is_impossible"],
-                 meta=record.get("meta"))
+                 question=record["question"], texts=texts, starts=record["answers"]["answer_start"],
+                 gold=[] if record["is_impossible"] else gold, gold_types=record.get("gold_types"),
+                 unlocated_reason="answer_not_located", meta=record.get("meta"))
     return out
 
 

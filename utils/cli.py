@@ -63,7 +63,7 @@ def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True, d
 
 
 def add_data_file_args(parser: argparse.ArgumentParser) -> None:
-    """--train_file, --validation_file, --max_train_samples, --max_eval_samples."""
+    """--train_file, --validation_file, --max_train_samples, --max_eval_samples, --data_seed."""
     group = parser.add_argument_group("data")
     group.add_argument("--train_file", type=str, default=None,
                        help="Local training data: the dataset's original file, canonical JSON lines, "
@@ -72,9 +72,20 @@ def add_data_file_args(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--validation_file", type=str, default=None,
                        help="Local evaluation data, in any format --train_file accepts.")
     group.add_argument("--max_train_samples", type=positive_int, default=None,
-                       help="Use only the first N training examples (after the adapter).")
+                       help="Train on a random subset of N examples (after the adapter), drawn with --data_seed "
+                            "and stratified by document (article, passage, movie); the ids go to data_subsets.json.")
     group.add_argument("--max_eval_samples", type=positive_int, default=None,
-                       help="Use only the first N evaluation examples (after the adapter).")
+                       help="Evaluate on a random subset of N examples, drawn as --max_train_samples. Scores on a "
+                            "subset are not the official whole-set numbers.")
+    add_data_seed_arg(group)
+
+
+def add_data_seed_arg(group: argparse._ActionsContainer) -> None:
+    """--data_seed."""
+    group.add_argument("--data_seed", type=int, default=0,
+                       help="Seed of the random data subsets (--max_train_samples, --max_eval_samples, maml_qa.py's "
+                            "--num_examples, the target script's hold-out); apart from --seed, so that runs with "
+                            "different seeds see the same data.")
 
 
 def positive_int(text: str) -> int:

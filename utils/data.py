@@ -24,7 +24,7 @@ from utils import adapters
 from utils.adapters import AdapterStats
 from utils.errors import DataError
 from utils.hub import hub_reachable, hub_load_failed, require_hub
-from utils.records import read_jsonl, write_jsonl
+from utils.records import has_training_span, read_jsonl, write_jsonl
 from utils.tasks import SPLITS, TaskSpec, all_task_specs, get_task
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,11 @@ _FORMAT_DESCRIPTIONS = {
 
 @dataclass(frozen=True)
 class TaskData:
-    """Canonical records of one split of one task, and what the adapter did to get them."""
+    """Canonical records of one split of one task, and what the adapter did to get them.
+
+    `records` holds every question of the source (what evaluation scores); `span_records()` the
+    QA questions a span objective can learn from.
+    """
 
     spec: TaskSpec
     split: str
@@ -58,6 +62,13 @@ class TaskData:
     def label_names(self) -> tuple[str, ...] | None:
         """Class names of a classification task (index = label), None for QA."""
         return self.spec.label_names
+
+    def span_records(self) -> list[dict]:
+        """QA records with a located answer or no answer at all (every record of a classification
+        task): what span training and the Task2Vec probe rows use."""
+        if self.spec.kind != "qa":
+            return list(self.records)
+        return [record for record in self.records if has_training_span(record)]
 
 
 # ----------------------------------------------------------------------------- reading files
@@ -335,6 +346,7 @@ def registry_table() -> list[dict]:
     return [{"name": s.name, "aliases": list(s.aliases), "kind": s.kind,
              "version_2_with_negative": s.version_2_with_negative, "hub_id": s.hub_id,
              "hub_config": s.hub_config, "hub_splits": dict(s.hub_splits), "adapter": s.adapter,
+             "metric": s.metric,
              "label_names": list(s.label_names) if s.label_names else None, "notes": s.notes}
             for s in all_task_specs()]
 

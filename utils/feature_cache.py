@@ -65,7 +65,12 @@ def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]
     if folder is not None and folder.exists():
         logger.info("features read from cache %s", folder)
         return datasets.load_from_disk(str(folder))
-    columns = ("id", "context", "question", "answers") if records and "context" in records[0] else ("id", "text", "label")
+    if records and "context" in records[0]:
+        columns: tuple[str, ...] = ("id", "context", "question", "answers")
+        if all("gold" in record for record in records):
+            columns += ("gold",)
+    else:
+        columns = ("id", "text", "label")
     source = datasets.Dataset.from_dict({column: [record[column] for record in records] for column in columns})
     features = source.map(fn, batched=True, batch_size=batch_size, with_indices=True,
                           remove_columns=list(columns), keep_in_memory=True, desc=f"features {name}")

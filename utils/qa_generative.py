@@ -8,8 +8,16 @@ Labels are -100 on every prompt token; the answer tokens AND the closing EOS are
 collator that masks pad ids would also mask that EOS, since GPT-2's pad is EOS, and the model
 would never learn to stop). Unanswerable questions target the fixed word `unanswerable`, read
 back as "". Long contexts are cut into windows as for the span objective: training uses the
-first window holding the answer (the first window for unanswerable questions); evaluation
-decodes every window greedily and keeps the answer with the highest mean token log-probability.
+first window holding the located answer (the first window for unanswerable questions). An
+answer that is not a span of the context (a DROP number or date, a DuoRC free-form answer) is
+trained on in its text form ("3", "7 May 1923") when the whole context fits in one window, so
+that the model sees all the evidence; otherwise the question is not trained on.
+
+Evaluation decodes every window greedily. As for the span objective, a question's answer is its
+best non-null answer over the windows (highest mean token log-probability), and for tasks with
+unanswerable questions its null score is the LEAST confident "unanswerable" over the windows
+(the teacher-forced mean log-probability of ` unanswerable<EOS>` in each window, minimum over
+windows): a window that does not hold the answer should not veto the one that does.
 """
 from __future__ import annotations
 
@@ -63,7 +71,8 @@ def generative_features(batch: dict[str, list], tokenizer: Any, config: Generati
     """Training rows {input_ids, labels} or evaluation prompts {input_ids, example_index, example_id}.
 
     Args:
-        batch: columns of canonical QA records (id, context, question, answers).
+        batch: columns of canonical QA records (id, context, question, answers, and gold when the
+            records have it).
         training: one labelled sequence per question; otherwise one prompt per window.
     """
     eos = tokenizer.eos_token_id
@@ -83,6 +92,7 @@ def generative_features(batch: dict[str, list], tokenizer: Any, config: Generati
                 out["example_index"].append(example_offset + i)
                 out["example_id"].append(batch["id"][i])
             continue
+        gold = batch["gold"][i] if "gold" in batch else [[text] for text in answers["text"]]
         if answers["text"]:
             begin = answers["answer_start"][0]
             end = begin + len(answers["text"][0])
@@ -90,8 +100,12 @@ def generative_features(batch: dict[str, list], tokenizer: Any, config: Generati
             if not holding:
                 continue  # the answer is longer than a window; nothing to learn from this question
             first, target = holding[0], " " + answers["text"][0].strip()
-        else:
+        elif not gold:
             first, target = starts[0], " " + config.unanswerable_text
+        elif len(gold[0]) == 1 and gold[0][0].strip() and len(starts) == 1:
+            first, target = starts[0], " " + " ".join(gold[0][0].split())
+        else:
+            continue  # a multi-span answer, or evidence that may lie outside the one window trained on
         answer_ids = tokenizer(target, add_special_tokens=False)["input_ids"][:config.max_answer_tokens] + [eos]
         prompt = context_ids[first:first + room] + tail
         out["input_ids"].append(prompt + answer_ids)
@@ -138,7 +152,8 @@ def greedy_decode(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     """
     positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)                     # (B, T)
     cache_keyword = _cache_keyword(model)
-    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True)
+    out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, use_cache=True,
+                logits_to_keep=1)
     batch = input_ids.size(0)
     stops = torch.tensor(list(stop_ids), device=input_ids.device)
     tokens: list[list[int]] = [[] for _ in range(batch)]
@@ -171,6 +186,27 @@ def greedy_decode(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     return [(tokens[row], float(logprob_sum[row] / max(1, counts[row]))) for row in range(batch)]
 
 
+@torch.no_grad()
+def continuation_logprob(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                         continuation: Sequence[int]) -> list[float]:
+    """Mean log-probability of the same `continuation` tokens after each left-padded prompt.
+
+    One teacher-forced forward over [prompt, continuation]; logits only at the C + 1 last
+    positions (position T − 1 + j predicts continuation token j), never over the whole prompt.
+    """
+    batch, width = input_ids.shape
+    tokens = torch.as_tensor(list(continuation), dtype=torch.long, device=input_ids.device)
+    count = tokens.numel()
+    ids = torch.cat([input_ids, tokens.expand(batch, count)], dim=1)                     # (B, T + C)
+    mask = torch.cat([attention_mask, torch.ones((batch, count), dtype=attention_mask.dtype,
+                                                 device=attention_mask.device)], dim=1)  # (B, T + C)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    logits = model(input_ids=ids, attention_mask=mask, position_ids=positions, logits_to_keep=count + 1).logits
+    logprobs = torch.log_softmax(logits[:, :count].float(), dim=-1)                      # (B, C, V)
+    chosen = logprobs.gather(-1, tokens.expand(batch, count)[..., None]).squeeze(-1)     # (B, C)
+    return chosen.mean(dim=-1).tolist()
+
+
 @dataclass
 class GenerativePredictions:
     """As SpanPredictions: predictions, best non-null texts, per-window candidates, null odds."""
@@ -186,14 +222,20 @@ def is_unanswerable(text: str, unanswerable_text: str) -> bool:
     return text.strip().rstrip(".").strip().lower() == unanswerable_text.lower()
 
 
-def postprocess_generations(examples: Sequence[dict], features: dict[str, list], decoded: Sequence[tuple[str, float]],
-                            *, version_2_with_negative: bool, unanswerable_text: str,
-                            null_score_diff_threshold: float = 0.0) -> GenerativePredictions:
-    """One answer per example: the window answer with the highest mean log-probability.
+def postprocess_generations(examples: Sequence[dict], features: dict[str, list],
+                            decoded: Sequence[tuple[str, float, float | None]], *, version_2_with_negative: bool,
+                            unanswerable_text: str, null_score_diff_threshold: float = 0.0) -> GenerativePredictions:
+    """One answer per example from the greedy output of each of its windows.
 
-    In v2 mode null odds = best "unanswerable" score − best answer score (mean log-probabilities;
-    ±1e9 when one side is missing), and the example is unanswerable when the odds exceed
-    `null_score_diff_threshold`.
+    Args:
+        decoded: per feature (window): the generated text, its mean token log-probability, and
+            the teacher-forced mean log-probability of the "unanswerable" answer (None when not
+            computed: tasks without unanswerable questions).
+
+    The answer is the non-null window answer with the highest score. In v2 mode the null score is
+    the minimum over windows of their "unanswerable" scores (as the span objective takes its
+    least confident null slot), null odds = null score − best answer score (±1e9 when a side is
+    missing), and the example is unanswerable when the odds exceed `null_score_diff_threshold`.
     """
     by_example: dict[int, list[int]] = defaultdict(list)
     for feature_index, example_index in enumerate(features["example_index"]):
@@ -201,16 +243,17 @@ def postprocess_generations(examples: Sequence[dict], features: dict[str, list],
     result = GenerativePredictions()
     for example_index, example in enumerate(examples):
         qid = example["id"]
-        candidates = sorted(({"text": decoded[f][0].strip(), "score": decoded[f][1], "window": k}
-                             for k, f in enumerate(by_example.get(example_index, []))), key=lambda c: -c["score"])
+        windows = by_example.get(example_index, [])
+        candidates = sorted(({"text": decoded[f][0].strip(), "score": decoded[f][1], "null_score": decoded[f][2],
+                              "window": k} for k, f in enumerate(windows)), key=lambda c: -c["score"])
         answers = [c for c in candidates if c["text"] and not is_unanswerable(c["text"], unanswerable_text)]
-        nulls = [c for c in candidates if c not in answers]
         result.nbest[qid] = candidates
         result.best_non_null[qid] = answers[0]["text"] if answers else ""
         if version_2_with_negative:
+            null_scores = [decoded[f][2] for f in windows if decoded[f][2] is not None]
             best_answer = answers[0]["score"] if answers else -1e9
-            best_null = nulls[0]["score"] if nulls else -1e9
-            result.null_odds[qid] = float(np.clip(best_null - best_answer, -1e9, 1e9))
+            null_score = min(null_scores) if null_scores else -1e9
+            result.null_odds[qid] = float(np.clip(null_score - best_answer, -1e9, 1e9))
             odds = result.null_odds[qid]
             result.predictions[qid] = "" if odds > null_score_diff_threshold else result.best_non_null[qid]
         else:

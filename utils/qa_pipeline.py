@@ -11,14 +11,17 @@ import numpy as np
 import torch
 
 from utils.checkpoint import LoadedModel, load_model
+from utils.data import DEFAULT_LOCAL_HINT, TaskData, load_task_data
 from utils.feature_cache import build_features, source_digest, tokenizer_digest
 from utils.objectives import CausalLMObjective, SpanObjective
 from utils.outputs import write_json
 from utils.qa_features import SpanFeatureConfig, span_features
-from utils.qa_generative import (GenerativeConfig, generative_features, greedy_decode, left_padded,
-                                 postprocess_generations)
+from utils.qa_generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
+                                 left_padded, postprocess_generations)
 from utils.qa_postprocess import PostprocessConfig, postprocess_span_predictions
-from utils.squad_metric import squad_v1_scores, squad_v2_scores
+from utils.records import has_training_span
+from utils.subsets import SubsetInfo, stratified_sample
+from utils.qa_metrics import official_predictions, score_qa
 from utils.tasks import TaskSpec
 from utils.training import LoopContext, predict
 
@@ -88,6 +91,30 @@ def load_qa_model(name_or_path: str, objective: str, qa_head: str) -> LoadedMode
     return loaded
 
 
+def training_records(records: list[dict], objective: str) -> list[dict]:
+    """The questions an objective can learn from.
+
+    span: a located answer, or no answer at all (the null slot). generative: also an answer given
+    only as one string (a DROP number or date, a DuoRC free-form answer), which it writes out
+    (`generative_features` trains on it when the whole context fits one window).
+    """
+    if objective == "span":
+        return [record for record in records if has_training_span(record)]
+    return [record for record in records
+            if has_training_span(record) or (record["gold"] and len(record["gold"][0]) == 1)]
+
+
+def load_qa_split(spec: TaskSpec, split: str, file: str | None, *, limit: int | None, objective: str, seed: int,
+                  local_hint: str = DEFAULT_LOCAL_HINT) -> tuple[TaskData, list[dict], SubsetInfo]:
+    """A QA split from `file` (or the Hub): the adapter's data, and the records a run uses (for
+    training those the objective can learn from, for evaluation every question), as a
+    document-stratified random subset of `limit` records drawn with `seed` (all when None)."""
+    data = load_task_data(spec, split, file, local_hint=local_hint)
+    records = training_records(data.records, objective) if split == "train" else data.records
+    subset, info = stratified_sample(records, limit, seed)
+    return data, subset, info
+
+
 def make_objective(settings: QASettings, tokenizer: Any) -> SpanObjective | CausalLMObjective:
     return SpanObjective(tokenizer.pad_token_id) if settings.objective == "span" else CausalLMObjective(tokenizer.pad_token_id)
 
@@ -129,21 +156,26 @@ def _generation_collate(pad_id: int):
     return collate
 
 
-def _generate_forward(tokenizer: Any, max_new_tokens: int):
+def _generate_forward(tokenizer: Any, config: GenerativeConfig, score_null: bool):
+    """Per window: (greedy answer, its mean log-probability, the mean log-probability of the
+    "unanswerable" answer when `score_null`, else None)."""
     stop_ids = sorted({tokenizer.eos_token_id, *tokenizer("\n", add_special_tokens=False)["input_ids"]})
+    null_ids = tokenizer(" " + config.unanswerable_text, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
 
-    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tuple[str, float]]:
-        decoded = greedy_decode(model, batch["input_ids"], batch["attention_mask"], max_new_tokens, stop_ids)
-        return [(tokenizer.decode(ids), score) for ids, score in decoded]
+    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tuple[str, float, float | None]]:
+        decoded = greedy_decode(model, batch["input_ids"], batch["attention_mask"], config.max_answer_tokens, stop_ids)
+        nulls = continuation_logprob(model, batch["input_ids"], batch["attention_mask"], null_ids) if score_null \
+            else [None] * len(decoded)
+        return [(tokenizer.decode(ids), score, null) for (ids, score), null in zip(decoded, nulls)]
     return forward
 
 
 def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples: list[dict], features,
                 settings: QASettings, batch_size: int, ctx: LoopContext) -> tuple[dict[str, float], Any] | None:
-    """Predict every evaluation example and score it with the official SQuAD metric.
+    """Predict every evaluation example and score it with the task's official metric.
 
-    Returns (metrics prefixed `eval_`, predictions) on rank 0, None on the other ranks. v2 tasks
-    get the main v2.0 keys from the predicted texts and best_exact/best_f1 from the null odds.
+    Returns (metrics prefixed `eval_`, predictions) on rank 0, None on the other ranks (see
+    utils.qa_metrics for the keys of each metric).
     """
     lengths = list(features["length"])
     if settings.objective == "span":
@@ -157,7 +189,7 @@ def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples
                                                    [o[1] for o in outputs], settings.postprocess)
     else:
         outputs = predict(model, features, lengths,
-                          _generate_forward(tokenizer, settings.generative.max_answer_tokens),
+                          _generate_forward(tokenizer, settings.generative, spec.version_2_with_negative),
                           _generation_collate(tokenizer.pad_token_id), batch_size, ctx, desc="generating")
         if outputs is None:
             return None
@@ -168,22 +200,18 @@ def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples
     return score_predictions(spec, examples, predictions), predictions
 
 
-def score_predictions(spec: TaskSpec, examples: list[dict], predictions: Any) -> dict[str, float]:
-    """eval_-prefixed official metrics (v2.0 for tasks with unanswerable questions)."""
-    golds = {example["id"]: example["answers"]["text"] for example in examples}
-    if spec.version_2_with_negative:
-        # As the official script scores the files written here (eval_predictions.json with
-        # eval_null_odds.json): the texts decide abstention, the null odds give best_*.
-        metrics = squad_v2_scores(golds, predictions.predictions, predictions.null_odds, na_prob_thresh=None)
-    else:
-        metrics = squad_v1_scores(golds, predictions.predictions)
-    metrics["samples"] = len(examples)
+def score_predictions(spec: TaskSpec, examples: list[dict], predictions: Any) -> dict[str, Any]:
+    """eval_-prefixed official metrics of the task over every example (utils.qa_metrics.score_qa)."""
+    metrics = score_qa(spec, examples, predictions.predictions,
+                       null_odds=predictions.null_odds if spec.version_2_with_negative else None,
+                       best_non_null=predictions.best_non_null)
     return {f"eval_{key}": value for key, value in metrics.items()}
 
 
-def write_predictions(output_dir: Path, predictions: Any, version_2_with_negative: bool) -> None:
-    """eval_predictions.json, eval_nbest_predictions.json and, for v2 tasks, eval_null_odds.json."""
-    write_json(output_dir / "eval_predictions.json", predictions.predictions)
+def write_predictions(output_dir: Path, predictions: Any, spec: TaskSpec) -> None:
+    """eval_predictions.json (as the dataset's official script reads it), eval_nbest_predictions.json
+    and, for tasks with unanswerable questions, eval_null_odds.json."""
+    write_json(output_dir / "eval_predictions.json", official_predictions(spec.metric, predictions.predictions))
     write_json(output_dir / "eval_nbest_predictions.json", predictions.nbest)
-    if version_2_with_negative:
+    if spec.version_2_with_negative:
         write_json(output_dir / "eval_null_odds.json", predictions.null_odds)

@@ -2,10 +2,20 @@
 
 QA record (DESIGN.md section 5):
     {"id": str, "task": str, "context": str, "question": str,
-     "answers": {"text": [str, ...], "answer_start": [int, ...]}, "is_impossible": bool,
-     "meta": {...}}                      # optional: title, plausible answers, how spans were found
-An unanswerable question has empty answer lists and is_impossible = True. Every answer satisfies
-`context[s:s+len(t)] == t`.
+     "answers": {"text": [str, ...], "answer_start": [int, ...]},   # located spans: training labels
+     "is_impossible": bool,                                           # the dataset says: no answer
+     "gold": [[str, ...], ...],          # every original gold answer, for the official metric
+     "gold_types": [str, ...],           # optional: DROP's type of each gold answer
+     "meta": {...}}                      # optional: title, plausible answers, document ids
+
+`answers` holds the spans found in the context; every one satisfies `context[s:s+len(t)] == t`.
+`gold` holds what the dataset's own evaluation scores against, untouched: a list of acceptable
+answers, each a list of strings that must ALL be given (one string for SQuAD, DuoRC and a DROP
+number or date; several for a Quoref or DROP multi-span answer). An unanswerable question has
+`gold == []`, empty `answers` and is_impossible = True. An answerable question whose answer
+could not be located in the context (a DuoRC free-form answer, a DROP number) has a non-empty
+`gold` and empty `answers`: it is evaluated like every other question, but the span objective
+cannot learn from it (`has_training_span`).
 
 Classification record: {"id": str, "text": str, "label": int}; label -1 marks an unlabelled
 example (e.g. the GLUE test file), which training refuses.
@@ -15,7 +25,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,19 +39,36 @@ UNLABELLED = -1
 
 
 def make_qa_record(*, record_id: str, task: str, context: str, question: str,
-                   texts: list[str], starts: list[int], meta: dict[str, Any] | None = None) -> dict:
-    """Assemble a canonical QA record; `is_impossible` follows from the answers being empty."""
+                   texts: list[str], starts: list[int], gold: Sequence[Sequence[str]] | None = None,
+                   gold_types: Sequence[str] | None = None, meta: dict[str, Any] | None = None) -> dict:
+    """Assemble a canonical QA record.
+
+    Args:
+        texts, starts: the answers located in the context (training labels).
+        gold: every original gold answer, each a list of strings; None means one gold answer
+            per located text (the SQuAD case). `is_impossible` is `gold == []`.
+        gold_types: DROP's answer type of each gold answer, if known.
+    """
+    gold_answers = [[text] for text in texts] if gold is None else [list(answer) for answer in gold]
     record = {
         "id": record_id,
         "task": task,
         "context": context,
         "question": question,
         "answers": {"text": list(texts), "answer_start": list(starts)},
-        "is_impossible": len(texts) == 0,
+        "is_impossible": len(gold_answers) == 0,
+        "gold": gold_answers,
     }
+    if gold_types is not None:
+        record["gold_types"] = list(gold_types)
     if meta:
         record["meta"] = meta
     return record
+
+
+def has_training_span(record: dict) -> bool:
+    """A span objective can learn from the record: an answer located in the context, or none at all."""
+    return bool(record["is_impossible"] or record["answers"]["text"])
 
 
 def _require(record: dict, field: str, kind: type | tuple[type, ...], *, file: str | None,
@@ -56,8 +83,29 @@ def _require(record: dict, field: str, kind: type | tuple[type, ...], *, file: s
     return value
 
 
+def _gold_answers(record: dict, *, file: str | None, where: str) -> list[list[str]] | None:
+    """The record's `gold` field, checked (None when absent)."""
+    if "gold" not in record:
+        return None
+    gold = record["gold"]
+    if not isinstance(gold, list) or not all(
+            isinstance(answer, list) and answer and all(isinstance(text, str) for text in answer) for answer in gold):
+        raise DataError("must be a list of answers, each a non-empty list of strings", file=file, record=where,
+                        field="gold")
+    types = record.get("gold_types")
+    if types is not None and (not isinstance(types, list) or len(types) != len(gold)
+                              or not all(isinstance(t, str) for t in types)):
+        raise DataError(f"must be a list of {len(gold)} strings, one per gold answer", file=file, record=where,
+                        field="gold_types")
+    return gold
+
+
 def validate_qa_record(record: Any, *, file: str | None, where: str | int) -> dict:
     """Check one canonical QA record and return it with defaults filled in.
+
+    `gold` may be absent (records written before it existed); callers that know the task's
+    metric fill it in. `is_impossible` defaults to "no gold answer" (or, without `gold`, to "no
+    located answer").
 
     Raises:
         DataError: a field is missing or of the wrong type, the answer lists differ in length,
@@ -87,12 +135,17 @@ def validate_qa_record(record: Any, *, file: str | None, where: str | int) -> di
             raise DataError(f"answer {i} {text!r} does not match the context at offset {start} "
                             f"(context there reads {found!r})", file=file, record=where,
                             field="answers.answer_start")
-    impossible = record.get("is_impossible", len(texts) == 0)
+    gold = _gold_answers(record, file=file, where=where)
+    has_answer = bool(gold) if gold is not None else bool(texts)
+    impossible = record.get("is_impossible", not has_answer)
     if not isinstance(impossible, bool):
         raise DataError("expected true or false", file=file, record=where, field="is_impossible")
-    if impossible != (len(texts) == 0):
-        state = "true but answers are given" if impossible else "false but there is no answer"
+    if impossible == has_answer:
+        what = "gold answers" if gold is not None else "answers"
+        state = f"true but {what} are given" if impossible else f"false but there is no answer in '{what}'"
         raise DataError(f"is {state}", file=file, record=where, field="is_impossible")
+    if impossible and texts:
+        raise DataError("is true but answers are given", file=file, record=where, field="is_impossible")
     return {**record, "id": str(record_id), "is_impossible": impossible}
 
 

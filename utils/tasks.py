@@ -15,6 +15,11 @@ from utils.errors import UnknownTaskError
 
 TaskKind = Literal["qa", "classification"]
 AdapterFamily = Literal["squad", "duorc", "drop", "quoref", "mlqa", "glue"]
+# The official evaluation of each dataset (utils.qa_metrics): SQuAD v1.1 / v2.0, DuoRC's own
+# script (SQuAD v1.1 rules over all answer strings, "NA" for no answer), DROP's, and Quoref's
+# (DROP's metric with all answers of a question as one conjunctive answer), MLQA's (SQuAD v1.1
+# with Unicode punctuation and the answer language's articles removed).
+MetricName = Literal["squad_v1", "squad_v2", "duorc", "drop", "quoref", "mlqa", "accuracy"]
 SPLITS = ("train", "validation")
 
 
@@ -31,7 +36,9 @@ class TaskSpec:
         hub_id / hub_config: the Hugging Face Hub dataset used when no local file is given.
         hub_splits: the Hub split used for our logical "train" and "validation" splits.
         adapter: which adapter family turns the dataset's files into canonical records.
+        metric: the dataset's official evaluation (see MetricName).
         label_names: class names, index = integer label (classification only).
+        language: the answer language, where the metric depends on it (MLQA).
         notes: caveats a user should know (shown by `python -m utils.data --list_tasks`).
     """
 
@@ -43,8 +50,10 @@ class TaskSpec:
     hub_config: str | None
     hub_splits: Mapping[str, str]
     adapter: AdapterFamily
+    metric: MetricName
     label_names: tuple[str, ...] | None = None
     notes: str = ""
+    language: str | None = None
 
     def hub_split(self, split: str) -> str:
         """The Hub split name behind our logical split ("train" or "validation")."""
@@ -61,33 +70,61 @@ _MLQA_SPLITS = MappingProxyType({"train": "test", "validation": "validation"})
 _MLQA_NOTE = ("MLQA has no train split: 'train' reads the Hub 'test' split "
               "(test-context-XX-question-XX.json), 'validation' reads the dev split.")
 
+_DUORC_NOTE = ("Free-form answers: training uses those found in the plot; evaluation scores every question "
+               "against all original answer strings (DuoRC's script; \"NA\" for no answer).")
+
 _TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("squad", ("squad_v1", "squad_v1.1"), "qa", False, "rajpurkar/squad", None,
-             _STANDARD_SPLITS, "squad"),
+             _STANDARD_SPLITS, "squad", "squad_v1"),
     TaskSpec("squad_v2", ("squad_v2.0", "squadv2"), "qa", True, "rajpurkar/squad_v2", None,
-             _STANDARD_SPLITS, "squad"),
+             _STANDARD_SPLITS, "squad", "squad_v2"),
     TaskSpec("duorc-p", ("duorc_p", "duorc;ParaphraseRC", "duorc-paraphraserc"), "qa", True,
-             "ibm/duorc", "ParaphraseRC", _STANDARD_SPLITS, "duorc",
-             notes="Free-form answers are located in the plot; answers not found are dropped."),
+             "ibm/duorc", "ParaphraseRC", _STANDARD_SPLITS, "duorc", "duorc", notes=_DUORC_NOTE),
     TaskSpec("duorc-s", ("duorc_s", "duorc;SelfRC", "duorc-selfrc"), "qa", True,
-             "ibm/duorc", "SelfRC", _STANDARD_SPLITS, "duorc",
-             notes="Free-form answers are located in the plot; answers not found are dropped."),
-    TaskSpec("drop", (), "qa", False, "ucinlp/drop", None, _STANDARD_SPLITS, "drop",
-             notes="Only single-span answers found in the passage are kept (numbers, dates and "
-                   "multi-span answers are counted and dropped)."),
-    TaskSpec("quoref", (), "qa", False, "allenai/quoref", None, _STANDARD_SPLITS, "quoref",
-             notes="Multi-span answers: training uses the first span, evaluation all spans."),
+             "ibm/duorc", "SelfRC", _STANDARD_SPLITS, "duorc", "duorc", notes=_DUORC_NOTE),
+    TaskSpec("drop", (), "qa", False, "ucinlp/drop", None, _STANDARD_SPLITS, "drop", "drop",
+             notes="Evaluated on every question with the official DROP metric (numbers and dates "
+                   "included, scored per answer type). The span objective trains on single-span "
+                   "answers found in the passage; the generative objective also on numbers and dates. "
+                   "The Hub version flattens the answers: use the original drop_dataset_dev.json "
+                   "for official numbers."),
+    TaskSpec("quoref", (), "qa", False, "allenai/quoref", None, _STANDARD_SPLITS, "quoref", "quoref",
+             notes="Official Quoref metric (DROP's): a multi-span answer must be given whole; "
+                   "training uses the first span."),
     TaskSpec("mlqa_en", ("mlqa", "mlqa-en", "mlqa.en.en"), "qa", False, "facebook/mlqa",
-             "mlqa.en.en", _MLQA_SPLITS, "mlqa", notes=_MLQA_NOTE),
+             "mlqa.en.en", _MLQA_SPLITS, "mlqa", "mlqa", notes=_MLQA_NOTE, language="en"),
     TaskSpec("mlqa_de", ("mlqa-de", "mlqa.de.de"), "qa", False, "facebook/mlqa", "mlqa.de.de",
-             _MLQA_SPLITS, "mlqa", notes=_MLQA_NOTE),
+             _MLQA_SPLITS, "mlqa", "mlqa", notes=_MLQA_NOTE, language="de"),
     TaskSpec("mlqa_es", ("mlqa-es", "mlqa.es.es"), "qa", False, "facebook/mlqa", "mlqa.es.es",
-             _MLQA_SPLITS, "mlqa", notes=_MLQA_NOTE),
+             _MLQA_SPLITS, "mlqa", "mlqa", notes=_MLQA_NOTE, language="es"),
     TaskSpec("sst2", ("glue", "glue;sst2", "sst-2", "glue-sst2"), "classification", False,
-             "nyu-mll/glue", "sst2", _STANDARD_SPLITS, "glue",
+             "nyu-mll/glue", "sst2", _STANDARD_SPLITS, "glue", "accuracy",
              label_names=("negative", "positive"),
              notes="GLUE test labels are hidden (-1); report on validation."),
 )
+
+
+# Registered tasks built from the same underlying data: a task evaluated as "held out" must not
+# share data with a training task.
+SHARED_DATA: tuple[tuple[frozenset[str], str], ...] = (
+    (frozenset({"squad", "squad_v2"}), "SQuAD v2.0 contains every SQuAD v1.1 question (train and dev) and adds "
+                                         "unanswerable ones"),
+    (frozenset({"duorc-p", "duorc-s"}), "DuoRC ParaphraseRC and SelfRC ask questions about the same movies"),
+    (frozenset({"mlqa_en", "mlqa_de", "mlqa_es"}), "MLQA's languages are translations of the same questions "
+                                                   "and paragraphs"),
+)
+
+
+def shared_data_warnings(training: list[TaskSpec], evaluation: list[TaskSpec]) -> list[str]:
+    """One message per (evaluation task, training task) pair built from the same data."""
+    messages = []
+    for held_out in evaluation:
+        for trained in training:
+            for family, why in SHARED_DATA:
+                if held_out.name != trained.name and {held_out.name, trained.name} <= family:
+                    messages.append(f"evaluation task {held_out.name} shares data with training task {trained.name}: "
+                                    f"{why}; it is not a held-out task")
+    return messages
 
 
 def _build_index(tasks: tuple[TaskSpec, ...]) -> dict[str, TaskSpec]:
