@@ -11,19 +11,18 @@ from pathlib import Path
 import torch
 
 from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import add_runtime_args, files_by_task, name_path, positive_int, run_entry_point
-from utils.data import load_task_data
+from utils.cli import add_data_seed_arg, add_runtime_args, files_by_task, name_path, positive_int, run_entry_point
 from utils.distributed import barrier, shutdown_distributed
 from utils.errors import ToolkitError
 from utils.meta_training import (SAMPLING_CHOICES, MetaSettings, MetaState, TaskStream, adapt, meta_train,
                                  read_meta_state, write_meta_state)
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
-from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa_model, make_objective, qa_features,
-                               qa_settings)
+from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective,
+                               qa_features, qa_settings)
 from utils.reptile import INNER_OPTIMIZERS, INNER_STATE_CHOICES, make_inner_optimizer, meta_parameters
 from utils.run_setup import start_run
 from utils.runtime import set_seed
-from utils.tasks import parse_task_list
+from utils.tasks import parse_task_list, shared_data_warnings
 from utils.training_args import non_negative_float, positive_float
 
 logger = logging.getLogger("maml_qa")
@@ -51,7 +50,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--output_dir", type=str, default=None,
                         help="Write the run and its checkpoint here instead of <log_dir>/qa_tasks_<out>[/model].")
     parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a non-empty run folder.")
-    parser.add_argument("--num_examples", type=positive_int, default=None, help="Training questions per task (default all).")
+    parser.add_argument("--num_examples", type=positive_int, default=None,
+                        help="Training questions per task (default all): a random subset drawn with --data_seed, "
+                             "stratified by document.")
     parser.add_argument("--num_train_iterations", type=positive_int, default=1000, help="Outer (meta) steps.")
     parser.add_argument("--num_inner_steps", type=positive_int, default=5, help="Inner steps k per task.")
     parser.add_argument("--inner_lr", type=positive_float, default=3e-5, help="Inner-loop learning rate.")
@@ -63,35 +64,34 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inner_optimizer", choices=INNER_OPTIMIZERS, default="adam",
                         help="adam (β1 = 0, as in the Reptile paper), adamw, or sgd.")
     parser.add_argument("--inner_opt_state", choices=INNER_STATE_CHOICES, default="reset",
-                        help="reset: a fresh inner optimizer per task; carry: one whose state runs on across tasks "
-                             "(per process), as the OpenAI and learn2learn code do.")
+                        help="reset (default): a fresh inner optimizer per task, so every task adapts from the same "
+                             "state and one process gives the result of N; carry: one whose state runs on across "
+                             "tasks (per process), as the OpenAI and learn2learn code do (see the README).")
     parser.add_argument("--task_sampling", choices=SAMPLING_CHOICES, default="proportional",
                         help="Draw tasks uniformly or in proportion to their training data.")
     parser.add_argument("--task_file", type=name_path, action="append", default=[],
                         help="NAME=PATH: local training file of a task (repeatable; any format the adapters read).")
     parser.add_argument("--eval_file", type=name_path, action="append", default=[],
                         help="NAME=PATH: local validation file of an evaluation task (repeatable).")
-    parser.add_argument("--eval_tasks", type=str, default="", help="Comma-separated held-out tasks to evaluate on.")
+    parser.add_argument("--eval_tasks", type=str, default="",
+                        help="Comma-separated held-out tasks to evaluate on; none may be among --tasks (a task "
+                             "sharing data with a training task is named in a warning).")
     parser.add_argument("--eval_every", type=positive_int, default=None, help="Evaluate every N outer steps (and at the end).")
     parser.add_argument("--eval_adapt_steps", type=step_list, default=[20],
                         help="Comma-separated adaptation step counts (e.g. 5,20,50): at each evaluation, F1 of every "
                              "held-out task from θ and after that many steps on its training data (θ restored).")
-    parser.add_argument("--max_eval_samples", type=positive_int, default=200, help="Validation questions per evaluation task.")
+    parser.add_argument("--max_eval_samples", type=positive_int, default=200,
+                        help="Validation questions per evaluation task: a random subset drawn with --data_seed, "
+                             "stratified by document (the ids go to data_subsets.json).")
     parser.add_argument("--save_every", type=positive_int, default=None, help="Write checkpoint-N every N outer steps.")
     parser.add_argument("--resume_from_checkpoint", type=str, default=None, help="A checkpoint-N folder of this script.")
     parser.add_argument("--max_grad_norm", type=non_negative_float, default=1.0, help="Inner gradient clipping (0: off).")
     parser.add_argument("--debug", action="store_true",
                         help="A smoke run: 3 outer steps, 16 questions per task, 2 inner steps.")
+    add_data_seed_arg(parser)
     add_qa_args(parser)
     add_runtime_args(parser)
     return parser
-
-
-def task_records(spec, split: str, files: dict[str, str], limit: int | None) -> list[dict]:
-    """A task's canonical records from its --task_file / --eval_file, or from the Hub."""
-    path = files.get(spec.name)
-    hint = "--task_file NAME=PATH" if split == "train" else "--eval_file NAME=PATH"
-    return load_task_data(spec, split, path, local_hint=hint).records[:limit]
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -102,6 +102,12 @@ def main(argv: list[str] | None = None) -> dict:
     for spec in [*specs, *eval_specs]:
         if spec.kind != "qa":
             parser.error(f"{spec.name} is a {spec.kind} task; Reptile here runs across QA tasks")
+    overlap = [spec.name for spec in eval_specs if spec.name in {trained.name for trained in specs}]
+    if overlap:
+        parser.error(f"--eval_tasks {','.join(overlap)} also in --tasks: evaluation tasks must be held out; "
+                     "remove them from one of the two lists")
+    for message in shared_data_warnings(specs, eval_specs):
+        logger.warning(message)
     train_files = files_by_task(args.task_file, [*specs, *eval_specs], "--task_file")
     eval_files = files_by_task(args.eval_file, eval_specs, "--eval_file")
     iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations, args.num_examples,
@@ -121,17 +127,23 @@ def main(argv: list[str] | None = None) -> dict:
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
-    streams, eval_data = {}, {}
+    streams, eval_data, subsets = {}, {}, {}
     for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first
         if dist_ctx.is_main == rank_turn:
+            def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
+                _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
+                    spec, name, files.get(spec.name), limit=limit, objective=args.objective, seed=args.data_seed,
+                    local_hint="--task_file NAME=PATH" if name == "train" else "--eval_file NAME=PATH")
+                return records
+
             for index, spec in enumerate(specs):
-                rows = qa_features(task_records(spec, "train", train_files, per_task), tokenizer, settings,
-                                   training=True, cache_dir=cache, name=spec.name)
+                rows = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
+                                   cache_dir=cache, name=spec.name)
                 streams[spec.name] = TaskStream(rows, args.inner_batch_size, seed=args.seed * 1000 + index)
             for spec in eval_specs:
-                support = qa_features(task_records(spec, "train", train_files, per_task), tokenizer, settings,
-                                      training=True, cache_dir=cache, name=spec.name)
-                examples = task_records(spec, "validation", eval_files, args.max_eval_samples)
+                support = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
+                                      cache_dir=cache, name=spec.name)
+                examples = split(spec, "validation", eval_files, args.max_eval_samples)
                 eval_data[spec.name] = (spec, TaskStream(support, args.inner_batch_size, seed=args.seed + 7), examples,
                                         qa_features(examples, tokenizer, settings, training=False, cache_dir=cache,
                                                     name=spec.name))
@@ -191,6 +203,7 @@ def main(argv: list[str] | None = None) -> dict:
                                        "num_train_iterations": iterations, "num_inner_steps": inner_steps,
                                        "training_rows": {n: len(s.lengths) for n, s in streams.items()},
                                        "world_size": dist_ctx.world_size, "model_dir": str(model_dir)})
+        write_json(run_dir / "data_subsets.json", {name: info.to_dict() for name, info in subsets.items()})
     log = JsonlLog(run_dir / "meta_log.jsonl") if dist_ctx.is_main else None
     if resume_dir is not None:  # dropout continues exactly where the interrupted run was
         rng = torch.load(resume_dir / f"rng_state_{dist_ctx.rank}.pt", weights_only=True)

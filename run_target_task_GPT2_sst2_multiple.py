@@ -17,8 +17,9 @@ from utils.distributed import barrier, shutdown_distributed
 from utils.feature_cache import build_features, default_cache_dir, source_digest, tokenizer_digest
 from utils.outputs import JsonlLog, write_json, write_run_args
 from utils.run_setup import start_run
+from utils.subsets import stratified_sample
 from utils.target_task import (SAVE_MODEL_CHOICES, SELECTIONS, TargetData, append_results_table, build_summary,
-                               require_labels, resolve_seeds, run_seed, sample_records, split_holdout)
+                               require_labels, resolve_seeds, run_seed, split_holdout)
 from utils.tasks import get_task
 from utils.training import LoopContext
 from utils.training_args import add_training_args, loop_settings
@@ -48,8 +49,6 @@ def build_parser() -> argparse.ArgumentParser:
                              "data (never the reported validation set); last: the last epoch.")
     parser.add_argument("--holdout_size", type=positive_int, default=1000,
                         help="Hold-out sentences (at most a tenth of the training data).")
-    parser.add_argument("--data_seed", type=int, default=0,
-                        help="Seed of the --max_train_samples subset and the hold-out (the same for every run).")
     parser.add_argument("--save_model", type=str, default="none", choices=SAVE_MODEL_CHOICES,
                         help="Save each run's model (runs/seed_S/model): the selected epoch, the last one, or none.")
     parser.add_argument("--results_table", type=str, default=None,
@@ -79,11 +78,11 @@ def main(argv: list[str] | None = None) -> dict:
     eval_data = load_task_data(spec, "validation", args.validation_file, **columns)
     require_labels(train_data.records, "training", train_data.stats.source)
     require_labels(eval_data.records, "validation", eval_data.stats.source)
-    train_records = sample_records(train_data.records, args.max_train_samples, args.data_seed)
+    train_records, train_subset = stratified_sample(train_data.records, args.max_train_samples, args.data_seed)
     holdout_records: list[dict] = []
     if args.selection == "holdout":
         train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
-    eval_records = eval_data.records[:args.max_eval_samples]
+    eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
 
     reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
     tokenizer = reference.tokenizer
@@ -108,6 +107,9 @@ def main(argv: list[str] | None = None) -> dict:
                                           "precision": precision.name})
         for name, loaded in (("train", train_data), ("validation", eval_data)):
             write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
+        write_json(output_dir / "data_subsets.json", {
+            "train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
+            "holdout": {"seed": args.data_seed, "count": len(holdout_records), "ids": [r["id"] for r in holdout_records]}})
         logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
                     args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
     runs = []
@@ -131,8 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
         if args.results_table:
             append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
         acc = summary["eval_accuracy"]
-        logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
-                    acc["std"], acc["ci_low"], acc["ci_high"])
+        if acc["n"] > 1:
+            logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
+                        acc["std"], acc["ci_low"], acc["ci_high"])
+        else:
+            logger.info("%s accuracy of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
+                        spec.name, acc["mean"])
     shutdown_distributed(dist_ctx)
     return summary
 

@@ -10,7 +10,8 @@ from scipy import stats
 from utils.checkpoint import load_model
 from utils.classification import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
 from utils.seed_statistics import bootstrap_difference, compare, summarize
-from utils.target_task import resolve_seeds, sample_records, split_holdout
+from utils.subsets import stratified_sample
+from utils.target_task import resolve_seeds, split_holdout
 from utils.errors import ToolkitError
 
 LABELS = ("negative", "positive")
@@ -71,7 +72,9 @@ def test_summary_matches_scipy():
     assert (summary["ci_low"], summary["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert (summary["min"], summary["max"], summary["n"]) == (0.9, 0.93, 5)
     single = summarize([0.5])
-    assert single["std"] == 0.0 and single["ci_low"] == single["ci_high"] == 0.5
+    # One run says nothing about the spread: NaN, never 0.
+    assert single["mean"] == 0.5 and single["n"] == 1
+    assert math.isnan(single["std"]) and math.isnan(single["ci_low"]) and math.isnan(single["ci_high"])
 
 
 def write_summary(folder, accuracies, correct_rows):
@@ -124,7 +127,7 @@ def test_seeds_subsets_and_holdout():
     with pytest.raises(ToolkitError):
         resolve_seeds(3, [1, 2])
     records = [{"id": str(i), "text": "x", "label": i % 2} for i in range(100)]
-    subset = sample_records(records, 30, seed=0)
-    assert len(subset) == 30 and subset == sample_records(records, 30, seed=0) != sample_records(records, 30, seed=1)
+    subset, _ = stratified_sample(records, 30, seed=0)
+    assert len(subset) == 30 and subset == stratified_sample(records, 30, seed=0)[0] != stratified_sample(records, 30, seed=1)[0]
     train, holdout = split_holdout(subset, 1000, seed=0)
     assert len(holdout) == 3 and len(train) == 27 and not {r["id"] for r in train} & {r["id"] for r in holdout}

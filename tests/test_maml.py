@@ -67,6 +67,9 @@ def test_reptile_initialisation_adapts_faster_on_an_unseen_task(family, tmp_path
     initial = maml_qa.main([*common, "--num_train_iterations", "1", "--outer_lr", "0", "--output_dir",
                             str(tmp_path / "initial")])
     reptile = maml_qa.main([*common, "--num_train_iterations", "80", "--output_dir", str(tmp_path / "reptile")])
+    subsets = json.loads((tmp_path / "reptile" / "data_subsets.json").read_text())
+    assert subsets["quoref/validation"]["total"] == 100 and set(subsets) == {
+        "squad/train", "squad_v2/train", "duorc-p/train", "drop/train", "quoref/train", "quoref/validation"}
     curve = {k: round(v, 1) for k, v in reptile.items() if k.startswith("eval_quoref")}
     baseline = {k: round(v, 1) for k, v in initial.items() if k.startswith("eval_quoref")}
     print(f"held-out task F1 by adaptation steps: initial model {baseline}; Reptile initialisation {curve}")
@@ -150,3 +153,6 @@ def test_classification_tasks_and_stray_files_are_refused(tmp_path):
     done = run_module("maml_qa.py", "--tasks", "squad", "--task_file", f"squad={train}", "--task_file",
                       f"squad_v1={train}", "--output_dir", str(tmp_path / "z"))
     assert done.returncode == 2 and "gives task squad twice" in done.stderr
+    done = run_module("maml_qa.py", "--tasks", "squad,duorc-p", "--eval_tasks", "squad_v1", "--output_dir",
+                      str(tmp_path / "w"))
+    assert done.returncode == 2 and "--eval_tasks squad also in --tasks" in done.stderr and "held out" in done.stderr

@@ -71,10 +71,25 @@ def test_chain_lineage_and_results_table(tmp_path):
 
 def test_original_usage_with_default_output_dir(tiny_checkpoint, tmp_path):
     done = run_module(str(REPO_ROOT / "run_target_task_GPT2_sst2_multiple.py"), "--pretrained_model",
-                      str(tiny_checkpoint), "--num_runs", "1", *FAST, cwd=tmp_path)
+                      str(tiny_checkpoint), "--num_runs", "1", "--results_table", "table.csv", "--max_eval_samples",
+                      "20", *FAST, cwd=tmp_path)
     assert done.returncode == 0, done.stderr[-2000:]
-    summary = json.loads((tmp_path / f"target_sst2_{tiny_checkpoint.name}" / "summary.json").read_text())
+    folder = tmp_path / f"target_sst2_{tiny_checkpoint.name}"
+    summary = json.loads((folder / "summary.json").read_text())
     assert summary["seeds"] == [13] and summary["eval_accuracy"]["n"] == 1
+    # One run gives no spread: null in summary.json, "nan" in the table, never 0.
+    accuracy = summary["eval_accuracy"]
+    assert accuracy["std"] is None and accuracy["ci_low"] is None and accuracy["ci_high"] is None
+    with open(tmp_path / "table.csv", newline="") as handle:
+        row = next(csv.DictReader(handle))
+    assert (row["std_accuracy"], row["ci95_low"], row["ci95_high"]) == ("nan", "nan", "nan")
+    assert "no std or confidence interval" in done.stderr
+    # The evaluation subset is a seeded random draw whose ids are recorded, not the first 20 lines.
+    subsets = json.loads((folder / "data_subsets.json").read_text())
+    ids = subsets["validation"]["ids"]
+    assert len(ids) == 20 and subsets["validation"]["seed"] == 0 and ids != [f"line {i}" for i in range(2, 22)]
+    predictions = [json.loads(line)["id"] for line in open(folder / "runs" / "seed_13" / "predictions.jsonl")]
+    assert sorted(predictions) == sorted(ids)
 
 
 def test_user_errors(tiny_checkpoint, tmp_path):

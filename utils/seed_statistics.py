@@ -23,18 +23,23 @@ from utils.errors import DataError
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
     """n, mean, std (ddof 1), the Student-t confidence interval of the mean, min and max.
 
-    CI = mean ± t_{(1+c)/2, n−1} · std / √n; with one value the std and CI are NaN-free: the
-    interval collapses to the value and std is reported as 0.
+    CI = mean ± t_{(1+c)/2, n−1} · std / √n. With one value there is no estimate of the spread:
+    std and the CI bounds are NaN (never 0, which would claim a run-to-run spread of nothing).
     """
     array = np.asarray(values, dtype=np.float64)
     n = len(array)
     if n == 0:
         raise ValueError("no values to summarize")
     mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else 0.0
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else 0.0
+    std = float(array.std(ddof=1)) if n > 1 else math.nan
+    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
     return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
             "confidence": confidence, "min": float(array.min()), "max": float(array.max())}
+
+
+def json_ready(summary: dict[str, float]) -> dict[str, float | None]:
+    """A `summarize` result for JSON, which has no NaN: an undefined value becomes null."""
+    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in summary.items()}
 
 
 def read_summary(path: str | Path) -> dict:

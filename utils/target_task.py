@@ -22,7 +22,7 @@ from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, utc_now, write_all_results
 from utils.records import UNLABELLED, write_jsonl
 from utils.runtime import set_seed
-from utils.seed_statistics import summarize
+from utils.seed_statistics import json_ready, summarize
 from utils.tasks import TaskSpec
 from utils.training import LoopContext, LoopSettings, plan_schedule, predict, train
 
@@ -56,14 +56,6 @@ def require_labels(records: list[dict], what: str, file: str) -> None:
     if any(record["label"] == UNLABELLED for record in records):
         raise ToolkitError(f"{file}: the {what} data has no labels (GLUE test files hide them); use a labelled file, "
                            "e.g. dev.tsv for validation")
-
-
-def sample_records(records: list[dict], count: int | None, seed: int) -> list[dict]:
-    """A seeded random subset of `count` records (all of them when count is None), in file order."""
-    if count is None or count >= len(records):
-        return list(records)
-    chosen = np.sort(np.random.default_rng(seed).choice(len(records), size=count, replace=False))
-    return [records[i] for i in chosen]
 
 
 def split_holdout(records: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -164,7 +156,8 @@ def chain_description(lineage: dict | None, pretrained: str) -> dict[str, str]:
 
 def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
                   output_dir: Path) -> dict:
-    """summary.json: every run, mean / std / 95% t-interval / min / max of accuracy and macro-F1."""
+    """summary.json: every run, mean / std / 95% t-interval / min / max of accuracy and macro-F1
+    (std and interval null with a single run)."""
     accuracies = [run["eval_accuracy"] for run in runs]
     return {
         "target_task": spec.name,
@@ -176,8 +169,8 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
                   "eval_loss": run["eval_loss"], "selected_epoch": run["selected_epoch"],
                   "results": f"runs/seed_{run['seed']}/all_results.json",
                   "predictions": f"runs/seed_{run['seed']}/predictions.jsonl"} for run in runs],
-        "eval_accuracy": summarize(accuracies),
-        "eval_macro_f1": summarize([run["eval_macro_f1"] for run in runs]),
+        "eval_accuracy": json_ready(summarize(accuracies)),
+        "eval_macro_f1": json_ready(summarize([run["eval_macro_f1"] for run in runs])),
         "settings": settings,
         "output_dir": str(output_dir.resolve()),
         "created_at": utc_now(),
@@ -186,6 +179,8 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
 
 def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
     """Append one row for this invocation to a CSV (header written once, and checked after).
+
+    With a single run the std and CI cells read "nan": there is no estimate of the spread.
 
     Raises:
         ToolkitError: the file exists with other columns.
@@ -196,8 +191,9 @@ def append_results_table(path: Path, summary: dict, max_train_samples: int | Non
            "source_tasks": summary["source_tasks"], "objectives": summary["objectives"],
            "max_train_samples": "" if max_train_samples is None else max_train_samples, "selection": selection,
            "seeds": ";".join(str(s) for s in summary["seeds"]), "n": accuracy["n"],
-           "mean_accuracy": accuracy["mean"], "std_accuracy": accuracy["std"], "ci95_low": accuracy["ci_low"],
-           "ci95_high": accuracy["ci_high"], "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"],
+           "mean_accuracy": accuracy["mean"], "std_accuracy": _cell(accuracy["std"]),
+           "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
+           "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"],
            "output_dir": summary["output_dir"]}
     path.parent.mkdir(parents=True, exist_ok=True)
     exists = path.exists() and path.stat().st_size > 0
@@ -212,3 +208,8 @@ def append_results_table(path: Path, summary: dict, max_train_samples: int | Non
             writer.writeheader()
         writer.writerow(row)
 
+
+
+def _cell(value: float | None) -> float | str:
+    """A statistic for the CSV; "nan" where it is undefined (one run)."""
+    return "nan" if value is None else value
