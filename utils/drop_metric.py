@@ -42,6 +42,7 @@ import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from utils.errors import DataError
+from utils.squad_metric import read_json_file
 
 Answer = str | Sequence[str]
 ANSWER_TYPES = ("number", "date", "span", "spans")
@@ -262,15 +263,6 @@ def quoref_golds_from_file(payload: Any, file: str) -> dict[str, list[str]]:
     return golds
 
 
-def _read_json(path: str) -> Any:
-    try:
-        return json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise DataError("file not found", file=path) from None
-    except json.JSONDecodeError as err:
-        raise DataError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", file=path) from None
-
-
 def check_predictions(predictions: Any, file: str) -> dict[str, Answer]:
     """The predictions file's object, each value a string or a list of strings.
 
@@ -303,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     """Print the metrics of a predictions file as one JSON object and return them."""
     args = build_parser().parse_args(argv)
-    payload = _read_json(args.gold_file)
-    predictions = check_predictions(_read_json(args.pred_file), args.pred_file)
+    payload = read_json_file(args.gold_file)
+    predictions = check_predictions(read_json_file(args.pred_file), args.pred_file)
     if isinstance(payload, dict) and "data" in payload:
         golds: Mapping[str, Any] = quoref_golds_from_file(payload, args.gold_file)
         result = {"dataset": "quoref", **quoref_scores(golds, predictions)}

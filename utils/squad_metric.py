@@ -206,7 +206,8 @@ def golds_from_squad_json(payload: Any, file: str) -> tuple[dict[str, list[str]]
     return golds, unanswerable
 
 
-def _read_json(path: str) -> Any:
+def read_json_file(path: str) -> Any:
+    """A metric command's JSON input, or a DataError naming the file (missing, malformed)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -233,8 +234,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
-    golds, unanswerable = golds_from_squad_json(_read_json(args.data_file), args.data_file)
-    predictions = _read_json(args.pred_file)
+    golds, unanswerable = golds_from_squad_json(read_json_file(args.data_file), args.data_file)
+    predictions = read_json_file(args.pred_file)
     if not isinstance(predictions, dict):
         raise DataError("expected an object {question id: predicted text}", file=args.pred_file)
     missing = [qid for qid in golds if qid not in predictions]
@@ -257,7 +258,7 @@ def main(argv: list[str] | None = None) -> dict:
             # The official v2.0 script fails on missing predictions; say so plainly instead.
             raise DataError(f"{len(missing)} questions have no prediction (e.g. {missing[0]}); the v2.0 "
                             "evaluation needs one for every question", file=args.pred_file)
-        na_probs = _read_json(args.na_prob_file) if args.na_prob_file else None
+        na_probs = read_json_file(args.na_prob_file) if args.na_prob_file else None
         if na_probs is not None:
             absent = [qid for qid in predictions if qid not in na_probs]
             if absent:
