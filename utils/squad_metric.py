@@ -8,7 +8,10 @@ v2.0 (`evaluate-v2.0.py`): as v1.1, except that gold answers normalising to "" a
 question with none left has gold [""]), and F1 is `int(gold_tokens == pred_tokens)` when either
 side is empty. With no-answer probabilities, a prediction whose probability exceeds
 `na_prob_thresh` (default 1.0) counts as an abstention; `best_exact` / `best_f1` are the scores at
-the best abstention threshold, found by sweeping the questions in order of probability.
+the best abstention threshold, found by sweeping the questions in order of probability over the
+predictions as given: a question already answered "" cannot be won back by the sweep. The run
+scripts report this as `official_best_*` and sweep each question's best non-null answer instead
+(`utils.qa_metrics.oracle_sweep`).
 
 Command line, as the official scripts:
 
