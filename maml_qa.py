@@ -63,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inner_batch_size", type=positive_int, default=8, help="Sequences per inner step.")
     parser.add_argument("--inner_optimizer", choices=INNER_OPTIMIZERS, default="adam",
                         help="adam (β1 = 0, as in the Reptile paper), adamw, or sgd.")
-    parser.add_argument("--inner_opt_state", choices=INNER_STATE_CHOICES, default="reset",
-                        help="reset (default): a fresh inner optimizer per task, so every task adapts from the same "
-                             "state and one process gives the result of N; carry: one whose state runs on across "
-                             "tasks (per process), as the OpenAI and learn2learn code do (see the README).")
+    parser.add_argument("--inner_opt_state", choices=INNER_STATE_CHOICES, default="carry",
+                        help="carry (default): one inner optimizer whose state runs on across tasks, as the OpenAI "
+                             "and learn2learn code do (per process under torchrun); reset: a fresh one per task, so "
+                             "that N processes give the result of one. See benchmarks/reptile_inner_state.py.")
     parser.add_argument("--task_sampling", choices=SAMPLING_CHOICES, default="proportional",
                         help="Draw tasks uniformly or in proportion to their training data.")
     parser.add_argument("--task_file", type=name_path, action="append", default=[],
@@ -118,6 +118,10 @@ def main(argv: list[str] | None = None) -> dict:
     model_dir = run_dir if args.output_dir else run_dir / "model"
     run = start_run(args, run_dir, resuming=bool(args.resume_from_checkpoint))
     dist_ctx, precision, progress = run.dist, run.precision, run.progress
+    if args.inner_opt_state == "carry" and dist_ctx.world_size > 1 and dist_ctx.is_main:
+        logger.warning("--inner_opt_state carry under %d processes: each carries its own inner optimizer state, so "
+                       "θ differs from a one-process run; --inner_opt_state reset makes them agree",
+                       dist_ctx.world_size)
     resume_dir = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     state = read_meta_state(resume_dir) if resume_dir else MetaState()
 

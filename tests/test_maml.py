@@ -12,49 +12,22 @@ from safetensors.torch import load_file
 import maml_qa
 from tests.conftest import REPO_ROOT, run_module
 from utils.checkpoint import read_lineage
-from utils.records import write_jsonl
 from utils.samples import sample_file
-from utils.synthetic_qa import SyntheticTask, synthetic_records
-from utils.tiny_model import build_tiny_model, train_tokenizer
+from utils.synthetic_qa import meta_learning_family, write_family
+from utils.tiny_model import build_tiny_model
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none"]
 # A family of synthetic QA tasks: the same structure, other wordings. The last one is held out.
-FAMILY = {
-    "squad": SyntheticTask("visit"),
-    "squad_v2": SyntheticTask("move", template="{person} moved to {city} in {year} with a {animal}.",
-                              questions={"person": "Who moved to {city}?", "city": "Where did {person} move?",
-                                         "year": "When did {person} move to {city}?",
-                                         "animal": "Which animal moved with {person}?"}),
-    "duorc-p": SyntheticTask("fly", template="In {year}, {person} flew to {city} with a {animal}.",
-                             questions={"person": "Who flew to {city}?", "city": "Where did {person} fly?",
-                                        "year": "When did {person} fly to {city}?",
-                                        "animal": "Which animal flew with {person}?"}),
-    "drop": SyntheticTask("ride", template="A {animal} carried {person} to {city} in {year}.",
-                          questions={"person": "Who rode to {city}?", "city": "Where did {person} ride?",
-                                     "year": "When did {person} ride to {city}?",
-                                     "animal": "Which animal carried {person}?"}),
-    "quoref": SyntheticTask("sail", template="{person} sailed to {city} with a {animal} in {year}.",
-                            questions={"person": "Who sailed to {city}?", "city": "Where did {person} sail?",
-                                       "year": "When did {person} sail to {city}?",
-                                       "animal": "Which animal sailed with {person}?"}),
-}
+FAMILY = meta_learning_family()
 
 
 @pytest.fixture(scope="module")
 def family(tmp_path_factory):
     folder = tmp_path_factory.mktemp("family")
-    texts = []
-    for index, (name, task) in enumerate(FAMILY.items()):
-        train = synthetic_records(task, 600, seed=10 + index)
-        write_jsonl(folder / f"{name}_train.jsonl", train)
-        write_jsonl(folder / f"{name}_dev.jsonl", synthetic_records(task, 100, seed=50 + index))
-        texts += [r["context"] + " " + r["question"] for r in train]
-    train_tokenizer(iter(texts), 400).save_pretrained(str(folder / "tokenizer"))
+    files = write_family(folder, FAMILY)
     model = build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
                              tokenizer_path=str(folder / "tokenizer"), seed=0)
-    files = [arg for name in ("squad", "squad_v2", "duorc-p", "drop", "quoref")
-             for arg in ("--task_file", f"{name}={folder / f'{name}_train.jsonl'}")]
     return folder, model, files
 
 
@@ -124,7 +97,7 @@ def test_two_processes_give_the_same_theta_as_one(family, tmp_path):
     # float summation-order noise between thread counts would decide those steps.
     common = ["--tasks", "squad,squad_v2,duorc-p,drop", "--model_name", str(model), *files, "--num_train_iterations",
               "3", "--num_inner_steps", "2", "--meta_batch_size", "4", "--inner_optimizer", "sgd", "--inner_lr", "0.05",
-              "--seed", "4", "--device", "cpu", *SHORT]
+              "--inner_opt_state", "reset", "--seed", "4", "--device", "cpu", *SHORT]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process below
     try:

@@ -10,10 +10,11 @@ experiments need.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
-from utils.records import make_qa_record
+from utils.records import make_qa_record, write_jsonl
 
 PEOPLE = ("Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hana", "Ivan", "Jude", "Kurt", "Lena")
 CITIES = ("Paris", "Rome", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Dakar", "Hanoi", "Kyiv", "Perth")
@@ -64,3 +65,44 @@ def synthetic_records(task: SyntheticTask, num_examples: int, *, seed: int, max_
                                       question=task.questions[asked].format(**values), texts=[answer],
                                       starts=[start]))
     return records
+
+
+def meta_learning_family() -> dict[str, SyntheticTask]:
+    """Five members of one family (the same structure, other events and wordings), keyed by the
+    registry names the meta-learning tests and benchmarks borrow for them; the last one is the
+    one held out."""
+    def event(name: str, template: str, verb: str, past: str, animal_question: str) -> SyntheticTask:
+        return SyntheticTask(name, template=template, questions={
+            "person": f"Who {past} to {{city}}?", "city": f"Where did {{person}} {verb}?",
+            "year": f"When did {{person}} {verb} to {{city}}?", "animal": animal_question})
+
+    return {
+        "squad": SyntheticTask("visit"),
+        "squad_v2": event("move", "{person} moved to {city} in {year} with a {animal}.", "move", "moved",
+                          "Which animal moved with {person}?"),
+        "duorc-p": event("fly", "In {year}, {person} flew to {city} with a {animal}.", "fly", "flew",
+                         "Which animal flew with {person}?"),
+        "drop": event("ride", "A {animal} carried {person} to {city} in {year}.", "ride", "rode",
+                      "Which animal carried {person}?"),
+        "quoref": event("sail", "{person} sailed to {city} with a {animal} in {year}.", "sail", "sailed",
+                        "Which animal sailed with {person}?"),
+    }
+
+
+def write_family(folder: Path, family: dict[str, SyntheticTask], *, train_examples: int = 600,
+                 dev_examples: int = 100, vocab_size: int = 400) -> list[str]:
+    """Write `<name>_train.jsonl` and `<name>_dev.jsonl` for every member of `family` and a
+    tokenizer trained on their text (`tokenizer/`) into `folder`; return the maml_qa.py
+    `--task_file NAME=PATH` arguments of the training files."""
+    from utils.tiny_model import train_tokenizer  # deferred: it imports transformers
+
+    texts: list[str] = []
+    files: list[str] = []
+    for index, (name, task) in enumerate(family.items()):
+        train = synthetic_records(task, train_examples, seed=10 + index)
+        write_jsonl(folder / f"{name}_train.jsonl", train)
+        write_jsonl(folder / f"{name}_dev.jsonl", synthetic_records(task, dev_examples, seed=50 + index))
+        texts += [record["context"] + " " + record["question"] for record in train]
+        files += ["--task_file", f"{name}={folder / f'{name}_train.jsonl'}"]
+    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
+    return files
