@@ -111,8 +111,9 @@ def print_report(report: dict) -> None:
     for condition in report["transfer"]["conditions"]:
         points = condition["points"]
         duplicates = sum(len(point["duplicate_lines"]) for point in points)
-        print(f"Condition {condition_label(condition['condition'])}: {condition['n_rows']} rows -> {len(points)} "
-              f"source sets ({duplicates} repeated rows counted once)")
+        repeated = f" ({duplicates} repeated rows counted once)" if duplicates else ""
+        print(f"Condition {condition_label(condition['condition'])}: {condition['n_rows']} row(s) -> {len(points)} "
+              f"source set(s){repeated}")
         if condition["baseline"] is not None:
             base = condition["baseline"]
             print(f"  no source: {base['mean_accuracy']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
@@ -125,7 +126,12 @@ def print_report(report: dict) -> None:
             orders = "; ".join(f"{o['source_tasks']} {o['mean_accuracy']:.4f} ({o['n_seeds']} seeds)"
                                for o in group["orders"])
             print(f"  chain orders of {'+'.join(group['sources'])}: {orders}")
-        for name, corr in condition["correlations"].items():
+        correlations = condition["correlations"]
+        reasons = {corr["reason"] for corr in correlations.values()}
+        if None not in reasons and len(reasons) == 1:   # no coefficient at all, for one reason: say it once
+            print(f"  no correlation: {correlation_text(next(iter(correlations.values())))}")
+            continue
+        for name, corr in correlations.items():
             print(f"  accuracy vs {name}: {correlation_text(corr)}")
             if corr["warning"]:
                 print(f"    warning: {corr['warning']}")

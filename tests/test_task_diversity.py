@@ -385,7 +385,7 @@ def test_one_configuration_appended_twice_is_not_a_correlation(emb_dir, tmp_path
     assert len(condition["points"]) == 2
     for corr in condition["correlations"].values():
         assert corr["n"] <= 2 and corr["spearman_rho"] is None and corr["spearman_p"] is None
-    assert "2 source sets (2 repeated rows counted once)" in done.stdout
+    assert "2 source set(s) (2 repeated rows counted once)" in done.stdout
     assert "n = 2 source sets: only 2 distinct source set(s)" in done.stdout
     assert "ρ -1" not in done.stdout and "ρ −1" not in done.stdout
 
@@ -554,7 +554,7 @@ def test_script_as_a_user_runs_it(emb_dir, tmp_path):
     ranking = [line for line in done.stdout.splitlines() if line.startswith(" 1. ") or line.startswith("10. ")]
     assert len(ranking) == 2
     assert "noise floor" in done.stdout and "verdict: " in done.stdout
-    assert "Condition sequential, max_train_samples all, holdout, lm, gpt2: 14 rows -> 5 source sets (7 repeated rows counted once)" in done.stdout
+    assert "Condition sequential, max_train_samples all, holdout, lm, gpt2: 14 row(s) -> 5 source set(s) (7 repeated rows counted once)" in done.stdout
     assert "chain orders of squad+squad_v2: squad;squad_v2 0.9000 (3 seeds); squad_v2;squad 0.9300" in done.stdout
     output = tmp_path / "diversity_out"
     for name in ("task_distances.png", "accuracy_vs_diversity.png"):
