@@ -60,7 +60,7 @@ echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then 
     --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
 echo "== 6/6 Task2Vec embeddings of the bundled tasks (python -m task2vec), then TaskDiversity.py on the results table"
 "$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name "$OUT/tiny_gpt2" --use_samples \
-    --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 4 --head_steps 50 --no_progress
+    --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 3 --head_steps 50 --no_progress
 "$PY" TaskDiversity.py --emb_dir "$OUT/TaskEmb" --source_tasks squad,squad_v2,duorc-p,duorc-s,drop --target_task sst2 \
     --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity" --overwrite_output_dir
 echo "== demo finished: outputs in $OUT/"
