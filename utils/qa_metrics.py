@@ -28,14 +28,13 @@ from __future__ import annotations
 import re
 import string
 import unicodedata
-from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 from utils.drop_metric import GoldAnswer, drop_scores, quoref_scores
 from utils.squad_metric import squad_v1_scores, squad_v2_raw_scores, squad_v2_scores
 from utils.squad_metric import exact_match as squad_exact_match
-from utils.squad_metric import f1_v1
+from utils.squad_metric import f1_v1, token_f1
 from utils.tasks import TaskSpec
 
 DUORC_NO_ANSWER = "NA"
@@ -112,10 +111,7 @@ def mlqa_scores(records: Sequence[dict], predictions: Mapping[str, str], languag
         for gold in single_strings(record):
             gold_tokens = mlqa_normalize(gold, language).split()
             best_exact = max(best_exact, float(predicted == gold_tokens))
-            same = sum((Counter(predicted) & Counter(gold_tokens)).values())
-            if same:
-                precision, recall = same / len(predicted), same / len(gold_tokens)
-                best_f1 = max(best_f1, 2 * precision * recall / (precision + recall))
+            best_f1 = max(best_f1, token_f1(predicted, gold_tokens))
         exact += best_exact
         f1 += best_f1
     return {"exact_match": 100.0 * exact / len(records), "f1": 100.0 * f1 / len(records)}

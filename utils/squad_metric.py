@@ -48,10 +48,8 @@ def exact_match(prediction: str, gold: str) -> int:
     return int(normalize_answer(prediction) == normalize_answer(gold))
 
 
-def f1_v1(prediction: str, gold: str) -> float:
-    """v1.1 token F1: harmonic mean of token precision and recall (0 when nothing is shared)."""
-    pred_tokens = normalize_answer(prediction).split()
-    gold_tokens = normalize_answer(gold).split()
+def token_f1(pred_tokens: list[str], gold_tokens: list[str]) -> float:
+    """Harmonic mean of token precision and recall over bags with repeats (0 when nothing is shared)."""
     common = collections.Counter(pred_tokens) & collections.Counter(gold_tokens)
     same = sum(common.values())
     if same == 0:
@@ -59,6 +57,11 @@ def f1_v1(prediction: str, gold: str) -> float:
     precision = same / len(pred_tokens)
     recall = same / len(gold_tokens)
     return 2 * precision * recall / (precision + recall)
+
+
+def f1_v1(prediction: str, gold: str) -> float:
+    """v1.1 token F1 of the normalised answers (0 when nothing is shared)."""
+    return token_f1(normalize_answer(prediction).split(), normalize_answer(gold).split())
 
 
 def f1_v2(prediction: str, gold: str) -> float:
