@@ -27,7 +27,6 @@ The rules that keep the correlations honest:
 """
 from __future__ import annotations
 
-import csv
 import math
 import os
 from pathlib import Path
@@ -40,6 +39,7 @@ from scipy import stats
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
 from utils.errors import DataError, UnknownTaskError
+from utils.results_table import read_rows
 from utils.tasks import get_task
 
 CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.target_task.chain_description writes them
@@ -85,25 +85,13 @@ def read_results_table(path: str | os.PathLike) -> list[dict]:
     Each row is a dict of its columns plus "line" (its line number in the file).
 
     Raises:
-        DataError: the file is missing, empty, or lacks columns of RESULTS_TABLE_COLUMNS.
+        DataError: the file is missing, empty, lacks columns of RESULTS_TABLE_COLUMNS, or has a
+            malformed row (its line number is given).
     """
     # Imported here: utils.target_task pulls in torch, which nothing else in the analysis needs.
     from utils.target_task import RESULTS_TABLE_COLUMNS
 
-    path = Path(path)
-    if not path.is_file():
-        raise DataError("no such results table; write it with run_target_task_GPT2_sst2_multiple.py "
-                        "--results_table", file=str(path))
-    with open(path, newline="", encoding="utf-8") as handle:
-        reader = csv.DictReader(handle)
-        missing = [column for column in RESULTS_TABLE_COLUMNS if column not in (reader.fieldnames or [])]
-        if missing:
-            raise DataError(f"not a results table of run_target_task_GPT2_sst2_multiple.py (missing columns "
-                            f"{missing})", file=str(path))
-        rows = []
-        for row in reader:
-            rows.append({**row, "line": reader.line_num})
-    return rows
+    return read_rows(path, RESULTS_TABLE_COLUMNS, flag="--results_table", writer="run_target_task_GPT2_sst2_multiple.py")
 
 
 def _row_sources(row: dict, target: str) -> tuple[list[str] | None, str | None]:

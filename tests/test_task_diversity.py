@@ -390,6 +390,21 @@ def test_one_configuration_appended_twice_is_not_a_correlation(emb_dir, tmp_path
     assert "ρ -1" not in done.stdout and "ρ −1" not in done.stdout
 
 
+def test_a_damaged_results_table_is_refused_with_its_line(emb_dir, tmp_path):
+    """A row glued onto a partial one (an append cut short by a full disk): before, TaskDiversity.py
+    read the file and exited 0; now it names the line and exits 2."""
+    folder, _ = emb_dir
+    table = tmp_path / "results.csv"
+    write_results_table(table, [{"target_task": TARGET, "source_tasks": "squad;drop"},
+                                {"target_task": TARGET, "source_tasks": "squad_v2;duorc-p"}])
+    lines = table.read_text().splitlines(keepends=True)
+    table.write_text(lines[0] + lines[1].rstrip("\r\n") + lines[2])
+    done = run_module(str(REPO_ROOT / "TaskDiversity.py"), "--emb_dir", str(folder), "--results_table", str(table),
+                      "--output_dir", str(tmp_path / "out"), "--no_plots", timeout=180)
+    assert done.returncode == 2, done.stderr
+    assert "line 2 has" in done.stderr and "Traceback" not in done.stderr
+
+
 @pytest.mark.parametrize("text, algorithm", [("", "none"), ("squad", "sequential"), ("squad;squad_v2", "sequential"),
                                              ("squad+squad_v2", "reptile"), ("squad;squad_v2+duorc-p", "mixed"),
                                              ("squad+squad_v2;drop", "mixed")])

@@ -7,7 +7,6 @@ training data (never on the validation set that is reported), or the last epoch 
 """
 from __future__ import annotations
 
-import csv
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from utils.distributed import broadcast_from_main
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, utc_now, write_all_results
 from utils.records import UNLABELLED, write_jsonl
+from utils.results_table import append_row
 from utils.runtime import set_seed
 from utils.seed_statistics import json_ready, summarize
 from utils.tasks import TaskSpec
@@ -178,12 +178,13 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
 
 
 def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
-    """Append one row for this invocation to a CSV (header written once, and checked after).
+    """Append one row for this invocation to a CSV (header written once, and checked after), all
+    or nothing and under a lock (utils.results_table).
 
     With a single run the std and CI cells read "nan": there is no estimate of the spread.
 
     Raises:
-        ToolkitError: the file exists with other columns.
+        ToolkitError: the file exists with other columns, or the append failed (file unchanged).
     """
     accuracy = summary["eval_accuracy"]
     row = {"created_at": summary["created_at"], "target_task": summary["target_task"],
@@ -195,19 +196,7 @@ def append_results_table(path: Path, summary: dict, max_train_samples: int | Non
            "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
            "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"],
            "output_dir": summary["output_dir"]}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    exists = path.exists() and path.stat().st_size > 0
-    if exists:
-        with open(path, newline="", encoding="utf-8") as handle:
-            header = next(csv.reader(handle), [])
-        if tuple(header) != RESULTS_TABLE_COLUMNS:
-            raise ToolkitError(f"--results_table {path} has other columns ({header}); use a new file")
-    with open(path, "a", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULTS_TABLE_COLUMNS)
-        if not exists:
-            writer.writeheader()
-        writer.writerow(row)
-
+    append_row(path, RESULTS_TABLE_COLUMNS, row, flag="--results_table")
 
 
 def _cell(value: float | None) -> float | str:
