@@ -26,7 +26,6 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from task2vec.distances import task2vec_distance
 from task2vec.diversity import corrected_data_diversity, data_diversity, noise_floor
@@ -38,9 +37,11 @@ from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
 from utils.checkpoint import LoadedModel
+from utils.classification import truncation_note
 from utils.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.errors import ToolkitError
 from utils.outputs import library_versions, utc_now
+from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.tasks import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -158,6 +159,8 @@ class EmbeddingContext:
     autocast: Callable
     dist: DistContext
     progress: bool = False
+    # Without a bar (no terminal), where the Fisher batches are is logged every this many seconds.
+    progress_interval_s: float = PROGRESS_INTERVAL_S
 
 
 def build_probe(loaded: LoadedModel, spec: TaskSpec, settings: EmbeddingSettings) -> ProbeModel:
@@ -176,7 +179,11 @@ def _compute_batches(probe: ProbeModel, rows: list[dict], batches: list[list[int
     mine = list(range(ctx.dist.rank, len(batches), ctx.dist.world_size))
     reseed = settings.noise_floor and settings.estimator != "empirical"
     results = []
-    for number in tqdm(mine, desc=f"Fisher {task}", disable=not ctx.progress, unit="batch"):
+    # Each batch is a Fisher pass over B sequences (two with the noise floor): on GPT-2 a task's
+    # batches run long, so say where the loop is.
+    progress = Progress(len(mine), f"Fisher {task}", bar=ctx.progress, unit="batch",
+                        interval_s=ctx.progress_interval_s if ctx.dist.is_main else None)
+    for number in mine:
         entry = {"batch": number}
         entry["sums"], entry["weight"] = _batch_sums(
             probe, rows, batches[number], settings, covered, collate,
@@ -186,6 +193,8 @@ def _compute_batches(probe: ProbeModel, rows: list[dict], batches: list[list[int
                 probe, rows, batches[number], settings, covered, collate,
                 derived_seed(settings.seed, task, RESEEDED_STREAM, number), ctx.device, ctx.autocast)
         results.append(entry)
+        progress.update()
+    progress.close()
     return results
 
 
@@ -211,6 +220,8 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
     if not built.rows:
         raise ToolkitError(f"{spec.name}: none of the {len(records)} records gives a probe input "
                            f"(objective {settings.objective}, --max_length {settings.max_length})")
+    if built.truncated and ctx.dist.is_main:  # the probe does not see whole sentences: say so once per task
+        logger.info(truncation_note(spec.name, built.truncated, len(records), built.cut_to))
     batches = plan_batches(len(built.rows), settings.batch_size, settings.num_batches,
                            derived_seed(settings.seed, spec.name, DATA_STREAM))
     digests = batch_digests(batches, built.record_ids)
@@ -241,6 +252,7 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
         "settings": {**{k: v for k, v in asdict(settings).items() if k != "head"}, "include": list(settings.include)},
         "head": {**asdict(settings.head), **head_report},
         "examples": {"records": len(records), "rows": len(built.rows), "records_without_row": built.unused,
+                     "records_truncated": built.truncated,
                      "examples_used": len(chosen), "batches": len(batches),
                      "batch_sizes": [len(b) for b in batches], "batch_digests": digests,
                      "predictions_counted": float(sum(e["weight"] for e in entries))},

@@ -34,6 +34,8 @@ class TaskRows:
     rows: list[dict]          # each with input_ids (and labels / span fields for the task objective)
     record_ids: list[str]     # the record behind each row
     unused: int               # records that gave no row (e.g. an answer no window can hold)
+    truncated: int = 0        # classification records whose sentence was cut to `cut_to` tokens
+    cut_to: int | None = None
 
 
 def _columns(records: list[dict], fields: tuple[str, ...]) -> dict[str, list]:
@@ -59,14 +61,16 @@ def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int
     room = max_length - len(prefix) - max(len(w) for w in words)
     if room < 1:
         raise ToolkitError(f"--max_length {max_length} leaves no room for the sentence before the label word")
+    # One token more than kept tells a cut sentence (see utils.classification.classification_features).
     encoded = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
-                        max_length=room)["input_ids"]
+                        max_length=room + 1)["input_ids"]
     rows, ids = [], []
     for record, sentence in zip(records, encoded):
         if sentence:
-            rows.append({"input_ids": sentence + prefix + words[record["label"]]})
+            rows.append({"input_ids": sentence[:room] + prefix + words[record["label"]]})
             ids.append(record["id"])
-    return TaskRows(rows, ids, len(records) - len(rows))
+    truncated = sum(1 for sentence in encoded if len(sentence) > room)
+    return TaskRows(rows, ids, len(records) - len(rows), truncated, room)
 
 
 def _span_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
@@ -89,7 +93,7 @@ def _span_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows
 def _classification_task_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
     features = classification_features(_columns(records, ("text", "label")), tokenizer, max_length)
     rows = [{"input_ids": ids, "labels": label} for ids, label in zip(features["input_ids"], features["labels"])]
-    return TaskRows(rows, [r["id"] for r in records], 0)
+    return TaskRows(rows, [r["id"] for r in records], 0, sum(features["truncated"]), max_length)
 
 
 def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: str, max_length: int) -> TaskRows:

@@ -45,3 +45,13 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     assert {("duorc-p", "squad", "squad_v2"), ("duorc-s", "squad", "squad_v2")} <= joined
     assert (out / "task_diversity" / "task_distances.png").stat().st_size > 0
     assert "noise floor" in done.stdout
+    # It ends by saying what it showed, where each stage's outputs are, and why the numbers are at chance.
+    summary = done.stdout[done.stdout.index("== what the demo showed"):]
+    for stage in ("tiny_gpt2", "adapter_stats", "pretrained_model_duorc-p", "results_table.csv", "comparison.json",
+                  "logs/qa_tasks_demo", "target_sst2_reptile", "TaskEmb", "task_diversity"):
+        assert f"{out}/{stage}" in summary, stage
+    accuracies = {name: json.loads((out / f"target_sst2_{name}" / "summary.json").read_text())["eval_accuracy"]["mean"]
+                  for name in ("tiny_gpt2", "pretrained_model_duorc-p", "reptile")}
+    for name, accuracy in accuracies.items():
+        assert f"{name} {accuracy:.3f}" in summary, name
+    assert "chance" in summary and "plumbing, not the method" in summary

@@ -20,11 +20,32 @@ from utils.batching import attention_mask_for, pad_sequences
 
 
 def classification_features(batch: dict[str, list], tokenizer: Any, max_length: int) -> dict[str, list]:
-    """input_ids (at most max_length tokens, none added), labels and lengths for canonical records."""
+    """input_ids (at most max_length tokens, none added), labels, lengths, and whether each
+    sentence was cut (`truncated`, for `truncation_note`), for canonical records."""
+    # One token more than kept tells a cut sentence from one of exactly max_length tokens, without
+    # tokenising whole (possibly huge) texts; cutting the extra token gives the same ids as
+    # truncation at max_length (the tokenizer truncates its token sequence on the right).
     encoded = tokenizer([text for text in batch["text"]], add_special_tokens=False, truncation=True,
-                        max_length=max_length)["input_ids"]
-    encoded = [ids if ids else [tokenizer.eos_token_id] for ids in encoded]  # an empty sentence still has a token
-    return {"input_ids": encoded, "labels": list(batch["label"]), "length": [len(ids) for ids in encoded]}
+                        max_length=max_length + 1)["input_ids"]
+    truncated = [len(ids) > max_length for ids in encoded]
+    # An empty sentence still gets a token.
+    encoded = [ids[:max_length] if ids else [tokenizer.eos_token_id] for ids in encoded]
+    return {"input_ids": encoded, "labels": list(batch["label"]), "length": [len(ids) for ids in encoded],
+            "truncated": truncated}
+
+
+def truncation_note(name: str, cut: int, total: int, max_tokens: int, unit: str = "sentences") -> str | None:
+    """One line saying how many of a split's texts were cut, or None when none was.
+
+    The tokenizer's own warning is silenced (utils.cli.configure_logging): it fires on the long
+    contexts QA windows on purpose, and says nothing about the cuts that change what a model sees.
+
+        >>> truncation_note("sst2-train", 12, 6920, 128)
+        'sst2-train: 12 of 6920 sentences were cut to 128 tokens'
+    """
+    if cut == 0:
+        return None
+    return f"{name}: {cut} of {total} {unit} were cut to {max_tokens} tokens"
 
 
 def pooled_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

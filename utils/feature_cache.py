@@ -9,7 +9,8 @@ import logging
 import os
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,23 @@ def records_digest(records: list[dict]) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def _no_datasets_bars() -> Iterator[None]:
+    """datasets' progress bars off for the duration (its own switch), as they were afterwards.
+
+    Writing and reading the cache takes well under a second a shard; its "Saving the dataset"
+    bars would be noise between the lines that matter. The "features" bar of the tokenisation,
+    which can take minutes, stays.
+    """
+    was_disabled = datasets.are_progress_bars_disabled()
+    datasets.disable_progress_bars()
+    try:
+        yield
+    finally:
+        if not was_disabled:
+            datasets.enable_progress_bars()
+
+
 def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]], dict[str, list]], *,
                    name: str, settings: dict[str, Any], cache_dir: Path | None,
                    batch_size: int = 1000) -> datasets.Dataset:
@@ -64,7 +82,8 @@ def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]
     folder = cache_dir / f"{name}-{key}" if cache_dir is not None else None
     if folder is not None and folder.exists():
         logger.info("features read from cache %s", folder)
-        return datasets.load_from_disk(str(folder))
+        with _no_datasets_bars():
+            return datasets.load_from_disk(str(folder))
     if records and "context" in records[0]:
         columns: tuple[str, ...] = ("id", "context", "question", "answers")
         if all("gold" in record for record in records):
@@ -79,11 +98,13 @@ def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        features.save_to_disk(str(staging))
+        with _no_datasets_bars():
+            features.save_to_disk(str(staging))
         os.replace(staging, folder)
     except OSError:
         shutil.rmtree(staging, ignore_errors=True)
         if not folder.exists():
             raise
         # Another process finished the same features first; theirs are identical.
-    return datasets.load_from_disk(str(folder))
+    with _no_datasets_bars():
+        return datasets.load_from_disk(str(folder))

@@ -26,6 +26,7 @@ from utils.batching import length_grouped_batches
 from utils.distributed import DistContext
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, write_json
+from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
 from utils.training import autocast_context, move_batch
 
@@ -117,11 +118,15 @@ def adapt(model: torch.nn.Module, objective: Any, optimizer: torch.optim.Optimiz
 def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskStream], settings: MetaSettings, *,
                dist_ctx: DistContext, precision: Any, output_dir: Path, log: JsonlLog | None,
                evaluate: Callable[[int, Callable[[], None]], dict] | None, save: Callable[[Path, MetaState, Any], None],
-               state: MetaState, resume_from: Path | None = None) -> MetaState:
+               state: MetaState, resume_from: Path | None = None, progress: bool = False,
+               progress_interval_s: float = PROGRESS_INTERVAL_S) -> MetaState:
     """Run Reptile from `state` to `settings.num_train_iterations` outer steps (θ is the model).
 
     `save(folder, state, carried_optimizer)` writes a resumable checkpoint; with
     `--inner_opt_state carry` the carried inner optimizer's state is restored from `resume_from`.
+    An outer step of GPT-2 takes seconds and a run hours, so the loop says where it is: a bar
+    with `progress` (a terminal), else a line every `progress_interval_s` seconds; on the main
+    process only, and into `log` as a progress record either way.
     """
     device = dist_ctx.device
     params = meta_parameters(model)
@@ -137,6 +142,9 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
     if carried is not None and resume_from is not None:
         carried.load_state_dict(torch.load(resume_from / f"inner_optimizer_{dist_ctx.rank}.pt", weights_only=True,
                                            map_location=device))
+    bar = Progress(settings.num_train_iterations, "Reptile", bar=progress and dist_ctx.is_main, initial=state.step,
+                   log=log.log if log is not None and dist_ctx.is_main else None,
+                   interval_s=progress_interval_s if dist_ctx.is_main else None)
     for step in range(state.step, settings.num_train_iterations):
         epsilon = annealed_epsilon(step, settings.num_train_iterations, settings.outer_lr, settings.outer_lr_final)
         sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling)
@@ -163,6 +171,8 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
         if log is not None:
             log.log({"step": step + 1, "epsilon": epsilon, "tasks": sampled,
                      "inner_losses": [losses[i] for i in range(len(sampled))], "theta_step_norm": step_norm})
+        bar.set_postfix(inner_loss=f"{np.mean([v for part in losses.values() for v in part]):.4f}")
+        bar.update()
         state = MetaState(step=step + 1, sampler=rng.bit_generator.state, positions=dict(positions), parent=state.parent)
         if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 \
                 and step + 1 < settings.num_train_iterations:  # the caller evaluates the final θ
@@ -171,6 +181,7 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
                 log.log({"step": step + 1, "eval": metrics})
         if settings.save_every and (step + 1) % settings.save_every == 0 and step + 1 < settings.num_train_iterations:
             save(output_dir / f"checkpoint-{step + 1}", state, carried)
+    bar.close()
     return state
 
 
