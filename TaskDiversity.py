@@ -23,9 +23,10 @@ from task2vec.reporting import (OUTPUT_FILES, condition_label, correlation_text,
                                 noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap, ranking_lines,
                                 write_matrix_csv, write_points_csv, write_subsets_csv)
 from task2vec.transfer import read_results_table, tasks_in_results
-from utils.cli import add_output_args, run_entry_point, task_name
+from utils.cli import add_output_args, open_unit_interval_float, positive_int, run_entry_point, seed_int, task_name
 from utils.errors import UnknownTaskError
-from utils.outputs import prepare_output_dir, write_json, write_run_args
+from utils.outputs import write_json, write_run_args
+from utils.run_folder import hold_run_folder
 from utils.tasks import parse_task_list
 
 logger = logging.getLogger("TaskDiversity")
@@ -40,19 +41,19 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--source_tasks", type=str, default=DEFAULT_SOURCES,
                         help="Comma-separated source tasks; the original spellings are accepted (e.g. duorc;SelfRC).")
     parser.add_argument("--target_task", type=task_name, default="sst2", help="The target task.")
-    parser.add_argument("--subset_size", type=int, default=3,
+    parser.add_argument("--subset_size", type=positive_int, default=3,
                         help="Number of source tasks per subset (2 to the number of source tasks).")
     parser.add_argument("--distance", type=str, default="task2vec", choices=DISTANCES,
                         help="task2vec: Task2Vec normalised cosine of unit-mean embeddings; cosine: plain cosine.")
     parser.add_argument("--results_table", type=str, default=None,
                         help="CSV written by run_target_task_GPT2_sst2_multiple.py --results_table: group its "
                              "rows for --target_task by condition and correlate accuracy with the diversities.")
-    parser.add_argument("--confidence", type=float, default=0.95,
+    parser.add_argument("--confidence", type=open_unit_interval_float, default=0.95,
                         help="Coverage of the confidence intervals (jackknife over tasks or batches; t over seeds).")
     parser.add_argument(ALLOW_FLAG, action="store_true",
                         help="Compare embeddings made with different K, examples used, max length or head "
                              "settings (reported as warnings) instead of refusing them.")
-    parser.add_argument("--seed", type=int, default=0,
+    parser.add_argument("--seed", type=seed_int, default=0,
                         help="Seed of the random orderings of the permutation tests (only above 8 source sets).")
     parser.add_argument("--no_plots", action="store_true", help="Do not draw the PNG figures.")
     add_output_args(parser, required=False, default="task_diversity",
@@ -70,8 +71,6 @@ def parse_sources(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         parser.error(f"--target_task {args.target_task} is also a source task; remove it from --source_tasks")
     if not 2 <= args.subset_size <= len(sources):
         parser.error(f"--subset_size must be between 2 and the {len(sources)} source tasks, got {args.subset_size}")
-    if not 0 < args.confidence < 1:
-        parser.error(f"--confidence must be strictly between 0 and 1, got {args.confidence}")
     return sources
 
 
@@ -157,11 +156,12 @@ def main(argv: list[str] | None = None) -> dict:
                           allow_setting_mismatch=args.allow_setting_mismatch, permutation_seed=args.seed)
     safe = json_safe(report)
 
-    output_dir = prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, outputs=OUTPUT_FILES)
-    write_run_args(output_dir, args, {"sources": sources, "target": target})
-    write_outputs(output_dir, report, safe, plots=not args.no_plots)
+    with hold_run_folder(args.output_dir, overwrite=args.overwrite_output_dir, outputs=OUTPUT_FILES) as folder:
+        write_run_args(folder.path, args, {"sources": sources, "target": target})
+        write_outputs(folder.path, report, safe, plots=not args.no_plots)
+        folder.finish()
     print_report(report)
-    logger.info("wrote %s", output_dir / "diversity.json")
+    logger.info("wrote %s", folder.path / "diversity.json")
     return safe
 
 

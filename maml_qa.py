@@ -10,20 +10,20 @@ from pathlib import Path
 
 import torch
 
-from utils.checkpoint import Provenance, build_lineage, save_checkpoint
-from utils.cli import add_data_seed_arg, add_runtime_args, files_by_task, name_path, positive_int, run_entry_point
-from utils.distributed import barrier, shutdown_distributed
-from utils.errors import ToolkitError
+from utils.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
+from utils.cli import (add_data_seed_arg, add_runtime_args, files_by_task, learning_rate, name_path, non_negative_float,
+                       positive_int, run_entry_point, unit_interval_float)
+from utils.distributed import barrier
 from utils.meta_training import (SAMPLING_CHOICES, MetaSettings, MetaState, TaskStream, adapt, meta_train,
                                  read_meta_state, write_meta_state)
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (add_qa_args, cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective,
                                qa_features, qa_settings)
 from utils.reptile import INNER_OPTIMIZERS, INNER_STATE_CHOICES, make_inner_optimizer, meta_parameters
-from utils.run_setup import start_run
+from utils.resume import add_allow_changed_args, resolve_resume_args
+from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.tasks import parse_task_list, shared_data_warnings
-from utils.training_args import non_negative_float, positive_float
 
 logger = logging.getLogger("maml_qa")
 SCRIPT = "maml_qa.py"
@@ -55,10 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
                              "stratified by document.")
     parser.add_argument("--num_train_iterations", type=positive_int, default=1000, help="Outer (meta) steps.")
     parser.add_argument("--num_inner_steps", type=positive_int, default=5, help="Inner steps k per task.")
-    parser.add_argument("--inner_lr", type=positive_float, default=3e-5, help="Inner-loop learning rate.")
-    parser.add_argument("--outer_lr", type=non_negative_float, default=1.0, help="Outer step size ε at the first step.")
-    parser.add_argument("--outer_lr_final", type=non_negative_float, default=0.0,
-                        help="ε at the end; ε falls linearly: outer_lr·(1 − t/T) + outer_lr_final·t/T.")
+    parser.add_argument("--inner_lr", type=learning_rate, default=3e-5,
+                        help="Inner-loop learning rate, at most 1 (typical: 1e-5 to 1e-3).")
+    parser.add_argument("--outer_lr", type=unit_interval_float, default=1.0,
+                        help="Reptile's outer step size ε at the first step, in [0, 1]: θ ← θ + ε·(mean adapted "
+                             "weights − θ), so 1 moves θ all the way to the tasks' adapted weights and more would "
+                             "step past them.")
+    parser.add_argument("--outer_lr_final", type=unit_interval_float, default=0.0,
+                        help="ε at the end, in [0, 1]; ε falls linearly: "
+                             "outer_lr·(1 − t/T) + outer_lr_final·t/T.")
     parser.add_argument("--meta_batch_size", type=positive_int, default=4, help="Tasks per outer step.")
     parser.add_argument("--inner_batch_size", type=positive_int, default=8, help="Sequences per inner step.")
     parser.add_argument("--inner_optimizer", choices=INNER_OPTIMIZERS, default="adam",
@@ -70,9 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--task_sampling", choices=SAMPLING_CHOICES, default="proportional",
                         help="Draw tasks uniformly or in proportion to their training data.")
     parser.add_argument("--task_file", type=name_path, action="append", default=[],
-                        help="NAME=PATH: local training file of a task (repeatable; any format the adapters read).")
+                        help="NAME=PATH: local training file of a task of --tasks or --eval_tasks (repeatable; any "
+                             "format the adapters read; a file for another task is an error).")
     parser.add_argument("--eval_file", type=name_path, action="append", default=[],
-                        help="NAME=PATH: local validation file of an evaluation task (repeatable).")
+                        help="NAME=PATH: local validation file of a task of --eval_tasks (repeatable).")
     parser.add_argument("--eval_tasks", type=str, default="",
                         help="Comma-separated held-out tasks to evaluate on; none may be among --tasks (a task "
                              "sharing data with a training task is named in a warning).")
@@ -90,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="A smoke run: 3 outer steps, 16 questions per task, 2 inner steps.")
     add_data_seed_arg(parser)
     add_qa_args(parser)
+    add_allow_changed_args(parser)
     add_runtime_args(parser)
     return parser
 
@@ -112,22 +119,31 @@ def main(argv: list[str] | None = None) -> dict:
     eval_files = files_by_task(args.eval_file, eval_specs, "--eval_file")
     iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations, args.num_examples,
                                                                       args.num_inner_steps)
+    run_dir = Path(args.output_dir) if args.output_dir else Path(args.log_dir) / f"qa_tasks_{args.out}"
+    with start_run(args, run_dir, resuming=bool(args.resume_from_checkpoint)) as run:
+        return meta_train_and_evaluate(args, run, run_dir, specs=specs, eval_specs=eval_specs,
+                                       train_files=train_files, eval_files=eval_files, iterations=iterations,
+                                       per_task=per_task, inner_steps=inner_steps)
+
+
+def meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: Path, *, specs: list, eval_specs: list,
+                            train_files: dict[str, str], eval_files: dict[str, str], iterations: int,
+                            per_task: int | None, inner_steps: int) -> dict:
+    """The run itself, inside the held run folder."""
+    dist_ctx, precision, progress = run.dist, run.precision, run.progress
+    model_dir = run_dir if args.output_dir else run_dir / "model"
+    resume_dir = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
+    resumed = resolve_resume_args(args, resume_dir.parent, what=str(resume_dir)) if resume_dir else None
     settings = qa_settings(args, version_2_with_negative=False)
     set_seed(args.seed)
-    run_dir = Path(args.output_dir) if args.output_dir else Path(args.log_dir) / f"qa_tasks_{args.out}"
-    model_dir = run_dir if args.output_dir else run_dir / "model"
-    run = start_run(args, run_dir, resuming=bool(args.resume_from_checkpoint))
-    dist_ctx, precision, progress = run.dist, run.precision, run.progress
     if args.inner_opt_state == "carry" and dist_ctx.world_size > 1 and dist_ctx.is_main:
         logger.warning("--inner_opt_state carry under %d processes: each carries its own inner optimizer state, so "
                        "θ differs from a one-process run; --inner_opt_state reset makes them agree",
                        dist_ctx.world_size)
-    resume_dir = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
     state = read_meta_state(resume_dir) if resume_dir else MetaState()
 
     loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, "keep")
-    if args.max_seq_length > loaded.model.config.n_positions:
-        raise ToolkitError(f"--max_seq_length {args.max_seq_length} exceeds the model's {loaded.model.config.n_positions} positions")
+    require_positions(args.max_seq_length, loaded.model.config, "--max_seq_length", args.model_name)
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
@@ -203,12 +219,12 @@ def main(argv: list[str] | None = None) -> dict:
             write_meta_state(folder, MetaState(saved.step, saved.sampler, saved.positions, parent))
 
     if dist_ctx.is_main:
-        write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(eval_data),
+        write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(eval_data), "resume": resumed,
                                        "num_train_iterations": iterations, "num_inner_steps": inner_steps,
                                        "training_rows": {n: len(s.lengths) for n, s in streams.items()},
                                        "world_size": dist_ctx.world_size, "model_dir": str(model_dir)})
         write_json(run_dir / "data_subsets.json", {name: info.to_dict() for name, info in subsets.items()})
-    log = JsonlLog(run_dir / "meta_log.jsonl") if dist_ctx.is_main else None
+    log = JsonlLog(run_dir / "meta_log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None
     if resume_dir is not None:  # dropout continues exactly where the interrupted run was
         rng = torch.load(resume_dir / f"rng_state_{dist_ctx.rank}.pt", weights_only=True)
         torch.set_rng_state(rng["cpu"])
@@ -216,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
             torch.cuda.set_rng_state(rng["cuda"])
     state = meta_train(model, objective, streams, meta, dist_ctx=dist_ctx, precision=precision, output_dir=run_dir,
                        log=log, evaluate=evaluate if eval_data else None, save=save,
-                       state=MetaState(state.step, state.sampler, state.positions, parent), resume_from=resume_dir)
+                       state=MetaState(state.step, state.sampler, state.positions, parent), resume_from=resume_dir,
+                       progress=progress)
     final = evaluate(state.step) if eval_data else {}
     results: dict = {}
     if dist_ctx.is_main:
@@ -227,7 +244,6 @@ def main(argv: list[str] | None = None) -> dict:
         write_all_results(run_dir, results)
         write_json(run_dir / "meta_final.json", {"eval": final, "model_dir": str(model_dir.resolve())})
         logger.info("Reptile over %s: %d outer steps; model in %s; %s", args.tasks, state.step, model_dir, final)
-    shutdown_distributed(dist_ctx)
     return results
 
 

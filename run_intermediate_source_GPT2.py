@@ -11,15 +11,17 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.checkpoint import Provenance, build_lineage, save_checkpoint
+from utils.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
 from utils.cli import add_data_file_args, add_output_args, add_runtime_args, run_entry_point, task_name
-from utils.distributed import barrier, shutdown_distributed
+from utils.distributed import barrier
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (QA_HEAD_CHOICES, add_qa_args, cache_dir_from, evaluate_qa, load_qa_model,
                                load_qa_split, make_objective, qa_features, qa_settings, write_predictions)
+from utils.data import same_file_warning
 from utils.records import has_training_span
-from utils.run_setup import start_run
+from utils.resume import add_allow_changed_args, resolve_resume_args, total_steps_may_change
+from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.tasks import get_task
 from utils.training import LoopContext, plan_schedule, read_trainer_state, resolve_resume_dir, train
@@ -42,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_data_file_args(parser)
     add_training_args(parser, learning_rate=3e-5, batch_size=12, epochs=2.0, weight_decay=0.01, warmup_ratio=0.06)
     add_qa_args(parser)
+    add_allow_changed_args(parser)
     add_runtime_args(parser)
     return parser
 
@@ -53,13 +56,21 @@ def main(argv: list[str] | None = None) -> dict:
     if spec.kind != "qa":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; this script trains QA tasks "
                      "(use run_target_task_GPT2_sst2_multiple.py for classification)")
-    settings, loop = qa_settings(args, spec.version_2_with_negative), loop_settings(args)
-    set_seed(args.seed)
     output_dir = Path(args.output_dir)
-    run = start_run(args, output_dir, resuming=bool(args.resume_from_checkpoint))
+    with start_run(args, output_dir, resuming=bool(args.resume_from_checkpoint)) as run:
+        return train_and_evaluate(args, spec, run, output_dir)
+
+
+def train_and_evaluate(args: argparse.Namespace, spec, run: RunStart, output_dir: Path) -> dict:
+    """The run itself, inside the held output folder."""
     dist_ctx = run.dist
     resume_dir = resolve_resume_dir(args.resume_from_checkpoint, output_dir) if args.resume_from_checkpoint else None
-
+    resumed = resolve_resume_args(args, resume_dir.parent, what=str(resume_dir)) if resume_dir else None
+    settings, loop = qa_settings(args, spec.version_2_with_negative), loop_settings(args)
+    set_seed(args.seed)
+    note = same_file_warning(args.train_file, args.validation_file)
+    if note and dist_ctx.is_main:
+        logger.warning(note)
     train_data, train_records, train_subset = load_qa_split(spec, "train", args.train_file, limit=args.max_train_samples,
                                                             objective=args.objective, seed=args.data_seed)
     eval_data, eval_records, eval_subset = load_qa_split(spec, "validation", args.validation_file,
@@ -71,9 +82,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep")
     parent = read_trainer_state(resume_dir).parent if resume_dir else loaded.provenance.__dict__
-    if args.max_seq_length > loaded.model.config.n_positions:
-        raise ToolkitError(f"--max_seq_length {args.max_seq_length} exceeds the {loaded.model.config.n_positions} "
-                           f"positions of {args.model_name}; lower it")
+    require_positions(args.max_seq_length, loaded.model.config, "--max_seq_length", args.model_name)
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     cache = cache_dir_from(args.features_cache_dir)
     features = {}
@@ -85,7 +94,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size)
     if dist_ctx.is_main:
-        write_run_args(output_dir, args, {**schedule.__dict__, "world_size": dist_ctx.world_size,
+        write_run_args(output_dir, args, {**schedule.__dict__, "resume": resumed, "world_size": dist_ctx.world_size,
                                           "device": str(dist_ctx.device), "precision": run.precision.name,
                                           "train_examples": len(train_records), "train_features": len(features["train"]),
                                           "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
@@ -96,7 +105,7 @@ def main(argv: list[str] | None = None) -> dict:
                     spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
                     schedule.effective_batch_size)
     ctx = LoopContext(dist_ctx.device, run.precision, dist_ctx, output_dir,
-                      JsonlLog(output_dir / "log.jsonl") if dist_ctx.is_main else None, run.progress)
+                      JsonlLog(output_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None, run.progress)
 
     def lineage(metrics: dict) -> dict:
         return build_lineage(script=SCRIPT, task=spec.name, objective=args.objective, head=loaded.head, seed=args.seed,
@@ -109,7 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     train_metrics = train(model, features["train"], list(features["train"]["length"]), make_objective(settings, tokenizer),
                           loop, ctx, save_model=lambda m, folder: save_checkpoint(m, tokenizer, folder, lineage({})),
-                          evaluate=evaluate, resume_from=resume_dir, parent=parent)
+                          evaluate=evaluate, resume_from=resume_dir, parent=parent,
+                          shape_may_change=total_steps_may_change(resumed))
     evaluated = evaluate_qa(model, tokenizer, spec, eval_records, features["eval"], settings,
                             loop.per_device_eval_batch_size, ctx)
     results: dict = {}
@@ -129,7 +139,6 @@ def main(argv: list[str] | None = None) -> dict:
         write_all_results(output_dir, results)
         ctx.log.log({"step": train_metrics["train_steps"], **metrics})
         logger.info("%s: %s", spec.name, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})
-    shutdown_distributed(dist_ctx)
     return results
 
 

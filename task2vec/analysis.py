@@ -242,16 +242,18 @@ def task_distance_table(vectors: Mapping[str, np.ndarray], tasks: Sequence[str],
 
     Returns:
         {"tasks", "matrix": (n, n) raw, "floors": [f per task, None if not measured],
-         "corrected": (n, n) or None when a floor is missing}.
+         "corrected": (n, n) or None when a floor is missing, with "corrected_reason"}.
     """
     matrix = pairwise_distances(np.stack([vectors[name] for name in tasks]), distance)
     pair = distance_function(distance)
     reseeded = reseeded or {}
     floors = [None if reseeded.get(name) is None else pair(vectors[name], reseeded[name]) for name in tasks]
-    corrected = None
-    if None not in floors:
-        corrected = corrected_matrix(matrix, np.array(floors), distance).tolist()
-    return {"tasks": list(tasks), "matrix": matrix.tolist(), "floors": floors, "corrected": corrected}
+    table = {"tasks": list(tasks), "matrix": matrix.tolist(), "floors": floors, "corrected": None}
+    if None in floors:
+        table["corrected_reason"] = "a task has no embedding_reseeded.npy (no noise floor)"
+    else:
+        table["corrected"] = corrected_matrix(matrix, np.array(floors), distance).tolist()
+    return table
 
 
 def set_diversity(table: Mapping[str, Any], members: Sequence[str], confidence: float) -> dict:
@@ -298,7 +300,8 @@ def task_noise_floor(embedding: TaskEmbedding, distance: str, confidence: float)
     batches: dict[str, Any] = {"n": int(len(embedding.batches)), "diversity": diversity.to_dict(),
                                "diversity_corrected": None, "noise_floor": None, "floor_to_diversity": None}
     if embedding.batches_reseeded is None:
-        batches["noise_floor_reason"] = "no batches_reseeded.npy"
+        for key in ("noise_floor", "diversity_corrected", "floor_to_diversity"):
+            batches[f"{key}_reason"] = "no batches_reseeded.npy"
     else:
         floor = noise_floor(embedding.batches, embedding.batches_reseeded, distance)
         batches.update(noise_floor=floor["mean"], noise_floor_per_batch=floor["per_item"],
@@ -342,6 +345,10 @@ def resolved_pairs(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapp
             corrected = float(corrected_distance(raw, floors[0], floors[1], distance))
             entry.update(bias=float(noise_bias(*floors)), corrected=corrected if math.isfinite(corrected) else None,
                          resolved=is_resolved(corrected, *floors))
+            if not math.isfinite(corrected):
+                entry["corrected_reason"] = "noise floors too large to correct"
+        else:
+            entry["reason"] = "a task of the pair has no embedding_reseeded.npy (no noise floor)"
         pairs.append(entry)
     return pairs
 

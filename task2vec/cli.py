@@ -20,17 +20,17 @@ from task2vec.fisher import ESTIMATORS
 from task2vec.io import save_task_embedding, task_folder
 from task2vec.probe import HeadSettings
 from task2vec.sequences import OBJECTIVES, subsample_records
-from utils.checkpoint import load_model
-from utils.cli import add_output_args, add_runtime_args, files_by_task, name_path, non_negative_int, positive_int
+from utils.checkpoint import load_model, require_positions
+from utils.cli import (add_output_args, add_runtime_args, files_by_task, learning_rate, name_path, non_negative_float,
+                       non_negative_int, positive_int)
 from utils.data import load_task_data
-from utils.distributed import shutdown_distributed
 from utils.errors import ToolkitError
-from utils.run_setup import start_run
+from utils.progress import Progress
+from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.samples import sample_file
 from utils.tasks import get_task
 from utils.training import autocast_context
-from utils.training_args import non_negative_float, positive_float
 
 logger = logging.getLogger("task2vec")
 DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
@@ -45,7 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--tasks", type=str, default=DEFAULT_TASKS,
                       help="Comma-separated tasks (registry names or the original spellings, e.g. duorc;SelfRC).")
     data.add_argument("--task_file", type=name_path, action="append", default=[],
-                      help="NAME=PATH: a local file of a task (repeatable; any format the adapters read).")
+                      help="NAME=PATH: a local file of a task of --tasks (repeatable; any format the adapters "
+                           "read; a file for another task is an error).")
     data.add_argument("--use_samples", action="store_true",
                       help="Read every task without --task_file from the bundled data/samples (the demo).")
     data.add_argument("--split", choices=("train", "validation"), default="train", help="Which split to embed.")
@@ -78,8 +79,9 @@ def build_parser() -> argparse.ArgumentParser:
     head = parser.add_argument_group("head fitting (on cached features of the frozen body)")
     head.add_argument("--head_steps", type=non_negative_int, default=640,
                       help="AdamW steps (a fixed budget, independent of the data size); 0 keeps the LM head as it is.")
-    head.add_argument("--head_learning_rate", type=positive_float, default=None,
-                      help="Default 5e-5 for the lm objective (a pretrained head), 1e-3 for task (a new head).")
+    head.add_argument("--head_learning_rate", type=learning_rate, default=None,
+                      help="At most 1; default 5e-5 for the lm objective (a pretrained head), 1e-3 for task (a new "
+                           "head).")
     head.add_argument("--head_weight_decay", type=non_negative_float, default=1e-4, help="AdamW weight decay.")
     head.add_argument("--head_batch_size", type=positive_int, default=8, help="Sequences per head step.")
     add_runtime_args(parser)
@@ -132,35 +134,45 @@ def main(argv: list[str] | None = None) -> dict:
         raise ToolkitError(f"{args.output_dir} already holds {', '.join(existing)}; pass --overwrite_output_dir "
                            "to replace them or choose another --output_dir")
     set_seed(args.seed)
-    run = start_run(args, None)
+    with start_run(args, Path(args.output_dir), check_empty=False) as run:
+        return embed_tasks(args, specs, files, settings, run)
+
+
+def embed_tasks(args: argparse.Namespace, specs: list, files: dict[str, str], settings: EmbeddingSettings,
+                run: RunStart) -> dict:
+    """Embed each task with the probe, inside the held embedding folder."""
     dist = run.dist
     loaded = load_model(args.model_name, "lm")
+    require_positions(args.max_length, loaded.model.config, "--max_length", args.model_name)
     loaded.model.to(run.device)
     ctx = EmbeddingContext(run.device, partial(autocast_context, run.precision, run.device), dist,
                            run.progress and dist.is_main)
     needed = settings.batch_size * settings.num_batches
     summary: dict = {"output_dir": str(Path(args.output_dir)), "model_name": args.model_name, "tasks": {}}
-    try:
+    with Progress(len(specs), "tasks", bar=ctx.progress, unit="task",
+                  interval_s=60.0 if dist.is_main else None) as task_progress:
         for spec in specs:
             source = task_source(spec, files, args.use_samples, args.split)
             data = load_task_data(spec, args.split, source, local_hint="--task_file NAME=PATH or --use_samples")
             records = subsample_records(data.span_records(), needed, derived_seed(args.seed, spec.name, RECORDS_STREAM))
             embedding = embed_task(loaded, spec, records, settings, ctx, source=data.stats.source)
-            if embedding is None:
-                continue
-            folder = save_task_embedding(args.output_dir, embedding)
-            floor = embedding.metadata["noise_floor"]
-            summary["tasks"][spec.name] = {"path": str(folder), "dimension": embedding.dimension,
-                                           "examples_used": embedding.metadata["examples"]["examples_used"],
-                                           "noise_floor": floor}
-            logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s "
-                        "(%s corrected for the noise)", spec.name, embedding.dimension,
-                        embedding.metadata["examples"]["examples_used"], embedding.metadata["examples"]["batches"],
-                        folder, _fmt(floor["task"]), _fmt(floor["data_diversity"]),
-                        _fmt(floor["data_diversity_corrected"]))
-    finally:
-        shutdown_distributed(dist)
+            if embedding is not None:
+                summary["tasks"][spec.name] = _save(args.output_dir, spec.name, embedding)
+            task_progress.update()
     return summary
+
+
+def _save(output_dir: str, name: str, embedding) -> dict:
+    """Write one task's embedding folder; its line in the summary."""
+    folder = save_task_embedding(output_dir, embedding)
+    floor = embedding.metadata["noise_floor"]
+    examples = embedding.metadata["examples"]
+    logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s "
+                "(%s corrected for the noise)", name, embedding.dimension, examples["examples_used"],
+                examples["batches"], folder, _fmt(floor["task"]), _fmt(floor["data_diversity"]),
+                _fmt(floor["data_diversity_corrected"]))
+    return {"path": str(folder), "dimension": embedding.dimension, "examples_used": examples["examples_used"],
+            "noise_floor": floor}
 
 
 def _fmt(value: float | None) -> str:

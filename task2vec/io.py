@@ -24,7 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from utils.errors import DataError
+from task2vec.reporting import json_safe
+from utils.errors import JSON_TOO_DEEP, DataError
 from utils.fs import exchange_paths
 from utils.outputs import write_json
 from utils.tasks import get_task
@@ -86,7 +87,7 @@ def save_task_embedding(emb_dir: str | os.PathLike, embedding: TaskEmbedding) ->
     for name, array in arrays.items():
         if array is not None:
             np.save(staging / name, np.asarray(array, dtype=np.float32), allow_pickle=False)
-    write_json(staging / METADATA_FILE, embedding.metadata)
+    write_json(staging / METADATA_FILE, json_safe(embedding.metadata))  # strict JSON: NaN -> null with a reason
     if destination.exists() and exchange_paths(staging, destination):
         shutil.rmtree(staging)  # it now holds the previous embedding
         return destination
@@ -125,6 +126,8 @@ def load_task_embedding(emb_dir: str | os.PathLike, task: str) -> TaskEmbedding:
         metadata = json.loads(metadata_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON (line {err.lineno}, column {err.colno})", file=str(metadata_path)) from err
+    except RecursionError:
+        raise DataError(JSON_TOO_DEEP, file=str(metadata_path)) from None
     embedding = TaskEmbedding(task=get_task(task).name, vector=vector.astype(np.float64), metadata=metadata,
                               batches=_optional_float(folder / BATCHES_FILE),
                               reseeded=_optional_float(folder / RESEEDED_FILE),

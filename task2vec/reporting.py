@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from task2vec.diversity import ALL_SET_STATISTICS, CORRECTED
+from task2vec.diversity import ALL_SET_STATISTICS, CORRECTED, SET_STATISTICS
 
 # Files TaskDiversity.py writes; an overwritten folder loses them first, so that a plot of an
 # earlier run with --results_table cannot sit beside the results of a run without one.
@@ -23,9 +23,20 @@ POINT_COLUMNS = ("algorithm", "max_train_samples", "selection", "objectives", "b
 
 
 def json_safe(value: Any) -> Any:
-    """`value` with NaN/inf as None, numpy scalars and arrays as Python numbers and lists, for strict JSON."""
+    """`value` for strict JSON: NaN/inf as None, numpy scalars and arrays as Python numbers and lists.
+
+    JSON has no NaN, and a bare null does not say why a number is missing; so beside every key whose
+    value was not finite (or a list holding such values) goes `<key>_reason`, unless the object
+    already explains it (its own `<key>_reason`, or a `reason` for the whole object).
+    """
     if isinstance(value, dict):
-        return {str(key): json_safe(item) for key, item in value.items()}
+        safe: dict[str, Any] = {}
+        for key, item in value.items():
+            safe[str(key)] = json_safe(item)
+            reason_key = f"{key}_reason"
+            if _holds_non_finite(item) and reason_key not in value and not value.get("reason"):
+                safe[reason_key] = not_finite_reason(str(key))
+        return safe
     if isinstance(value, (list, tuple)):
         return [json_safe(item) for item in value]
     if isinstance(value, np.ndarray):
@@ -39,6 +50,31 @@ def json_safe(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return str(value)
     return value
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """A non-finite float, or a list/array with one (the values json_safe turns into null)."""
+    if isinstance(value, (float, np.floating)):
+        return not math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind == "f" and not bool(np.all(np.isfinite(value)))
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(item) for item in value)
+    return False
+
+
+def not_finite_reason(key: str) -> str:
+    """Why a statistic named `key` can be undefined (the text json_safe writes beside its null)."""
+    if key.endswith(CORRECTED) or key in ("corrected", "matrix"):
+        return ("no noise-floor correction: a task involved has no re-embedding (embedding_reseeded.npy), or its "
+                "floors are too large to correct")
+    if key in ("se", "naive_se", "ci_low", "ci_high", "naive_ci_low", "naive_ci_high") or key.startswith("std"):
+        return "too few values (fewer than 2) to estimate a spread"
+    if key in SET_STATISTICS:
+        return "undefined for this set: a diversity needs 2 tasks, a distance to the target 1"
+    if key == "floor_to_diversity":
+        return "the batch diversity is 0"
+    return "not a finite number for these inputs"
 
 
 def _cell(value: Any) -> Any:

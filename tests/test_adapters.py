@@ -334,3 +334,34 @@ def test_empty_file_is_an_error(tmp_path):
         load_task_data("sst2", "train", write(tmp_path, "empty.tsv", "sentence\tlabel\n"))
     with pytest.raises(DataError, match="no records"):
         load_task_data("squad", "train", write(tmp_path, "empty.json", {"data": []}))
+
+
+# ----------------------------------------------------------------------------- empty questions and answers
+
+def test_empty_question_is_evaluated_but_not_trained_on_and_counted_by_name(tmp_path):
+    path = write(tmp_path, "eq.json", squad_file([
+        {"id": "blank", "question": "  ", "answers": [{"text": "1843", "answer_start": 40}]},
+        {"id": "fine", "question": "When?", "answers": [{"text": "1843", "answer_start": 40}]},
+    ]))
+    data = load_task_data("squad", "validation", path)
+    assert [r["id"] for r in data.records] == ["blank", "fine"]          # evaluation scores both
+    assert data.records[0]["gold"] == [["1843"]]                          # its gold answer untouched
+    assert [r["id"] for r in data.span_records()] == ["fine"]            # training only the other
+    assert data.stats.without_located_answer == {"empty_question": 1}
+    check_stats(data.stats)
+
+
+def test_empty_answer_text_is_not_an_offset_problem(tmp_path):
+    path = write(tmp_path, "ea.json", squad_file([
+        {"id": "empty", "question": "When?", "answers": [{"text": "", "answer_start": 40}]},
+        {"id": "mixed", "question": "When?", "answers": [{"text": "", "answer_start": 3},
+                                                         {"text": "1843", "answer_start": 40}]},
+    ]))
+    data = load_task_data("quoref", "validation", path)
+    by_id = {r["id"]: r for r in data.records}
+    assert by_id["mixed"]["answers"] == {"text": ["1843"], "answer_start": [40]}
+    assert by_id["empty"]["answers"]["text"] == []
+    assert data.stats.without_located_answer == {"empty_answer_text": 1}
+    assert data.stats.notes["empty_answer_text"] == 2
+    assert "answer_offset_unrepairable" not in data.stats.notes
+    check_stats(data.stats)

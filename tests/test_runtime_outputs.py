@@ -10,7 +10,8 @@ import torch
 
 from utils.cli import add_data_file_args, add_output_args, add_runtime_args, task_name
 from utils.errors import ToolkitError
-from utils.outputs import JsonlLog, prepare_output_dir, write_all_results, write_run_args
+from utils.outputs import JsonlLog, write_all_results, write_run_args
+from utils.run_folder import hold_run_folder
 from utils.runtime import make_generator, resolve_device, resolve_precision, set_seed
 
 
@@ -48,13 +49,15 @@ def test_device_and_precision():
 
 def test_output_dir_refused_unless_overwrite_or_resume(tmp_path):
     out = tmp_path / "run"
-    prepare_output_dir(out, overwrite=False)  # new
-    prepare_output_dir(out, overwrite=False)  # empty is fine
-    (out / "x").write_text("1")
+    with hold_run_folder(out, overwrite=False):  # new
+        (out / "x").write_text("1")
     with pytest.raises(ToolkitError, match="--overwrite_output_dir"):
-        prepare_output_dir(out, overwrite=False)
-    prepare_output_dir(out, overwrite=True)
-    prepare_output_dir(out, overwrite=False, resuming=True)
+        with hold_run_folder(out, overwrite=False):
+            pass
+    with hold_run_folder(out, overwrite=True):
+        pass
+    with hold_run_folder(out, overwrite=False, resuming=True):
+        pass
 
 
 def parser_with_everything():
@@ -99,6 +102,13 @@ def test_run_files(tmp_path):
     log.log({"step": 2, "eval_f1": 10.0})
     lines = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
     assert [line["step"] for line in lines] == [1, 2] and "time" in lines[0]
+    marked = JsonlLog(tmp_path / "marked.jsonl", run_id="abc123")
+    marked.log({"step": 3, "loss": float("nan"), "curve": [1.0, float("inf")]})
+    text = (tmp_path / "marked.jsonl").read_text()
+    assert "NaN" not in text and "Infinity" not in text  # valid JSON, which has neither
+    line = json.loads(text)
+    assert line["run_id"] == "abc123" and line["loss"] is None and "nan" in line["loss_reason"]
+    assert line["curve"] == [1.0, None]
 
     write_all_results(tmp_path, {"eval_f1": 50.0, "train_loss": 1.25})
     assert json.loads((tmp_path / "all_results.json").read_text()) == {"eval_f1": 50.0, "train_loss": 1.25}

@@ -37,8 +37,9 @@ class AdapterStats:
     """Counts of what an adapter read, kept and dropped, written as `adapter_stats.json`.
 
     `records_read == kept + sum(dropped.values())` always holds. `without_located_answer` counts
-    the kept questions that have gold answers but no span located in the context (by reason):
-    they are evaluated, and left out of span training.
+    the kept questions that have gold answers but no span located in the context (by reason:
+    e.g. `answer_offset_unrepairable`, `answer_not_in_plot`, `empty_answer_text`,
+    `empty_question`): they are evaluated, and left out of span training.
     """
 
     task: str
@@ -123,7 +124,15 @@ def _emit_qa(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id:
 
     `gold == []` is an unanswerable question (refused by a task without unanswerable questions);
     a question with gold answers but no located span is kept and counted as `unlocated_reason`.
+    An empty (or blank) question is kept for evaluation, since the official metric scores every
+    question, but an answerable one gets no training span (nothing in it says which span to
+    pick): it is counted as `empty_question` under `without_located_answer`; an unanswerable one
+    is noted as `empty_question` (its null label is still right).
     """
+    empty_question = not question.strip()
+    if empty_question:
+        texts, starts = [], []
+        unlocated_reason = "empty_question"
     if not gold:
         if not spec.version_2_with_negative:
             stats.drop("unanswerable_in_v1_task")
@@ -131,6 +140,8 @@ def _emit_qa(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, record_id:
         # SQuAD v2 keeps plausible (wrong) answers apart; an unanswerable question has no span.
         texts, starts = [], []
         stats.note("unanswerable")
+        if empty_question:
+            stats.note("empty_question")
     out.append(make_qa_record(record_id=record_id, task=spec.name, context=context, question=question,
                               texts=texts, starts=starts, gold=gold, gold_types=gold_types, meta=meta))
     if gold and not texts:
@@ -149,11 +160,16 @@ def default_gold(spec: TaskSpec, texts: list[str]) -> list[list[str]]:
 
 def _offset_answers(raw: list[tuple[str, int]], context: str, stats: AdapterStats) -> tuple[list[str], list[int], int]:
     """Answers given with offsets (SQuAD, Quoref, MLQA): keep those that match, repair those a
-    few characters off, drop the rest. Returns texts, starts and the number dropped."""
+    few characters off (`repair_offset`), drop the rest. An empty answer text has no span to
+    match or repair: it is noted as `empty_answer_text`, not as an offset problem. Returns texts,
+    starts and the number of non-empty answers dropped."""
     texts: list[str] = []
     starts: list[int] = []
     lost = 0
     for text, start in raw:
+        if not text.strip():
+            stats.note("empty_answer_text")
+            continue
         if span_matches(context, text, start):
             position = start
         else:
@@ -180,15 +196,21 @@ def _squad_like_question(spec: TaskSpec, stats: AdapterStats, out: list[dict], *
     if len(raw) > 1 and spec.metric == "quoref":
         stats.note("multi_span_answer")
     gold = [] if impossible else default_gold(spec, [text for text, _ in raw])
+    only_empty = all(not text.strip() for text, _ in raw)
     _emit_qa(spec, stats, out, record_id=record_id, context=context, question=question, texts=texts,
-             starts=starts, gold=gold, unlocated_reason="answer_offset_unrepairable", meta=meta)
+             starts=starts, gold=gold, meta=meta,
+             unlocated_reason="empty_answer_text" if only_empty else "answer_offset_unrepairable")
 
 
 def _free_form_answers(answers: Iterable[str], context: str, stats: AdapterStats) -> tuple[list[str], list[int]]:
-    """Answers given as bare strings (DuoRC, DROP spans): locate each in the context."""
+    """Answers given as bare strings (DuoRC, DROP spans): locate each in the context (an empty
+    string is noted as `empty_answer_text`: there is nothing to look for)."""
     texts: list[str] = []
     starts: list[int] = []
     for answer in answers:
+        if not answer.strip():
+            stats.note("empty_answer_text")
+            continue
         located = locate_answer(context, answer)
         if located is None:
             continue
@@ -277,14 +299,17 @@ def _duorc_question(spec: TaskSpec, stats: AdapterStats, out: list[dict], *, rec
                     plot: str, question: str, answers: list[str], no_answer: bool, meta: dict) -> None:
     """DuoRC's own evaluation scores against `answers` and treats an empty list as "no answer"
     whatever the `no_answer` flag says; a flag that disagrees is noted."""
+    if not all(isinstance(answer, str) for answer in answers):
+        raise DataError("must be a list of strings", file=stats.source, record=record_id, field="answers")
     if no_answer and answers:
         stats.note("no_answer_flag_with_answers")
     if not no_answer and not answers:
         stats.note("no_answers_without_no_answer_flag")
     texts, starts = _free_form_answers(answers, plot, stats)
+    only_empty = all(not answer.strip() for answer in answers)
     _emit_qa(spec, stats, out, record_id=record_id, context=plot, question=question, texts=texts,
-             starts=starts, gold=default_gold(spec, list(answers)), unlocated_reason="answer_not_in_plot",
-             meta=meta)
+             starts=starts, gold=default_gold(spec, list(answers)), meta=meta,
+             unlocated_reason="empty_answer_text" if only_empty else "answer_not_in_plot")
 
 
 def adapt_duorc_json(spec: TaskSpec, payload: Any, stats: AdapterStats) -> list[dict]:

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -28,10 +29,10 @@ from typing import Any, Literal
 
 import torch
 from transformers import (AutoTokenizer, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
-                          GPT2LMHeadModel, PreTrainedModel)
+                          GPT2LMHeadModel, PretrainedConfig, PreTrainedModel)
 
-from utils.errors import CheckpointError
-from utils.fs import exchange_paths, make_shareable
+from utils.errors import CheckpointError, ToolkitError
+from utils.fs import disk_full_error, exchange_paths, is_disk_full, make_shareable, require_free_space
 from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.outputs import utc_now, write_json
 from utils.tokenization import has_tokenizer_files, load_tokenizer
@@ -183,6 +184,8 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
         raise ValueError("set tokenizer.pad_token and model.config.pad_token_id (equal) before saving")
     destination = Path(output_dir).resolve()
     destination.parent.mkdir(parents=True, exist_ok=True)
+    needed = checkpoint_bytes(model)
+    require_free_space(destination.parent, needed, f"saving the checkpoint {destination}")
     staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
     make_shareable(staging)
     try:
@@ -194,12 +197,32 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
         digest = weights_sha256(staging)
         write_json(staging / LINEAGE_FILE, _complete_lineage(lineage, digest))
         (staging / INCOMPLETE_MARKER).unlink()
-    except BaseException:
+    except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
+        if is_disk_full(err):
+            raise disk_full_error(f"saving the checkpoint {destination}", destination.parent, needed) from None
         raise
     _move_into_place(staging, destination)
     logger.info("saved checkpoint %s (weights sha256 %s)", destination, digest[:12])
     return destination
+
+
+# Tokenizer files, config and lineage beside the weights: GPT-2's tokenizer.json, vocab.json and
+# merges.txt take about 2.9 MB; the margin covers them and file-system overhead.
+NON_WEIGHT_BYTES = 4 * 2**20
+
+
+def checkpoint_bytes(model: torch.nn.Module) -> int:
+    """About how many bytes a checkpoint of `model` takes: each distinct tensor of its state dict
+    once (tied weights are saved once), plus NON_WEIGHT_BYTES."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for tensor in model.state_dict().values():
+        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
+        if key not in seen:
+            seen.add(key)
+            total += tensor.numel() * tensor.element_size()
+    return total + NON_WEIGHT_BYTES
 
 
 def _move_into_place(staging: Path, destination: Path) -> None:
@@ -235,8 +258,9 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
     (the lineage is None for a folder we did not write).
 
     Raises:
-        CheckpointError: missing folder or files, an interrupted save, PyTorch-pickle weights only,
-            or weights whose sha256 differs from the one lineage.json recorded.
+        CheckpointError: missing folder or files, an interrupted save, a model of another family
+            than GPT-2, PyTorch-pickle weights only, or weights whose sha256 differs from the one
+            lineage.json recorded.
     """
     folder = Path(folder)
     if not folder.is_dir():
@@ -246,6 +270,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
                               "delete it and use the previous one")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json: not a checkpoint folder")
+    require_gpt2_family(read_model_config(folder), str(folder))
     if not has_tokenizer_files(folder):
         raise CheckpointError(f"{folder} has no tokenizer files (tokenizer.json, vocab.json + merges.txt, or "
                               "encoder.json + vocab.bpe); save the tokenizer with the model")
@@ -262,30 +287,110 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
     return Provenance(str(folder.resolve()), digest, lineage)
 
 
+# The model family every head class here (GPT2LMHeadModel, GPT2For...) is built for.
+GPT2_MODEL_TYPE = "gpt2"
+# How many tensors a loading error names: the first few say what is wrong, the rest is noise.
+KEYS_SHOWN = 3
+
+
+def read_model_config(folder: str | os.PathLike) -> dict:
+    """The folder's config.json as a dict.
+
+    Raises:
+        CheckpointError: config.json is not a JSON object.
+    """
+    path = Path(folder) / "config.json"
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as err:
+        raise CheckpointError(f"{path}: not a readable model config ({type(err).__name__}); restore the "
+                              "config.json saved with the weights") from None
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
+    return config
+
+
+def require_gpt2_family(config: Mapping[str, Any], source: str) -> None:
+    """Refuse a model of another family before its weights are loaded into a GPT-2 head (which
+    would otherwise fail with a list of every tensor).
+
+    A config without `model_type` (very old files) is let through; the weights check follows.
+
+    Raises:
+        CheckpointError: `model_type` is not gpt2.
+    """
+    model_type = config.get("model_type")
+    if model_type is not None and model_type != GPT2_MODEL_TYPE:
+        raise CheckpointError(f"{source} holds a {model_type} model; the toolkit reads causal LMs of the GPT-2 "
+                              f"family (model_type {GPT2_MODEL_TYPE}): give 'gpt2', a GPT-2 checkpoint folder "
+                              "or a folder written by one of the toolkit's scripts")
+
+
+def require_positions(length: int, model_config: Any, flag: str, source: str) -> None:
+    """Refuse sequences longer than the model's position embeddings (they would fail with an
+    IndexError deep inside the forward pass).
+
+    Args:
+        length: the longest sequence the run will build (e.g. --max_length).
+        model_config: the loaded model's config (`n_positions`, or `max_position_embeddings`).
+        flag: the flag that set `length`, named in the message.
+        source: the checkpoint, named in the message.
+
+    Raises:
+        ToolkitError: `length` exceeds the model's positions.
+    """
+    positions = getattr(model_config, "n_positions", None) or getattr(model_config, "max_position_embeddings", None)
+    if positions is not None and length > positions:
+        raise ToolkitError(f"{flag} {length} exceeds the {positions} positions of {source}; use {flag} {positions} "
+                           "or less")
+
+
+def _natural_key(key: str) -> list:
+    """Sort key that puts transformer.h.2 before transformer.h.10."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
+
+
+def _first_keys(keys: list[str]) -> str:
+    shown = ", ".join(keys[:KEYS_SHOWN])
+    return shown + (f", ... ({len(keys)} tensors)" if len(keys) > KEYS_SHOWN else "")
+
+
+def _shape(size: Any) -> str:
+    return str(tuple(int(n) for n in size))
+
+
 def check_loading_info(info: dict, head: str, source: str) -> None:
     """Fail unless only head weights were created, dropped or re-initialised.
 
+    With the model family checked first, a backbone tensor that is missing, unexpected or of
+    another shape means the checkpoint's config.json does not describe its weights (an edited
+    n_layer, n_embd, n_head, ...); the message names the first few tensors and how many there are.
+
     Raises:
-        CheckpointError: a backbone key is missing, unexpected or mismatched, naming the keys.
+        CheckpointError: a backbone key is missing, unexpected or mismatched.
     """
     target = HEAD_PREFIXES[head]
-    missing = sorted(k for k in info.get("missing_keys", ()) if not k.startswith(target))
-    unexpected = sorted(k for k in info.get("unexpected_keys", ()) if not k.startswith(ANY_HEAD_PREFIX))
-    mismatched = sorted(item[0] if isinstance(item, tuple) else item
-                        for item in info.get("mismatched_keys", ()))
-    mismatched = [k for k in mismatched if not k.startswith(target)]
+    missing = sorted((k for k in info.get("missing_keys", ()) if not k.startswith(target)), key=_natural_key)
+    unexpected = sorted((k for k in info.get("unexpected_keys", ()) if not k.startswith(ANY_HEAD_PREFIX)),
+                        key=_natural_key)
+    shapes = {item[0]: item[1:] if isinstance(item, tuple) else () for item in info.get("mismatched_keys", ())}
+    mismatched = sorted((k for k in shapes if not k.startswith(target)), key=_natural_key)
     problems = []
     if missing:
-        problems.append(f"missing from the checkpoint (would be random): {missing}")
+        problems.append(f"config.json describes tensors the weights lack: {_first_keys(missing)}")
     if unexpected:
-        problems.append(f"in the checkpoint but not in the model (would be dropped): {unexpected}")
+        problems.append(f"the weights hold tensors config.json does not describe: {_first_keys(unexpected)}")
     if mismatched:
-        problems.append(f"of a different shape: {mismatched}")
+        first = mismatched[0]
+        shown = (f" ({first}: {_shape(shapes[first][0])} in the weights, {_shape(shapes[first][1])} by "
+                 "config.json)") if len(shapes[first]) == 2 else ""
+        problems.append(f"tensors of another shape than config.json says: {_first_keys(mismatched)}{shown}")
     if info.get("error_msgs"):
-        problems.append(f"loader errors: {info['error_msgs']}")
+        problems.append(f"loader errors: {'; '.join(map(str, info['error_msgs']))[:300]}")
     if problems:
-        raise CheckpointError(f"loading {source} into a {head} model would lose weights that are not "
-                              "the head's: " + "; ".join(problems))
+        raise CheckpointError(f"{source} cannot be loaded into a {head} model without losing weights that are not "
+                              f"the head's: " + "; ".join(problems) + ". Was its config.json edited (n_layer, "
+                              "n_embd, n_head)? Restore the config.json saved with the weights")
 
 
 def _head_config(head: str, label_names: tuple[str, ...] | None) -> dict[str, Any]:
@@ -318,7 +423,8 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
     (GPT-2 has none) and right padding, and `model.config.pad_token_id` is set to match.
 
     Raises:
-        CheckpointError: the folder is incomplete or loading would lose backbone weights.
+        CheckpointError: the folder is incomplete, holds a model of another family than GPT-2, or
+            loading would lose backbone weights (a config.json that disagrees with the weights).
         HubUnavailableError: a Hub name without a network.
     """
     if head not in HEAD_CLASSES:
@@ -332,6 +438,8 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         provenance = Provenance(source, None, None)
         load_from = source
     try:
+        if provenance.sha256 is None:  # a Hub model: its family is checked as a local folder's is
+            require_gpt2_family(PretrainedConfig.get_config_dict(load_from)[0], source)
         # Mismatched shapes are let through here and judged by check_loading_info, which allows
         # them only in the new head (e.g. a classifier with another number of labels).
         model, info = HEAD_CLASSES[head].from_pretrained(

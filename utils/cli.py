@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
@@ -14,7 +15,6 @@ from typing import Any, NoReturn
 from utils.errors import ToolkitError, UnknownTaskError
 from utils.tasks import get_task
 
-logger = logging.getLogger(__name__)
 DEFAULT_SEED = 42
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
@@ -22,7 +22,7 @@ PRECISION_CHOICES = ("auto", "fp32", "bf16", "fp16")
 
 def add_seed_arg(group: argparse._ActionsContainer) -> None:
     """--seed."""
-    group.add_argument("--seed", type=int, default=DEFAULT_SEED,
+    group.add_argument("--seed", type=seed_int, default=DEFAULT_SEED,
                        help="Seeds random, NumPy and torch before any model is built; it also "
                             "fixes data order and new-head initialisation.")
 
@@ -82,10 +82,81 @@ def add_data_file_args(parser: argparse.ArgumentParser) -> None:
 
 def add_data_seed_arg(group: argparse._ActionsContainer) -> None:
     """--data_seed."""
-    group.add_argument("--data_seed", type=int, default=0,
+    group.add_argument("--data_seed", type=seed_int, default=0,
                        help="Seed of the random data subsets (--max_train_samples, --max_eval_samples, maml_qa.py's "
                             "--num_examples, the target script's hold-out); apart from --seed, so that runs with "
                             "different seeds see the same data.")
+
+
+# NumPy's legacy seeding (np.random.seed, hence set_seed) takes 0 <= seed < 2**32.
+MAX_SEED = 2**32 - 1
+# Above this a learning rate is not a fine-tuning learning rate for (Adam)W or SGD on a transformer:
+# the first steps would destroy the weights. Typical values are 1e-5 to 1e-3.
+MAX_LEARNING_RATE = 1.0
+TYPICAL_LEARNING_RATES = "typical fine-tuning values are 1e-5 to 5e-5 for the whole model, up to 1e-3 for a new head"
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer 0 <= seed < 2**32 (what NumPy accepts)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer seed, got {text!r}") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"a seed must be between 0 and {MAX_SEED} (2**32 - 1), got {value}")
+    return value
+
+
+def finite_float(text: str) -> float:
+    """argparse type: a finite number (NaN and infinities refused: no setting means them)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    """argparse type: a finite float >= 0."""
+    value = finite_float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """argparse type: a finite float > 0."""
+    value = finite_float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
+    return value
+
+
+def unit_interval_float(text: str) -> float:
+    """argparse type: a finite float in [0, 1] (a share or a probability)."""
+    value = finite_float(text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number between 0 and 1, got {value}")
+    return value
+
+
+def open_unit_interval_float(text: str) -> float:
+    """argparse type: a finite float strictly between 0 and 1 (a confidence level)."""
+    value = finite_float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number strictly between 0 and 1, got {value}")
+    return value
+
+
+def learning_rate(text: str) -> float:
+    """argparse type: a learning rate, 0 < lr <= MAX_LEARNING_RATE (finite)."""
+    value = finite_float(text)
+    if not 0 < value <= MAX_LEARNING_RATE:
+        raise argparse.ArgumentTypeError(f"a learning rate must be > 0 and at most {MAX_LEARNING_RATE:g}, "
+                                         f"got {value:g}; {TYPICAL_LEARNING_RATES}")
+    return value
 
 
 def positive_int(text: str) -> int:
@@ -119,19 +190,23 @@ def name_path(text: str) -> tuple[str, str]:
 
 
 def files_by_task(pairs: list[tuple[str, str]], known: list, flag: str) -> dict[str, str]:
-    """NAME=PATH pairs keyed by canonical task name (any alias, any case); a file for a task this
-    run does not use is reported and ignored (one list of files can serve several runs).
+    """NAME=PATH pairs keyed by canonical task name (any alias, any case).
+
+    A file for a task this run does not use is an error: it is almost always a typo in the task
+    list or a file given for the wrong run, and ignoring it would train or embed something else
+    than the user meant.
 
     Raises:
         UnknownTaskError: a NAME that is no task at all.
-        ToolkitError: a task given twice.
+        ToolkitError: a task given twice, or a task that is not among `known`.
     """
-    names = {spec.name for spec in known}
+    names = [spec.name for spec in known]
     files: dict[str, str] = {}
     for name, path in pairs:
         canonical = get_task(name).name
         if canonical not in names:
-            logger.warning("%s %s=%s is not used: %s is not among this run's tasks", flag, name, path, canonical)
+            raise ToolkitError(f"{flag} {name}={path}: task {canonical} is not among this run's tasks "
+                               f"({', '.join(names) or 'none'}); add it to the task list or drop the file")
         if canonical in files:
             raise ToolkitError(f"{flag} gives task {canonical} twice")
         files[canonical] = path
@@ -152,22 +227,31 @@ def progress_enabled(no_progress: bool) -> bool:
 
 
 def silence_library_progress_bars() -> None:
-    """Turn off the progress bars transformers and datasets draw on their own (loading, saving),
-    and transformers' load reports (utils.checkpoint checks and logs the loaded keys itself)."""
+    """Turn off the progress bars transformers and datasets draw on their own (loading, mapping),
+    for a run without a terminal. Their reports and warnings are quieted by `configure_logging`,
+    terminal or not."""
     import datasets
     import transformers
 
     transformers.utils.logging.disable_progress_bar()
-    transformers.utils.logging.set_verbosity_error()
     datasets.disable_progress_bars()
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """One timestamped format for every script; quiet the libraries' own chatter."""
+    """One timestamped format for every script; quiet the libraries' own chatter.
+
+    transformers logs errors only, terminal or not: its load report (a table per model loaded,
+    once per seed) repeats what utils.checkpoint checks and logs in one line, and its tokenizer's
+    "Token indices sequence length is longer than ..." is a false alarm here, where long contexts
+    are windowed and sentences cut on purpose (the cuts that matter get a line of our own).
+    """
+    from transformers.utils import logging as transformers_logging
+
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    transformers_logging.set_verbosity_error()
 
 
 def run_entry_point(main: Callable[[], Any]) -> NoReturn:

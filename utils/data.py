@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import hashlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ from typing import Any
 
 from utils import adapters
 from utils.adapters import AdapterStats
-from utils.errors import DataError
+from utils.errors import JSON_TOO_DEEP, DataError
 from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.records import has_training_span, read_jsonl, write_jsonl
 from utils.tasks import SPLITS, TaskSpec, all_task_specs, get_task
@@ -77,10 +78,11 @@ def read_json(path: Path) -> Any:
     """Parse a JSON file (or return JSON_LINES when it holds one JSON value per line).
 
     Raises:
-        DataError: the file is not valid JSON; the message gives line, column and character.
+        DataError: the file is not valid JSON (the message gives line, column and character), not
+            UTF-8, or nested too deeply to parse.
     """
     try:
-        with open(path, encoding="utf-8") as handle:
+        with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is skipped, not an error
             return json.load(handle)
     except json.JSONDecodeError as err:
         if err.msg == "Extra data" and err.lineno > 1 and err.colno == 1:
@@ -90,6 +92,8 @@ def read_json(path: Path) -> Any:
                         f"(character {err.pos}): {err.msg}", file=str(path)) from None
     except UnicodeDecodeError as err:
         raise DataError(f"not UTF-8 text (byte {err.start})", file=str(path)) from None
+    except RecursionError:
+        raise DataError(JSON_TOO_DEEP, file=str(path)) from None
 
 
 def detect_format(path: Path, payload: Any = None) -> str:
@@ -128,7 +132,9 @@ def _table_rows(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str, 
     quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
     rows = []
     line_number = 1
-    with open(path, encoding="utf-8", newline="") as handle:
+    # utf-8-sig: a table saved by Excel starts with a byte-order mark, which would otherwise become
+    # part of the first column's name ("\ufeffsentence") and hide that column.
+    with open(path, encoding="utf-8-sig", newline="") as handle:
         try:
             reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
             header = [name.strip() for name in next(reader, [])]
@@ -308,6 +314,49 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
     logger.debug("%s %s: kept %d of %d records from %s", spec.name, split, data.stats.kept,
                 data.stats.records_read, data.stats.source)
     return data
+
+
+# ----------------------------------------------------------------------------- train vs evaluation data
+
+def same_file_warning(train_file: str | os.PathLike | None, validation_file: str | os.PathLike | None) -> str | None:
+    """A warning when the training and evaluation data are one file (or folder), else None.
+
+    The same path (after resolving links and relative parts) or the same content (a copy)
+    counts. Training on the evaluation data is rarely what a researcher means, and then every
+    evaluation number measures memory, not generalisation; with --max_train_samples the subset
+    is drawn from the evaluation data all the same. A path that does not exist gives None: the
+    loader reports it.
+    """
+    if train_file is None or validation_file is None:  # the Hub's own splits are disjoint
+        return None
+    train, validation = Path(train_file).expanduser(), Path(validation_file).expanduser()
+    if not (train.exists() and validation.exists()):
+        return None
+    consequence = ("the model is evaluated on data it was trained on, so the evaluation numbers are not held out; "
+                   "give a separate --validation_file unless this is deliberate")
+    if train.resolve() == validation.resolve():
+        return f"--train_file and --validation_file are the same file ({train.resolve()}): {consequence}"
+    if train.is_dir() != validation.is_dir():
+        return None
+    if train.is_file() and train.stat().st_size != validation.stat().st_size:  # no need to read them
+        return None
+    if _content_digest(train) == _content_digest(validation):
+        return f"--train_file {train} and --validation_file {validation} have the same content: {consequence}"
+    return None
+
+
+def _content_digest(path: Path) -> str:
+    """sha256 of a file's bytes, or of a folder's files (relative names and bytes, in name order)."""
+    digest = hashlib.sha256()
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        if path.is_dir():
+            digest.update(str(file.relative_to(path)).encode() + b"\0")
+        with open(file, "rb") as handle:
+            for block in iter(lambda: handle.read(1 << 20), b""):
+                digest.update(block)
+        digest.update(b"\0")
+    return digest.hexdigest()
 
 
 # ----------------------------------------------------------------------------- command line

@@ -49,10 +49,12 @@ def init_distributed(device: torch.device) -> DistContext:
     return DistContext(dist.get_rank(), world_size, local_rank, device)
 
 
-def shutdown_distributed(context: DistContext) -> None:
-    """Leave the process group (a no-op for a single process)."""
+def shutdown_distributed(context: DistContext, *, wait: bool = True) -> None:
+    """Leave the process group (a no-op for a single process). `wait=False` after a failure: the
+    other ranks may never reach a barrier, and the launcher stops them once this one exits."""
     if context.enabled and dist.is_initialized():
-        dist.barrier()
+        if wait:
+            dist.barrier()
         dist.destroy_process_group()
 
 

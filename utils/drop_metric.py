@@ -297,12 +297,12 @@ def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     payload = read_json_file(args.gold_file)
     predictions = check_predictions(read_json_file(args.pred_file), args.pred_file)
-    if isinstance(payload, dict) and "data" in payload:
-        golds: Mapping[str, Any] = quoref_golds_from_file(payload, args.gold_file)
-        result = {"dataset": "quoref", **quoref_scores(golds, predictions)}
-    else:
-        golds = drop_golds_from_file(payload, args.gold_file)
-        result = {"dataset": "drop", **drop_scores(golds, predictions)}
+    quoref = isinstance(payload, dict) and "data" in payload
+    golds: Mapping[str, Any] = (quoref_golds_from_file if quoref else drop_golds_from_file)(payload, args.gold_file)
+    if not golds:
+        raise DataError("holds no questions to score", file=args.gold_file)
+    result = ({"dataset": "quoref", **quoref_scores(golds, predictions)} if quoref
+              else {"dataset": "drop", **drop_scores(golds, predictions)})
     if result["missing"]:
         example = next(qid for qid in golds if qid not in predictions)
         print(f"warning: {result['missing']} questions have no prediction (e.g. {example}); they score 0",

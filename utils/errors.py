@@ -5,6 +5,10 @@ anything else is a bug and keeps its stack trace.
 """
 from __future__ import annotations
 
+# The message of a JSON file whose nesting exceeds Python's recursion limit while it is parsed
+# (e.g. `[[[[...]]]]` thousands deep): no data file of ours is nested like that.
+JSON_TOO_DEEP = "JSON nested too deeply to be a data file"
+
 
 class ToolkitError(Exception):
     """A user-facing error: bad input, a missing file, an unknown name, an unusable checkpoint."""
@@ -48,3 +52,7 @@ class CheckpointError(ToolkitError):
 
 class HubUnavailableError(ToolkitError):
     """A Hugging Face Hub name was given but the Hub cannot be reached (or offline mode is on)."""
+
+
+class DiskFullError(ToolkitError):
+    """A write ran out of disk space or quota; the message says how much was needed."""

@@ -1,11 +1,15 @@
-"""File-system helpers: an atomic exchange of two folders, and permissions that follow the umask."""
+"""File-system helpers: an atomic exchange of two folders, permissions that follow the umask, and
+one clear error for a full disk."""
 from __future__ import annotations
 
 import ctypes
 import ctypes.util
 import errno
 import os
+import shutil
 from pathlib import Path
+
+from utils.errors import DiskFullError
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -53,3 +57,35 @@ def make_shareable(path: Path) -> None:
     can read results as usual."""
     mode = (0o777 if path.is_dir() else 0o666) & ~_umask()
     os.chmod(path, mode)
+
+
+def is_disk_full(err: BaseException) -> bool:
+    """An error that means the file system ran out of space or quota. safetensors and torch.save
+    report it in their own exception types, with the system's message inside."""
+    if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    text = str(err)
+    return "No space left on device" in text or "Disk quota exceeded" in text or (
+        isinstance(err, RuntimeError) and "PytorchStreamWriter failed writing" in text)
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 2**20:,.0f} MB" if count >= 2**20 else f"{count / 2**10:,.1f} kB"
+
+
+def disk_full_error(what: str, folder: Path, needed: int) -> DiskFullError:
+    """The one-line error for a full disk: what needed how much, and what is free."""
+    free = shutil.disk_usage(folder).free
+    return DiskFullError(f"{what}: the disk is full; it needs about {_megabytes(needed)} and {folder} has "
+                         f"{_megabytes(free)} free. Free some space (or point the output elsewhere) and run again; "
+                         "earlier checkpoints are intact")
+
+
+def require_free_space(folder: Path, needed: int, what: str) -> None:
+    """Refuse to start a write of about `needed` bytes into `folder` that cannot fit.
+
+    Raises:
+        DiskFullError: less than `needed` bytes are free.
+    """
+    if shutil.disk_usage(folder).free < needed:
+        raise disk_full_error(what, folder, needed)

@@ -14,7 +14,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -46,50 +45,13 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
             out.write("\n")
         make_shareable(Path(temporary))
         os.replace(temporary, target)
+    except OSError as err:  # name the user's file, not the temporary one
+        Path(temporary).unlink(missing_ok=True)
+        raise OSError(err.errno, f"writing {target} failed: {err.strerror}", str(target)) from err
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
     return target
-
-
-def prepare_output_dir(path: str | os.PathLike, *, overwrite: bool, resuming: bool = False,
-                       outputs: tuple[str, ...] = ()) -> Path:
-    """Create --output_dir, refusing to mix a new run into an existing non-empty one.
-
-    With --overwrite_output_dir, a previous run's files (PREVIOUS_RUN_PATTERNS and the script's own
-    `outputs` patterns) are removed first.
-
-    Raises:
-        ToolkitError: the folder exists, is not empty, and neither --overwrite_output_dir nor
-            --resume_from_checkpoint was given; or the path is a file.
-    """
-    output_dir = Path(path)
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ToolkitError(f"--output_dir {output_dir} is a file, not a folder")
-    if output_dir.is_dir() and any(output_dir.iterdir()) and not (overwrite or resuming):
-        raise ToolkitError(f"--output_dir {output_dir} already exists and is not empty; pass "
-                           "--overwrite_output_dir to write into it, or choose another folder")
-    if overwrite and not resuming and output_dir.is_dir():
-        clear_previous_run(output_dir, outputs)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    return output_dir
-
-
-# What a previous run leaves in an output folder. Overwriting removes these, so that its logs,
-# predictions and checkpoint-N folders cannot mix with the new run's (rotation and `latest` would
-# otherwise pick up the old checkpoints). Other files are left alone.
-PREVIOUS_RUN_PATTERNS = ("checkpoint-*", "runs", "log.jsonl", "all_results.json", "run_args.json", "summary.json",
-                         "eval_*.json", "adapter_stats*.json", "meta_log.jsonl")
-
-
-def clear_previous_run(output_dir: Path, outputs: tuple[str, ...] = ()) -> None:
-    """Remove a previous run's outputs (PREVIOUS_RUN_PATTERNS and `outputs`) from `output_dir`."""
-    for pattern in (*PREVIOUS_RUN_PATTERNS, *outputs):
-        for path in output_dir.glob(pattern):
-            if path.is_dir():
-                shutil.rmtree(path)
-            else:
-                path.unlink()
 
 
 def library_versions() -> dict[str, str | None]:
@@ -133,17 +95,38 @@ def write_run_args(output_dir: str | os.PathLike, args: argparse.Namespace,
 
 
 class JsonlLog:
-    """Append-only `log.jsonl`: one JSON object per event, flushed as it is written."""
+    """Append-only `log.jsonl`: one JSON object per event, each written whole in one append and
+    marked with the run's id, so that lines of two runs can never be confused."""
 
-    def __init__(self, path: str | os.PathLike) -> None:
+    def __init__(self, path: str | os.PathLike, *, run_id: str | None = None) -> None:
         self.path = Path(path)
+        self.run_id = run_id
         self.path.parent.mkdir(parents=True, exist_ok=True)
 
     def log(self, event: dict[str, Any]) -> None:
-        """Append one event (a `time` field is added)."""
-        line = json.dumps({**event, "time": utc_now()}, allow_nan=True)
+        """Append one event (`time` and `run_id` fields are added; a non-finite number becomes
+        null with a `<key>_reason` field, as JSON has no NaN)."""
+        marks = {"time": utc_now(), **({"run_id": self.run_id} if self.run_id else {})}
+        line = json.dumps(finite_json({**event, **marks}), allow_nan=False) + "\n"
         with open(self.path, "a", encoding="utf-8") as handle:
-            handle.write(line + "\n")
+            handle.write(line)
+
+
+def finite_json(value: Any) -> Any:
+    """`value` with every non-finite float of its dicts replaced by None and a `<key>_reason`
+    ("nan", "inf", "-inf") beside it; lists keep their length (None in place)."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, float) and not math.isfinite(item):
+                out[key] = None
+                out[f"{key}_reason"] = f"not a finite number ({item})"
+            else:
+                out[key] = finite_json(item)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [None if isinstance(item, float) and not math.isfinite(item) else finite_json(item) for item in value]
+    return value
 
 
 def write_all_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> Path:

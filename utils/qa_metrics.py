@@ -25,6 +25,7 @@ official script's own sweep, over the already thresholded predictions, as `offic
 """
 from __future__ import annotations
 
+import math
 import re
 import string
 import unicodedata
@@ -206,7 +207,8 @@ def score_qa(spec: TaskSpec, records: Sequence[dict], predictions: Mapping[str, 
             best answer score, and the best non-null answer, per question (for the sweeps).
 
     Returns:
-        the metric's keys, `metric`, `samples` and `without_located_answer`.
+        the metric's keys, `metric`, `samples` and `without_located_answer`; a value that is not
+        finite is None with `<key>_reason` beside it (`with_null_reasons`).
     """
     if not records:
         raise ValueError("no questions to score")
@@ -236,4 +238,24 @@ def score_qa(spec: TaskSpec, records: Sequence[dict], predictions: Mapping[str, 
     result["metric"] = spec.metric
     result["samples"] = len(records)
     result["without_located_answer"] = sum(1 for r in records if not r["is_impossible"] and not r["answers"]["text"])
-    return result
+    return with_null_reasons(result)
+
+
+NOT_FINITE_SCORE_REASON = "not finite: some question's null odds (no-answer score) are NaN or infinite"
+
+
+def with_null_reasons(result: dict[str, Any]) -> dict[str, Any]:
+    """`result` with every non-finite number as None and `<key>_reason` beside it: the metrics go
+    to strict JSON files (all_results.json, eval_*.json), which have no NaN or Infinity.
+
+    Only a threshold can be undefined here, when the null odds it is chosen among are not finite
+    (a model whose scores are NaN); every mean is over at least one question.
+    """
+    safe: dict[str, Any] = {}
+    for key, value in result.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            safe[key] = None
+            safe[f"{key}_reason"] = NOT_FINITE_SCORE_REASON
+        else:
+            safe[key] = value
+    return safe

@@ -33,7 +33,7 @@ QA_HEAD_CHOICES = ("keep", "reinit")
 
 def add_qa_args(parser) -> None:
     """Objective, window, answer and post-processing flags shared by the QA scripts."""
-    from utils.cli import positive_int
+    from utils.cli import finite_float, positive_int
     from utils.feature_cache import default_cache_dir
 
     parser.add_argument("--objective", type=str, default="span", choices=OBJECTIVES,
@@ -45,7 +45,7 @@ def add_qa_args(parser) -> None:
     group.add_argument("--max_answer_length", type=positive_int, default=30,
                        help="Longest answer in tokens: span length cap (span) or tokens generated (generative).")
     group.add_argument("--n_best_size", type=positive_int, default=20, help="Candidate answers kept per question.")
-    group.add_argument("--null_score_diff_threshold", type=float, default=0.0,
+    group.add_argument("--null_score_diff_threshold", type=finite_float, default=0.0,
                        help="Tasks with unanswerable questions: answer \"\" when null score - best answer score exceeds this.")
     group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
                        help="Where tokenized features are cached ('none' to turn caching off).")
@@ -100,8 +100,9 @@ def training_records(records: list[dict], objective: str) -> list[dict]:
     """
     if objective == "span":
         return [record for record in records if has_training_span(record)]
-    return [record for record in records
-            if has_training_span(record) or (record["gold"] and len(record["gold"][0]) == 1)]
+    # An empty question has nothing to condition the answer on; it is evaluated, never trained on.
+    return [record for record in records if record["question"].strip()
+            and (has_training_span(record) or (record["gold"] and len(record["gold"][0]) == 1))]
 
 
 def load_qa_split(spec: TaskSpec, split: str, file: str | None, *, limit: int | None, objective: str, seed: int,

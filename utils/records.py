@@ -15,13 +15,15 @@ number or date; several for a Quoref or DROP multi-span answer). An unanswerable
 `gold == []`, empty `answers` and is_impossible = True. An answerable question whose answer
 could not be located in the context (a DuoRC free-form answer, a DROP number) has a non-empty
 `gold` and empty `answers`: it is evaluated like every other question, but the span objective
-cannot learn from it (`has_training_span`).
+cannot learn from it (`has_training_span`). So has an answerable question whose question text is
+empty: the adapters give it no located span.
 
 Classification record: {"id": str, "text": str, "label": int}; label -1 marks an unlabelled
 example (e.g. the GLUE test file), which training refuses.
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -30,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.answer_spans import span_matches
-from utils.errors import DataError
+from utils.errors import JSON_TOO_DEEP, DataError
 from utils.fs import make_shareable
 
 QA_REQUIRED_FIELDS = ("id", "context", "question", "answers")
@@ -172,9 +174,10 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
     """Yield (line number, parsed object) for each non-blank line of a JSON-lines file.
 
     Raises:
-        DataError: a line is not valid JSON (the message gives line and column).
+        DataError: a line is not valid JSON (the message gives line and column) or is nested too
+            deeply to parse.
     """
-    with open(path, encoding="utf-8") as handle:
+    with open(path, encoding="utf-8-sig") as handle:  # -sig: a byte-order mark is skipped, not an error
         line_number = 0
         try:
             for line_number, line in enumerate(handle, start=1):
@@ -186,20 +189,42 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
                             file=str(path)) from None
         except UnicodeDecodeError as err:
             raise DataError(f"not UTF-8 text (line {line_number + 1}, byte {err.start})", file=str(path)) from None
+        except RecursionError:
+            raise DataError(JSON_TOO_DEEP, file=str(path), record=f"line {line_number}") from None
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
-    """Write records as JSON lines, atomically (a temporary file renamed into place)."""
+    """Write records as JSON lines, atomically (a temporary file renamed into place).
+
+    Raises:
+        OSError: `path` is a folder, or it (or its folder) cannot be written; the error names
+            `path`, never the temporary file the user did not ask for.
+    """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(target))
     try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. a file where a folder of the path should be
+        raise OSError(err.errno, f"cannot create its folder {target.parent} ({err.strerror})", str(target)) from err
+    temporary = None
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
         with os.fdopen(handle, "w", encoding="utf-8") as out:
             for record in records:
                 out.write(json.dumps(record, ensure_ascii=False) + "\n")
         make_shareable(Path(temporary))
         os.replace(temporary, target)
+    except OSError as err:
+        _remove(temporary)
+        # The errno keeps the kind (PermissionError, ENOSPC, ...); the path becomes the user's.
+        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
     except BaseException:
-        Path(temporary).unlink(missing_ok=True)
+        _remove(temporary)
         raise
     return target
+
+
+def _remove(temporary: str | None) -> None:
+    if temporary is not None:
+        Path(temporary).unlink(missing_ok=True)

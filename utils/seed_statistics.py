@@ -17,7 +17,9 @@ from pathlib import Path
 import numpy as np
 from scipy import stats
 
-from utils.errors import DataError
+from utils.cli import non_negative_int, seed_int
+from utils.errors import JSON_TOO_DEEP, DataError
+from utils.records import read_jsonl
 
 
 def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
@@ -37,9 +39,29 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
             "confidence": confidence, "min": float(array.min()), "max": float(array.max())}
 
 
-def json_ready(summary: dict[str, float]) -> dict[str, float | None]:
-    """A `summarize` result for JSON, which has no NaN: an undefined value becomes null."""
-    return {key: None if isinstance(value, float) and math.isnan(value) else value for key, value in summary.items()}
+ONE_RUN_REASON = "one run: no spread estimate"
+
+
+def json_ready(summary: dict[str, float]) -> dict[str, float | str | None]:
+    """A `summarize` result for JSON, which has no NaN: an undefined value becomes null, and
+    `<key>_reason` beside it says why (e.g. "std": null, "std_reason": "one run: no spread estimate")."""
+    ready: dict[str, float | str | None] = {}
+    for key, value in summary.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            ready[key] = None
+            ready[f"{key}_reason"] = ONE_RUN_REASON if summary.get("n", 0) < 2 else "not a finite number"
+        else:
+            ready[key] = value
+    return ready
+
+
+def _p_value(value: float, reason: str, result: dict, key: str) -> None:
+    """result[key] = the p-value, or null with `<key>_reason` when the test is undefined (NaN)."""
+    if math.isfinite(value):
+        result[key] = value
+    else:
+        result[key] = None
+        result[f"{key}_reason"] = reason
 
 
 def read_summary(path: str | Path) -> dict:
@@ -55,6 +77,8 @@ def read_summary(path: str | Path) -> dict:
         raise DataError("file not found", file=str(path)) from None
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON at line {err.lineno}, column {err.colno}", file=str(path)) from None
+    except RecursionError:
+        raise DataError(JSON_TOO_DEEP, file=str(path)) from None
     if not isinstance(summary, dict) or not summary.get("runs"):
         raise DataError("not a summary.json of the target script (no 'runs')", file=str(path))
     return summary
@@ -64,8 +88,7 @@ def _correctness(summary: dict, summary_path: Path, seed: int) -> dict[str, int]
     """example id -> 1/0 correct for one run, from its predictions.jsonl."""
     run = next(r for r in summary["runs"] if r["seed"] == seed)
     path = summary_path.parent / run["predictions"]
-    with open(path, encoding="utf-8") as handle:
-        rows = [json.loads(line) for line in handle if line.strip()]
+    rows = [row for _, row in read_jsonl(path)]  # a malformed or absurdly nested line is a DataError naming it
     return {str(row["id"]): int(row["prediction"] == row["label"]) for row in rows}
 
 
@@ -102,16 +125,20 @@ def compare(path_a: str | Path, path_b: str | Path, *, metric: str = "eval_accur
         "mean_a": float(np.mean(list(values_a.values()))), "mean_b": float(np.mean(list(values_b.values()))),
     }
     result["mean_difference"] = result["mean_b"] - result["mean_a"]
-    result["welch_t_p_value"] = float(stats.ttest_ind(list(values_b.values()), list(values_a.values()),
-                                                      equal_var=False).pvalue) \
-        if len(values_a) > 1 and len(values_b) > 1 else None
+    if len(values_a) > 1 and len(values_b) > 1:
+        welch = float(stats.ttest_ind(list(values_b.values()), list(values_a.values()), equal_var=False).pvalue)
+        _p_value(welch, "every run of both summaries scored the same: no variance, no t statistic", result,
+                 "welch_t_p_value")
+    else:
+        result["welch_t_p_value"] = None
+        result["welch_t_p_value_reason"] = ONE_RUN_REASON
     result["paired_seeds"] = common
     if len(common) >= 2:
         diffs = np.array([values_b[s] - values_a[s] for s in common])
         result["paired_differences"] = diffs.tolist()
-        result["paired"] = summarize(diffs)
-        result["paired_t_p_value"] = float(stats.ttest_rel([values_b[s] for s in common],
-                                                           [values_a[s] for s in common]).pvalue)
+        result["paired"] = json_ready(summarize(diffs))
+        paired = float(stats.ttest_rel([values_b[s] for s in common], [values_a[s] for s in common]).pvalue)
+        _p_value(paired, "B equals A on every paired seed: no difference to test", result, "paired_t_p_value")
         result["wilcoxon_p_value"] = float(stats.wilcoxon(diffs).pvalue) if np.any(diffs != 0) else 1.0
     if common and metric == "eval_accuracy" and bootstrap > 0:
         per_a = [_correctness(a, path_a, s) for s in common]
@@ -133,8 +160,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("summary_a", help="summary.json of the reference (e.g. plain gpt2).")
     parser.add_argument("summary_b", help="summary.json compared with it (e.g. after intermediate training).")
     parser.add_argument("--metric", default="eval_accuracy", help="Per-run key of summary.json to compare.")
-    parser.add_argument("--bootstrap", type=int, default=10000, help="Bootstrap draws (0 to skip).")
-    parser.add_argument("--seed", type=int, default=0, help="Seed of the bootstrap.")
+    parser.add_argument("--bootstrap", type=non_negative_int, default=10000, help="Bootstrap draws (0 to skip).")
+    parser.add_argument("--seed", type=seed_int, default=0, help="Seed of the bootstrap.")
     return parser
 
 
@@ -142,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict:
     """Print the comparison as JSON and return it."""
     args = build_parser().parse_args(argv)
     result = compare(args.summary_a, args.summary_b, metric=args.metric, bootstrap=args.bootstrap, seed=args.seed)
-    print(json.dumps(result, indent=2))
+    print(json.dumps(result, indent=2, allow_nan=False))  # strict JSON: every undefined value is null with a reason
     return result
 
 

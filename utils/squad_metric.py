@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import math
 import re
 import string
 import sys
@@ -29,7 +30,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from utils.errors import DataError
+from utils.cli import finite_float
+from utils.errors import JSON_TOO_DEEP, DataError
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
 _PUNCTUATION = frozenset(string.punctuation)
@@ -213,13 +215,15 @@ def golds_from_squad_json(payload: Any, file: str) -> tuple[dict[str, list[str]]
 
 
 def read_json_file(path: str) -> Any:
-    """A metric command's JSON input, or a DataError naming the file (missing, malformed)."""
+    """A metric command's JSON input, or a DataError naming the file (missing, malformed, nested too deeply)."""
     try:
         return json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise DataError("file not found", file=path) from None
     except json.JSONDecodeError as err:
         raise DataError(f"malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}", file=path) from None
+    except RecursionError:
+        raise DataError(JSON_TOO_DEEP, file=path) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -229,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("pred_file", metavar="pred.json", help="Model predictions: {question id: text}.")
     parser.add_argument("--na-prob-file", "-n", metavar="na_prob.json", default=None,
                         help="Model estimates of the probability of no answer (v2.0).")
-    parser.add_argument("--na-prob-thresh", "-t", type=float, default=1.0,
+    parser.add_argument("--na-prob-thresh", "-t", type=finite_float, default=1.0,
                         help="Predict \"\" if the no-answer probability exceeds this (default = 1.0).")
     parser.add_argument("--out-file", "-o", metavar="eval.json", default=None,
                         help="Write the metrics to this file instead of standard output.")
@@ -241,6 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> dict:
     args = build_parser().parse_args(argv)
     golds, unanswerable = golds_from_squad_json(read_json_file(args.data_file), args.data_file)
+    if not golds:
+        raise DataError("holds no questions to score", file=args.data_file)
     predictions = read_json_file(args.pred_file)
     if not isinstance(predictions, dict):
         raise DataError("expected an object {question id: predicted text}", file=args.pred_file)
@@ -269,12 +275,15 @@ def main(argv: list[str] | None = None) -> dict:
             absent = [qid for qid in predictions if qid not in na_probs]
             if absent:
                 raise DataError(f"no no-answer probability for question {absent[0]}", file=args.na_prob_file)
+            # Python's json reads NaN and Infinity; no probability is either, and they would make
+            # the threshold sweep (and the JSON written) meaningless.
             bad = next((qid for qid, value in na_probs.items()
-                        if not isinstance(value, (int, float)) or isinstance(value, bool)), None)
+                        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)),
+                       None)
             if bad is not None:
-                raise DataError("expected a number", file=args.na_prob_file, record=bad)
+                raise DataError("expected a finite number", file=args.na_prob_file, record=bad)
         result = squad_v2_scores(golds, predictions, na_probs, args.na_prob_thresh)
-    text = json.dumps(result, indent=2) if version == "2.0" else json.dumps(result)
+    text = json.dumps(result, indent=2, allow_nan=False) if version == "2.0" else json.dumps(result, allow_nan=False)
     if args.out_file:
         Path(args.out_file).write_text(text + "\n", encoding="utf-8")
     else:

@@ -7,6 +7,9 @@ training data (never on the validation set that is reported), or the last epoch 
 """
 from __future__ import annotations
 
+import json
+import logging
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,7 +21,7 @@ from utils.checkpoint import LoadedModel, build_lineage, load_model, save_checkp
 from utils.classification import ClassificationObjective, classification_report, softmax_cross_entropy
 from utils.distributed import broadcast_from_main
 from utils.errors import ToolkitError
-from utils.outputs import JsonlLog, utc_now, write_all_results
+from utils.outputs import utc_now, write_all_results
 from utils.records import UNLABELLED, write_jsonl
 from utils.results_table import append_row
 from utils.runtime import set_seed
@@ -26,6 +29,7 @@ from utils.seed_statistics import json_ready, summarize
 from utils.tasks import TaskSpec
 from utils.training import LoopContext, LoopSettings, plan_schedule, predict, train
 
+logger = logging.getLogger(__name__)
 DEFAULT_SEEDS = (13, 21, 42, 87, 100)
 SELECTIONS = ("holdout", "last")
 SAVE_MODEL_CHOICES = ("none", "best", "last")
@@ -128,13 +132,41 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
                     "holdout_accuracy": best["accuracy"] if selection == "holdout" else None,
                     "holdout_curve": best["curve"] if selection == "holdout" else None, "seed": seed})
     # Timings vary from run to run; they go to the log so that all_results.json is reproducible.
-    JsonlLog(run_dir / "log.jsonl").log({"event": "train_end", **train_metrics})
-    write_all_results(run_dir, results)
+    ctx.log.log({"event": "train_end", **train_metrics})
     write_jsonl(run_dir / "predictions.jsonl",
                 ({"id": record["id"], "label": int(label), "prediction": int(prediction),
                   "logits": [float(x) for x in row]}
                  for record, label, prediction, row in zip(data.eval_records, labels, predictions, logits)))
+    write_all_results(run_dir, results)  # last: its presence marks the seed as finished
     return results
+
+
+def finished_seed(run_dir: Path) -> dict | None:
+    """The results of a seed an earlier invocation finished (its all_results.json, written last),
+    or None.
+
+    Raises:
+        ToolkitError: the file is there but unreadable (not a finished seed of this script).
+    """
+    path = run_dir / "all_results.json"
+    if not path.is_file():
+        return None
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ToolkitError(f"{path}: malformed JSON at line {err.lineno}; delete {run_dir} to run that seed "
+                           "again") from None
+    if not isinstance(results, dict) or "eval_accuracy" not in results:
+        raise ToolkitError(f"{path} holds no eval_accuracy: not a finished seed of this script; delete {run_dir} "
+                           "to run that seed again")
+    return results
+
+
+def discard_unfinished_seed(run_dir: Path) -> None:
+    """Remove what an interrupted seed left (it is run again from the start)."""
+    if run_dir.exists():
+        logger.info("%s: this seed did not finish; running it again from the start", run_dir)
+        shutil.rmtree(run_dir)
 
 
 def _save_run_model(model, loaded: LoadedModel, spec: TaskSpec, seed: int, run_dir: Path) -> None:

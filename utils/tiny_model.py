@@ -22,10 +22,10 @@ from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
 
 from utils.checkpoint import build_lineage, save_checkpoint
 from utils.cli import (add_output_args, add_progress_arg, add_seed_arg, positive_int, progress_enabled,
-                       silence_library_progress_bars)
+                       silence_library_progress_bars, unit_interval_float)
 from utils.data import load_task_data
 from utils.errors import ToolkitError
-from utils.outputs import prepare_output_dir
+from utils.run_folder import hold_run_folder
 from utils.samples import SAMPLE_FILES, SAMPLES_DIR
 from utils.tokenization import gpt2_style_backend, load_tokenizer, wrap_backend
 
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="Longest sequence (QA windows need at least --max_seq_length).")
     group.add_argument("--vocab_size", type=positive_int, default=1024,
                        help="Vocabulary of the trained tokenizer (ignored with --tokenizer).")
-    group.add_argument("--dropout", type=float, default=0.1,
+    group.add_argument("--dropout", type=unit_interval_float, default=0.1,
                        help="Residual, embedding and attention dropout (GPT-2 uses 0.1).")
     group.add_argument("--tokenizer", type=str, default=None,
                        help="Reuse this tokenizer folder instead of training one on data/samples: a "
@@ -131,11 +131,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error("--dropout must be in [0, 1)")
     if not progress_enabled(args.no_progress):
         silence_library_progress_bars()
-    prepare_output_dir(args.output_dir, overwrite=args.overwrite_output_dir)
-    path = build_tiny_model(args.output_dir, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
-                            n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,
-                            tokenizer_path=args.tokenizer, samples_dir=Path(args.samples_dir),
-                            seed=args.seed)
+    with hold_run_folder(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
+        path = build_tiny_model(folder.path, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
+                                n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,
+                                tokenizer_path=args.tokenizer, samples_dir=Path(args.samples_dir),
+                                seed=args.seed)
+        folder.finish()
     summary = {"output_dir": str(path), **{k: getattr(args, k) for k in
                                            ("n_layer", "n_embd", "n_head", "n_positions")}}
     summary["vocab_size"] = len(load_tokenizer(path))

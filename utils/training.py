@@ -27,7 +27,9 @@ from tqdm.auto import tqdm
 from utils.batching import evaluation_batches, length_grouped_batches, shard_for_training
 from utils.distributed import DistContext, all_reduce_sum, barrier, gather_to_main
 from utils.errors import ToolkitError
+from utils.fs import disk_full_error, is_disk_full, require_free_space
 from utils.outputs import JsonlLog, write_json
+from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.runtime import Precision
 
 logger = logging.getLogger(__name__)
@@ -196,13 +198,23 @@ def read_trainer_state(folder: Path) -> TrainState:
 def _save_training_checkpoint(folder: Path, state: TrainState, optimizer, scheduler, scaler,
                               save_model: Callable[[Path], None], context: DistContext) -> None:
     """Model (atomic, by the caller's function), optimizer, scheduler, RNG, then the state file
-    last: a folder without trainer_state.json is never resumed from."""
+    last: a folder without trainer_state.json is never resumed from. A full disk removes the
+    incomplete folder and stops the run with one line (earlier checkpoints stay)."""
     if context.is_main:
-        save_model(folder)
-        torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-        torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-        if scaler is not None:
-            torch.save(scaler.state_dict(), folder / "scaler.pt")
+        # The weights, and the optimizer's two moments of the same size.
+        needed = 3 * sum(p.numel() * p.element_size() for p in optimizer_parameters(optimizer))
+        require_free_space(folder.parent, needed, f"saving the training checkpoint {folder}")
+        try:
+            save_model(folder)
+            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
+            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
+            if scaler is not None:
+                torch.save(scaler.state_dict(), folder / "scaler.pt")
+        except BaseException as err:
+            if not is_disk_full(err):
+                raise
+            shutil.rmtree(folder, ignore_errors=True)
+            raise disk_full_error(f"saving the training checkpoint {folder}", folder.parent, needed) from None
     barrier(context)
     rng = {"cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
@@ -213,6 +225,11 @@ def _save_training_checkpoint(folder: Path, state: TrainState, optimizer, schedu
         write_json(folder / TRAINER_STATE_FILE, asdict(state))
 
 
+def optimizer_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
+    """Every parameter the optimizer updates."""
+    return [parameter for group in optimizer.param_groups for parameter in group["params"]]
+
+
 def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
     if limit is None:
         return
@@ -221,8 +238,16 @@ def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
 
 
 def _restore_training_checkpoint(folder: Path, optimizer, scheduler, scaler, context: DistContext) -> TrainState:
+    """Optimizer moments, schedule position, loss scale and RNG of `folder`. The hyper-parameters
+    stay this run's (loading a state dict would bring back the saved learning rate and weight
+    decay and silently ignore a change the resumed run was allowed to make)."""
+    current = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
     optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
+    scheduler.base_lrs = [group["initial_lr"] for group in current]
+    for group, hyper, factor in zip(optimizer.param_groups, current, scheduler.lr_lambdas):
+        group.update({key: value for key, value in hyper.items() if key != "lr"})
+        group["lr"] = hyper["initial_lr"] * factor(scheduler.last_epoch)
     if scaler is not None and (folder / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
     rng_file = folder / f"rng_state_{context.rank}.pt"
@@ -248,12 +273,14 @@ class LoopContext:
     output_dir: Path
     log: JsonlLog | None
     progress: bool = False
+    # Without a bar (no terminal), where the loop is goes to the log every this many seconds.
+    progress_interval_s: float = PROGRESS_INTERVAL_S
 
 
 def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], objective: Objective,
           settings: LoopSettings, ctx: LoopContext, *, save_model: Callable[[torch.nn.Module, Path], None],
           evaluate: Callable[[torch.nn.Module], dict] | None = None, resume_from: Path | None = None,
-          parent: dict | None = None) -> dict[str, float]:
+          parent: dict | None = None, shape_may_change: frozenset[str] = frozenset()) -> dict[str, float]:
     """Train `model` (already on ctx.device) on `rows` and return the training metrics.
 
     Args:
@@ -264,6 +291,8 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
             (already prefixed, e.g. eval_f1) that are logged.
         resume_from: a checkpoint-N folder whose weights the model already holds.
         parent: provenance of the starting weights, kept in the training state for lineage.
+        shape_may_change: keys of the run's shape (e.g. total_steps) a resumed run may change;
+            any other difference from the checkpoint's shape is an error.
 
     Returns:
         train_loss (mean over all optimizer steps), train_runtime, train_steps,
@@ -283,8 +312,9 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
     state = TrainState(parent=parent, run_shape=shape)
     if resume_from is not None:
         saved = read_trainer_state(resume_from)
-        if saved.run_shape is not None and saved.run_shape != shape:
-            changed = {k: (saved.run_shape.get(k), v) for k, v in shape.items() if saved.run_shape.get(k) != v}
+        changed = {k: (saved.run_shape.get(k), v) for k, v in shape.items()
+                   if saved.run_shape is not None and saved.run_shape.get(k) != v and k not in shape_may_change}
+        if changed:
             raise ToolkitError(f"--resume_from_checkpoint {resume_from} was saved by a run of another shape "
                                f"(saved vs now: {changed}); resume with the same settings and data")
         state = _restore_training_checkpoint(resume_from, optimizer, scheduler, scaler, dist_ctx)
@@ -292,8 +322,10 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
     wrapped = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
         if dist_ctx.enabled else model
     model.train()
-    bar = tqdm(total=schedule.total_steps, initial=state.global_step, desc="training", disable=not ctx.progress,
-               dynamic_ncols=True)
+    # Only rank 0 reports where the run is: the other ranks are at the same step.
+    bar = Progress(schedule.total_steps, "training", bar=ctx.progress, initial=state.global_step,
+                   log=ctx.log.log if ctx.log is not None and dist_ctx.is_main else None,
+                   interval_s=ctx.progress_interval_s if dist_ctx.is_main else None)
     window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "time": time.perf_counter()}
     started = time.perf_counter()
     tokens_at_start, steps_at_start = state.tokens_seen, state.global_step
@@ -399,7 +431,7 @@ def _optimizer_step(wrapped: torch.nn.Module, model: torch.nn.Module, micro_batc
     return reduced_loss, tokens
 
 
-def _log_window(window: dict, state: TrainState, scheduler, ctx: LoopContext, bar) -> None:
+def _log_window(window: dict, state: TrainState, scheduler, ctx: LoopContext, bar: Progress) -> None:
     elapsed = time.perf_counter() - window["time"]
     tokens = all_reduce_sum(ctx.dist, [window["tokens"]])[0]
     event = {"step": state.global_step, "epoch": state.epoch, "loss": window["loss"] / max(1, window["steps"]),

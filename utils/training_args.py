@@ -3,24 +3,13 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import positive_int
+from utils.cli import (learning_rate as learning_rate_type, non_negative_float, positive_float, positive_int,
+                       unit_interval_float)
 from utils.training import LoopSettings
 
-
-def non_negative_float(text: str) -> float:
-    """argparse type: a float >= 0."""
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {value}")
-    return value
-
-
-def positive_float(text: str) -> float:
-    """argparse type: a float > 0."""
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a number > 0, got {value}")
-    return value
+# The float types live in utils.cli with the other argparse types; they are re-exported here, where
+# the scripts have always imported them from.
+__all__ = ["add_training_args", "loop_settings", "non_negative_float", "positive_float"]
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
@@ -34,11 +23,12 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
     decide those themselves).
     """
     group = parser.add_argument_group("training")
-    group.add_argument("--learning_rate", type=positive_float, default=learning_rate, help="Peak AdamW learning rate.")
+    group.add_argument("--learning_rate", type=learning_rate_type, default=learning_rate,
+                       help="Peak AdamW learning rate, at most 1 (typical: 1e-5 to 5e-5).")
     group.add_argument("--weight_decay", type=non_negative_float, default=weight_decay,
                        help="AdamW weight decay (never on biases and LayerNorm weights).")
-    group.add_argument("--warmup_ratio", type=non_negative_float, default=warmup_ratio,
-                       help="Share of the steps with a linear warm-up, before the linear decay to 0.")
+    group.add_argument("--warmup_ratio", type=unit_interval_float, default=warmup_ratio,
+                       help="Share of the steps (0 to 1) with a linear warm-up, before the linear decay to 0.")
     group.add_argument(epochs_flag, dest="num_train_epochs", type=positive_float, default=epochs,
                        help="Passes over the training data (ignored when --max_steps is given).")
     group.add_argument("--max_steps", type=positive_int, default=None,
