@@ -159,7 +159,6 @@ def main(argv: list[str] | None = None) -> dict:
     with hold_run_folder(args.output_dir, overwrite=args.overwrite_output_dir, outputs=OUTPUT_FILES) as folder:
         write_run_args(folder.path, args, {"sources": sources, "target": target})
         write_outputs(folder.path, report, safe, plots=not args.no_plots)
-        folder.finish()
     print_report(report)
     logger.info("wrote %s", folder.path / "diversity.json")
     return safe

@@ -6,28 +6,15 @@ seed, and report every run with mean, standard deviation and a 95% confidence in
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from utils.checkpoint import load_model, require_positions
-from utils.classification import classification_features, truncation_note
-from utils.cli import add_data_file_args, add_runtime_args, positive_int, run_entry_point, seed_int, task_name
-from utils.data import load_task_data, same_file_warning
-from utils.distributed import barrier
-from utils.feature_cache import build_features, default_cache_dir, source_digest, tokenizer_digest
-from utils.outputs import JsonlLog, write_json, write_run_args
-from utils.resume import RESULT_NEUTRAL_ARGS, add_allow_changed_args, resolve_resume_args
-from utils.progress import Progress
-from utils.run_setup import RunStart, start_run
-from utils.subsets import stratified_sample
-from utils.target_task import (SAVE_MODEL_CHOICES, SELECTIONS, TargetData, append_results_table, build_summary,
-                               discard_unfinished_seed, finished_seed, require_labels, resolve_seeds, run_seed,
-                               split_holdout)
+from utils.cli import (add_data_file_args, add_runtime_args, default_cache_dir, positive_int, run_entry_point, seed_int,
+                       task_name)
+from utils.resume import add_allow_changed_args
+from utils.run_folder import hold_output_dir
+from utils.target_args import SAVE_MODEL_CHOICES, SELECTIONS, resolve_seeds
 from utils.tasks import get_task
-from utils.training import LoopContext
-from utils.training_args import add_training_args, loop_settings
-
-logger = logging.getLogger("run_target_task_GPT2_sst2_multiple")
+from utils.training_args import add_training_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -79,105 +66,12 @@ def main(argv: list[str] | None = None) -> dict:
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; use run_intermediate_source_GPT2.py")
     seeds = resolve_seeds(args.num_runs, args.seeds)
     output_dir = Path(args.output_dir or f"target_{spec.name}_{Path(args.pretrained_model.rstrip('/')).name}")
-    with start_run(args, output_dir, resuming=args.resume, resume_flag="--resume") as run:
-        return run_target(args, spec, seeds, run, output_dir)
+    with hold_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=args.resume,
+                         resume_flag="--resume") as folder:
+        # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.
+        from utils.target_task import run_target
 
-
-def run_target(args: argparse.Namespace, spec, seeds: list[int], run: RunStart, output_dir: Path) -> dict:
-    """Every seed's run (finished ones reused with --resume), the summary and the table row."""
-    dist_ctx, precision, progress = run.dist, run.precision, run.progress
-    # Seeds are units: the number of runs may grow or shrink on resumption.
-    resumed = resolve_resume_args(args, output_dir, what=str(output_dir),
-                                  neutral=RESULT_NEUTRAL_ARGS | {"seeds", "num_runs"}) if args.resume else None
-
-    note = same_file_warning(args.train_file, args.validation_file)
-    if note and dist_ctx.is_main:
-        logger.warning(note)
-    columns = {"text_column": args.text_column, "label_column": args.label_column}
-    train_data = load_task_data(spec, "train", args.train_file, **columns)
-    eval_data = load_task_data(spec, "validation", args.validation_file, **columns)
-    require_labels(train_data.records, "training", train_data.stats.source)
-    require_labels(eval_data.records, "validation", eval_data.stats.source)
-    train_records, train_subset = stratified_sample(train_data.records, args.max_train_samples, args.data_seed)
-    holdout_records: list[dict] = []
-    if args.selection == "holdout":
-        train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
-    eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
-
-    reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
-    require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
-    tokenizer = reference.tokenizer
-    cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
-    key = {"max_length": args.max_length, "tokenizer": tokenizer_digest(tokenizer),
-           "code": source_digest(classification_features)}
-
-    def features(records: list[dict], name: str):
-        if not records:
-            return None
-        built = build_features(records, lambda batch, _: classification_features(batch, tokenizer, args.max_length),
-                               name=f"{spec.name}-{name}", settings=key, cache_dir=cache)
-        note = truncation_note(f"{spec.name}-{name}", sum(built["truncated"]), len(built), args.max_length)
-        if note and dist_ctx.is_main:
-            logger.info(note)
-        return built
-
-    data = None
-    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
-        if dist_ctx.is_main == rank_turn:
-            data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
-                              features(eval_records, "eval"), eval_records)
-        barrier(dist_ctx)
-    if dist_ctx.is_main:
-        write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
-                                          "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
-                                          "world_size": dist_ctx.world_size, "device": str(dist_ctx.device),
-                                          "precision": precision.name})
-        for name, loaded in (("train", train_data), ("validation", eval_data)):
-            write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
-        write_json(output_dir / "data_subsets.json", {
-            "train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
-            "holdout": {"seed": args.data_seed, "count": len(holdout_records), "ids": [r["id"] for r in holdout_records]}})
-        logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
-                    args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
-    runs = []
-    with Progress(len(seeds), "seeds", bar=progress and dist_ctx.is_main, unit="seed",
-                  interval_s=60.0 if dist_ctx.is_main else None) as seed_progress:
-        for seed in seeds:
-            run_dir = output_dir / "runs" / f"seed_{seed}"
-            result = finished_seed(run_dir) if args.resume else None
-            if result is not None:
-                logger.info("seed %d: finished by an earlier invocation; reusing %s", seed, run_dir / "all_results.json")
-            else:
-                if dist_ctx.is_main:
-                    discard_unfinished_seed(run_dir)
-                barrier(dist_ctx)
-                run_dir.mkdir(parents=True, exist_ok=True)
-                ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir,
-                                  JsonlLog(run_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None,
-                                  progress)
-                result = run_seed(seed=seed, pretrained=args.pretrained_model, spec=spec, data=data,
-                                  settings=loop_settings(args, seed=seed), selection=args.selection,
-                                  save_model=args.save_model, run_dir=run_dir, ctx=ctx)
-            if result is not None:
-                runs.append(result)
-                logger.info("seed %d: accuracy %.4f, macro-F1 %.4f (epoch %s)", seed, result["eval_accuracy"],
-                            result["eval_macro_f1"], result["selected_epoch"])
-            seed_progress.update()
-    summary: dict = {}
-    if dist_ctx.is_main:
-        summary = build_summary(spec=spec, pretrained=args.pretrained_model, lineage=reference.provenance.lineage,
-                                runs=runs, settings={k: v for k, v in vars(args).items()}, output_dir=output_dir)
-        write_json(output_dir / "summary.json", summary)
-        if args.results_table:
-            append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
-        acc = summary["eval_accuracy"]
-        if acc["n"] > 1:
-            logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
-                        acc["std"], acc["ci_low"], acc["ci_high"])
-        else:
-            logger.info("%s accuracy of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
-                        spec.name, acc["mean"])
-    return summary
+        return run_target(args, spec, seeds, folder, output_dir)
 
 
 if __name__ == "__main__":

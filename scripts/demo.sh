@@ -43,7 +43,7 @@ for source in "$parent" "$OUT/tiny_gpt2"; do
 done
 "$PY" -m utils.seed_statistics "$OUT/target_sst2_tiny_gpt2/summary.json" \
     "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
-"$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); print('transfer (chain - plain): mean %+.4f, paired t p = %.3f, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], c['paired_t_p_value'], c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
+"$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); p = c['paired_t_p_value']; print('transfer (chain - plain): mean %+.4f, paired t p = %s, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], 'undefined (%s)' % c.get('paired_t_p_value_reason') if p is None else '%.3f' % p, c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
 echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then the SST-2 target from its result"
 "$PY" maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/tiny_gpt2" \
     --log_dir "$OUT/logs" --out demo --overwrite_output_dir \

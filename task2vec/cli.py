@@ -11,31 +11,14 @@ spread over the processes; the result equals a single process's.
 from __future__ import annotations
 
 import argparse
-import logging
-from functools import partial
-from pathlib import Path
 
-from task2vec.embed import RECORDS_STREAM, EmbeddingContext, EmbeddingSettings, derived_seed, embed_task
-from task2vec.fisher import ESTIMATORS
-from task2vec.io import save_task_embedding, task_folder
-from task2vec.probe import HeadSettings
-from task2vec.sequences import OBJECTIVES, subsample_records
-from utils.checkpoint import load_model, require_positions
+from task2vec.options import ESTIMATORS, OBJECTIVES
 from utils.cli import (add_output_args, add_runtime_args, files_by_task, learning_rate, name_path, non_negative_float,
                        non_negative_int, positive_int)
-from utils.data import load_task_data
-from utils.errors import ToolkitError
-from utils.progress import Progress
-from utils.run_setup import RunStart, start_run
-from utils.runtime import set_seed
-from utils.samples import sample_file
+from utils.run_folder import hold_output_dir
 from utils.tasks import get_task
-from utils.training import autocast_context
 
-logger = logging.getLogger("task2vec")
 DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
-DEFAULT_HEAD_LR = {"lm": 5e-5, "task": 1e-3}
-DEFAULT_NUM_SAMPLES = 4
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -88,26 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_from(args: argparse.Namespace) -> EmbeddingSettings:
-    """The embedding settings the parsed flags describe."""
-    learning_rate = args.head_learning_rate or DEFAULT_HEAD_LR[args.objective]
-    return EmbeddingSettings(
-        objective=args.objective, estimator=args.estimator,
-        num_samples=1 if args.estimator == "empirical" else (args.num_samples or DEFAULT_NUM_SAMPLES),
-        max_length=args.max_length, batch_size=args.batch_size, num_batches=args.num_batches,
-        chunk_size=args.chunk_size, minibatch_size=args.minibatch_size,
-        include=("bias",) if args.include_biases else (),
-        head=HeadSettings(args.head_steps, learning_rate, args.head_weight_decay, args.head_batch_size),
-        noise_floor=not args.no_noise_floor, seed=args.seed)
-
-
-def task_source(spec, files: dict[str, str], use_samples: bool, split: str) -> str | None:
-    """The local file of a task, or None for the Hub."""
-    if spec.name in files:
-        return files[spec.name]
-    return str(sample_file(spec.name, split)) if use_samples else None
-
-
 def main(argv: list[str] | None = None) -> dict:
     """Embed every task of --tasks into --output_dir; returns {output_dir, model_name, tasks: {...}}.
 
@@ -126,55 +89,9 @@ def main(argv: list[str] | None = None) -> dict:
     specs = list({spec.name: spec for spec in map(get_task, names)}.values())  # aliases of one task count once
     if not specs:
         parser.error("--tasks names no task")
-    settings = settings_from(args)
-    settings.validate()
     files = files_by_task(args.task_file, specs, "--task_file")
-    existing = [spec.name for spec in specs if task_folder(args.output_dir, spec.name).exists()]
-    if existing and not args.overwrite_output_dir:
-        raise ToolkitError(f"{args.output_dir} already holds {', '.join(existing)}; pass --overwrite_output_dir "
-                           "to replace them or choose another --output_dir")
-    set_seed(args.seed)
-    with start_run(args, Path(args.output_dir), check_empty=False) as run:
-        return embed_tasks(args, specs, files, settings, run)
+    with hold_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, check_empty=False) as folder:
+        # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.
+        from task2vec.run import embed_tasks
 
-
-def embed_tasks(args: argparse.Namespace, specs: list, files: dict[str, str], settings: EmbeddingSettings,
-                run: RunStart) -> dict:
-    """Embed each task with the probe, inside the held embedding folder."""
-    dist = run.dist
-    loaded = load_model(args.model_name, "lm")
-    require_positions(args.max_length, loaded.model.config, "--max_length", args.model_name)
-    loaded.model.to(run.device)
-    ctx = EmbeddingContext(run.device, partial(autocast_context, run.precision, run.device), dist,
-                           run.progress and dist.is_main)
-    needed = settings.batch_size * settings.num_batches
-    summary: dict = {"output_dir": str(Path(args.output_dir)), "model_name": args.model_name, "tasks": {}}
-    with Progress(len(specs), "tasks", bar=ctx.progress, unit="task",
-                  interval_s=60.0 if dist.is_main else None) as task_progress:
-        for spec in specs:
-            source = task_source(spec, files, args.use_samples, args.split)
-            data = load_task_data(spec, args.split, source, local_hint="--task_file NAME=PATH or --use_samples")
-            records = subsample_records(data.span_records(), needed, derived_seed(args.seed, spec.name, RECORDS_STREAM))
-            embedding = embed_task(loaded, spec, records, settings, ctx, source=data.stats.source)
-            if embedding is not None:
-                summary["tasks"][spec.name] = _save(args.output_dir, spec.name, embedding)
-            task_progress.update()
-    return summary
-
-
-def _save(output_dir: str, name: str, embedding) -> dict:
-    """Write one task's embedding folder; its line in the summary."""
-    folder = save_task_embedding(output_dir, embedding)
-    floor = embedding.metadata["noise_floor"]
-    examples = embedding.metadata["examples"]
-    logger.info("%s: %d coordinates from %d examples in %d batches -> %s; noise floor %s, data diversity %s "
-                "(%s corrected for the noise)", name, embedding.dimension, examples["examples_used"],
-                examples["batches"], folder, _fmt(floor["task"]), _fmt(floor["data_diversity"]),
-                _fmt(floor["data_diversity_corrected"]))
-    return {"path": str(folder), "dimension": embedding.dimension, "examples_used": examples["examples_used"],
-            "noise_floor": floor}
-
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.4g}"
-
+        return embed_tasks(args, specs, files, folder)

@@ -50,8 +50,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from task2vec.layout import CoveredParameter, select_parameters
+from task2vec.options import ESTIMATORS
 
-ESTIMATORS = ("mc", "empirical", "minibatch_sq")
 METHODS = ("hooks", "loop")
 # Per-sequence weight gradients are formed for this many elements at a time (about 64 MB in fp32).
 GRADIENT_CHUNK_ELEMENTS = 1 << 24

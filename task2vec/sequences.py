@@ -22,9 +22,9 @@ from utils.errors import ToolkitError
 from utils.qa_features import SpanFeatureConfig, span_features
 from utils.qa_generative import ANSWER_PREFIX, GenerativeConfig, generative_features
 from utils.classification import classification_features
+from task2vec.options import OBJECTIVES
 from utils.tasks import TaskSpec
 
-OBJECTIVES = ("lm", "task")
 
 
 @dataclass(frozen=True)

@@ -39,7 +39,7 @@ from scipy import stats
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
 from utils.errors import DataError, UnknownTaskError
-from utils.results_table import read_rows
+from utils.results_table import RESULTS_TABLE_COLUMNS, read_rows
 from utils.tasks import get_task
 
 CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.target_task.chain_description writes them
@@ -88,9 +88,6 @@ def read_results_table(path: str | os.PathLike) -> list[dict]:
         DataError: the file is missing, empty, lacks columns of RESULTS_TABLE_COLUMNS, or has a
             malformed row (its line number is given).
     """
-    # Imported here: utils.target_task pulls in torch, which nothing else in the analysis needs.
-    from utils.target_task import RESULTS_TABLE_COLUMNS
-
     return read_rows(path, RESULTS_TABLE_COLUMNS, flag="--results_table", writer="run_target_task_GPT2_sst2_multiple.py")
 
 

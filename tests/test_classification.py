@@ -11,7 +11,8 @@ from utils.checkpoint import load_model
 from utils.classification import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
 from utils.seed_statistics import bootstrap_difference, compare, summarize
 from utils.subsets import stratified_sample
-from utils.target_task import resolve_seeds, split_holdout
+from utils.target_args import resolve_seeds
+from utils.target_task import split_holdout
 from utils.errors import ToolkitError
 
 LABELS = ("negative", "positive")

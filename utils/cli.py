@@ -8,8 +8,10 @@ from __future__ import annotations
 import argparse
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from utils.errors import ToolkitError, UnknownTaskError
@@ -159,6 +161,12 @@ def learning_rate(text: str) -> float:
     return value
 
 
+def default_cache_dir() -> Path:
+    """$GPT2_TRANSFER_CACHE, else ~/.cache/gpt2-transfer/features."""
+    root = os.environ.get("GPT2_TRANSFER_CACHE")
+    return Path(root) if root else Path.home() / ".cache" / "gpt2-transfer" / "features"
+
+
 def positive_int(text: str) -> int:
     """argparse type: an integer > 0."""
     try:
@@ -245,13 +253,25 @@ def configure_logging(level: int = logging.INFO) -> None:
     "Token indices sequence length is longer than ..." is a false alarm here, where long contexts
     are windowed and sentences cut on purpose (the cuts that matter get a line of our own).
     """
-    from transformers.utils import logging as transformers_logging
-
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
                         datefmt="%H:%M:%S")
     for noisy in ("httpx", "urllib3", "filelock", "fsspec"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    transformers_logging.set_verbosity_error()
+    quiet_transformers()
+
+
+def quiet_transformers() -> None:
+    """transformers logs errors only, unless the user's TRANSFORMERS_VERBOSITY says otherwise.
+
+    transformers reads TRANSFORMERS_VERBOSITY when it loads; where it is loaded already its own
+    setter is used. Neither imports it, so a command answers --help or a bad flag at once.
+    """
+    if os.environ.get("TRANSFORMERS_VERBOSITY"):
+        return
+    if "transformers" in sys.modules:
+        sys.modules["transformers"].utils.logging.set_verbosity_error()
+    else:
+        os.environ["TRANSFORMERS_VERBOSITY"] = "error"
 
 
 def run_entry_point(main: Callable[[], Any]) -> NoReturn:

@@ -19,12 +19,6 @@ import datasets
 logger = logging.getLogger(__name__)
 
 
-def default_cache_dir() -> Path:
-    """$GPT2_TRANSFER_CACHE, else ~/.cache/gpt2-transfer/features."""
-    root = os.environ.get("GPT2_TRANSFER_CACHE")
-    return Path(root) if root else Path.home() / ".cache" / "gpt2-transfer" / "features"
-
-
 def tokenizer_digest(tokenizer: Any) -> str:
     """sha256 of the tokenizer's full definition (vocabulary, merges, special tokens)."""
     return hashlib.sha256(tokenizer.backend_tokenizer.to_str().encode()).hexdigest()

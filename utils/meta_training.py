@@ -32,7 +32,6 @@ from utils.training import autocast_context, move_batch
 
 logger = logging.getLogger(__name__)
 
-SAMPLING_CHOICES = ("uniform", "proportional")
 META_STATE_FILE = "meta_state.json"
 
 

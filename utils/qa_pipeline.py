@@ -27,30 +27,6 @@ from utils.training import LoopContext, predict
 
 logger = logging.getLogger(__name__)
 
-OBJECTIVES = ("span", "generative")
-QA_HEAD_CHOICES = ("keep", "reinit")
-
-
-def add_qa_args(parser) -> None:
-    """Objective, window, answer and post-processing flags shared by the QA scripts."""
-    from utils.cli import finite_float, positive_int
-    from utils.feature_cache import default_cache_dir
-
-    parser.add_argument("--objective", type=str, default="span", choices=OBJECTIVES,
-                        help="span: a QA head picks start/end tokens; generative: the LM writes the answer.")
-    group = parser.add_argument_group("QA features and answers")
-    group.add_argument("--max_seq_length", type=positive_int, default=384, help="Tokens per window (question included).")
-    group.add_argument("--doc_stride", type=positive_int, default=128, help="Overlap in tokens between windows of a long context.")
-    group.add_argument("--max_question_length", type=positive_int, default=64, help="Questions are cut to this many tokens.")
-    group.add_argument("--max_answer_length", type=positive_int, default=30,
-                       help="Longest answer in tokens: span length cap (span) or tokens generated (generative).")
-    group.add_argument("--n_best_size", type=positive_int, default=20, help="Candidate answers kept per question.")
-    group.add_argument("--null_score_diff_threshold", type=finite_float, default=0.0,
-                       help="Tasks with unanswerable questions: answer \"\" when null score - best answer score exceeds this.")
-    group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
-                       help="Where tokenized features are cached ('none' to turn caching off).")
-
-
 def qa_settings(args, version_2_with_negative: bool) -> QASettings:
     """QASettings from the flags of add_qa_args (validated; raises ToolkitError)."""
     span = SpanFeatureConfig(args.max_seq_length, args.doc_stride, args.max_question_length)

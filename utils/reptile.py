@@ -16,8 +16,7 @@ from collections.abc import Iterable
 
 import torch
 
-INNER_OPTIMIZERS = ("adam", "adamw", "sgd")
-INNER_STATE_CHOICES = ("reset", "carry")
+from utils.meta_args import INNER_OPTIMIZERS
 
 
 def meta_parameters(model: torch.nn.Module) -> list[torch.nn.Parameter]:

@@ -20,6 +20,12 @@ from pathlib import Path
 
 from utils.errors import DataError, ToolkitError
 
+# The columns of run_target_task_GPT2_sst2_multiple.py --results_table, one row per invocation
+# (TaskDiversity.py reads them).
+RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",
+                         "objectives", "max_train_samples", "selection", "seeds", "n", "mean_accuracy",
+                         "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "output_dir")
+
 
 def format_row(columns: Sequence[str], row: Mapping[str, object]) -> str:
     """One CSV line (ending in CRLF, as csv writes by default and RFC 4180 asks) holding `row`'s

@@ -171,6 +171,24 @@ def recover_interrupted_saves(folder: Path) -> list[Path]:
 
 # ----------------------------------------------------------------------------- the context
 
+def launch_rank() -> int:
+    """This process's rank under torchrun / accelerate launch (0 without one), from the environment
+    they set, so that it is known before torch loads."""
+    return int(os.environ.get("RANK", "0"))
+
+
+@contextmanager
+def hold_output_dir(path: str | os.PathLike, **options) -> Iterator[RunFolder | None]:
+    """`hold_run_folder(path, **options)` on the main process of a launch, None on the others
+    (rank 0 alone writes the folder). Standard library only: the scripts take it before torch and
+    transformers load, so that a busy folder or a bad flag is answered at once."""
+    if launch_rank() != 0:
+        yield None
+        return
+    with hold_run_folder(path, **options) as held:
+        yield held
+
+
 def _make_folder(path: Path) -> list[Path]:
     """mkdir -p; returns the folders it created, outermost first."""
     missing = []
@@ -212,7 +230,8 @@ def _move_previous_run_aside(folder: Path, patterns: tuple[str, ...]) -> Path | 
 def hold_run_folder(path: str | os.PathLike, *, overwrite: bool, resuming: bool = False, check_empty: bool = True,
                     outputs: tuple[str, ...] = (), run_id: str | None = None,
                     resume_flag: str = "--resume_from_checkpoint") -> Iterator[RunFolder]:
-    """Hold an output folder for a run's lifetime (module docstring).
+    """Hold an output folder for a run's lifetime (module docstring); when the run ends without an
+    exception, the previous run's files moved aside are deleted.
 
     Args:
         overwrite: --overwrite_output_dir: move a previous run's files aside (unless resuming).
@@ -245,6 +264,7 @@ def hold_run_folder(path: str | os.PathLike, *, overwrite: bool, resuming: bool 
         if overwrite and not resuming and check_empty:
             held.moved_aside = _move_previous_run_aside(folder, (*PREVIOUS_RUN_PATTERNS, *outputs))
         yield held
+        held.finish()
         succeeded = True
     finally:
         if held.lock_fd is not None:

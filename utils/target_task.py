@@ -1,5 +1,5 @@
 """One classification target, fine-tuned from the same checkpoint once per seed (the pieces of
-run_target_task_GPT2_sst2_multiple.py).
+run_target_task_GPT2_sst2_multiple.py, and its body: `run_target`).
 
 Every run starts again from the checkpoint; runs differ only by seed, which fixes the new head's
 initialisation, the data order and dropout. The epoch is chosen on a hold-out taken from the
@@ -7,6 +7,7 @@ training data (never on the validation set that is reported), or the last epoch 
 """
 from __future__ import annotations
 
+import argparse
 import json
 import logging
 import shutil
@@ -17,42 +18,28 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.checkpoint import LoadedModel, build_lineage, load_model, save_checkpoint
-from utils.classification import ClassificationObjective, classification_report, softmax_cross_entropy
-from utils.distributed import broadcast_from_main
+from utils.checkpoint import LoadedModel, build_lineage, load_model, require_positions, save_checkpoint
+from utils.classification import (ClassificationObjective, classification_features, classification_report,
+                                  softmax_cross_entropy, truncation_note)
+from utils.data import load_task_data, same_file_warning
+from utils.distributed import barrier, broadcast_from_main
 from utils.errors import ToolkitError
-from utils.outputs import utc_now, write_all_results
+from utils.feature_cache import build_features, source_digest, tokenizer_digest
+from utils.outputs import JsonlLog, utc_now, write_all_results, write_json, write_run_args
+from utils.progress import Progress
 from utils.records import UNLABELLED, write_jsonl
-from utils.results_table import append_row
+from utils.results_table import RESULTS_TABLE_COLUMNS, append_row
+from utils.resume import RESULT_NEUTRAL_ARGS, resolve_resume_args
+from utils.run_folder import RunFolder
+from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.seed_statistics import json_ready, summarize
+from utils.subsets import stratified_sample
 from utils.tasks import TaskSpec
 from utils.training import LoopContext, LoopSettings, plan_schedule, predict, train
+from utils.training_args import loop_settings
 
 logger = logging.getLogger(__name__)
-DEFAULT_SEEDS = (13, 21, 42, 87, 100)
-SELECTIONS = ("holdout", "last")
-SAVE_MODEL_CHOICES = ("none", "best", "last")
-RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",
-                         "objectives", "max_train_samples", "selection", "seeds", "n", "mean_accuracy",
-                         "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "output_dir")
-
-
-def resolve_seeds(num_runs: int | None, seeds: list[int] | None) -> list[int]:
-    """--seeds as given, else the first --num_runs of 13, 21, 42, 87, 100, 101, 102, ...
-
-    Raises:
-        ToolkitError: both given and disagreeing, or a seed repeated.
-    """
-    if seeds:
-        if num_runs is not None and num_runs != len(seeds):
-            raise ToolkitError(f"--num_runs {num_runs} disagrees with the {len(seeds)} --seeds given; give one of them")
-        if len(set(seeds)) != len(seeds):
-            raise ToolkitError(f"--seeds repeats a seed: {seeds}")
-        return list(seeds)
-    count = 5 if num_runs is None else num_runs
-    extra = [DEFAULT_SEEDS[-1] + i for i in range(1, max(0, count - len(DEFAULT_SEEDS)) + 1)]
-    return list(DEFAULT_SEEDS + tuple(extra))[:count]
 
 
 def require_labels(records: list[dict], what: str, file: str) -> None:
@@ -234,3 +221,108 @@ def append_results_table(path: Path, summary: dict, max_train_samples: int | Non
 def _cell(value: float | None) -> float | str:
     """A statistic for the CSV; "nan" where it is undefined (one run)."""
     return "nan" if value is None else value
+
+
+def run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], folder: RunFolder | None,
+               output_dir: Path) -> dict:
+    """run_target_task_GPT2_sst2_multiple.py once its flags are checked and rank 0 holds
+    `output_dir`: every seed's run (finished ones reused with --resume), the summary and the
+    results-table row. Returns the summary (empty on ranks other than 0)."""
+    with start_run(args, folder) as run:
+        return _run_target(args, spec, seeds, run, output_dir)
+
+
+def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run: RunStart, output_dir: Path) -> dict:
+    dist_ctx, precision, progress = run.dist, run.precision, run.progress
+    # Seeds are units: the number of runs may grow or shrink on resumption.
+    resumed = resolve_resume_args(args, output_dir, what=str(output_dir),
+                                  neutral=RESULT_NEUTRAL_ARGS | {"seeds", "num_runs"}) if args.resume else None
+
+    note = same_file_warning(args.train_file, args.validation_file)
+    if note and dist_ctx.is_main:
+        logger.warning(note)
+    columns = {"text_column": args.text_column, "label_column": args.label_column}
+    train_data = load_task_data(spec, "train", args.train_file, **columns)
+    eval_data = load_task_data(spec, "validation", args.validation_file, **columns)
+    require_labels(train_data.records, "training", train_data.stats.source)
+    require_labels(eval_data.records, "validation", eval_data.stats.source)
+    train_records, train_subset = stratified_sample(train_data.records, args.max_train_samples, args.data_seed)
+    holdout_records: list[dict] = []
+    if args.selection == "holdout":
+        train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
+    eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
+
+    reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
+    require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
+    tokenizer = reference.tokenizer
+    cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
+    key = {"max_length": args.max_length, "tokenizer": tokenizer_digest(tokenizer),
+           "code": source_digest(classification_features)}
+
+    def features(records: list[dict], name: str):
+        if not records:
+            return None
+        built = build_features(records, lambda batch, _: classification_features(batch, tokenizer, args.max_length),
+                               name=f"{spec.name}-{name}", settings=key, cache_dir=cache)
+        note = truncation_note(f"{spec.name}-{name}", sum(built["truncated"]), len(built), args.max_length)
+        if note and dist_ctx.is_main:
+            logger.info(note)
+        return built
+
+    data = None
+    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
+        if dist_ctx.is_main == rank_turn:
+            data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
+                              features(eval_records, "eval"), eval_records)
+        barrier(dist_ctx)
+    if dist_ctx.is_main:
+        write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
+                                          "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
+                                          "world_size": dist_ctx.world_size, "device": str(dist_ctx.device),
+                                          "precision": precision.name})
+        for name, loaded in (("train", train_data), ("validation", eval_data)):
+            write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
+        write_json(output_dir / "data_subsets.json", {
+            "train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
+            "holdout": {"seed": args.data_seed, "count": len(holdout_records), "ids": [r["id"] for r in holdout_records]}})
+        logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
+                    args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
+    runs = []
+    with Progress(len(seeds), "seeds", bar=progress and dist_ctx.is_main, unit="seed",
+                  interval_s=60.0 if dist_ctx.is_main else None) as seed_progress:
+        for seed in seeds:
+            run_dir = output_dir / "runs" / f"seed_{seed}"
+            result = finished_seed(run_dir) if args.resume else None
+            if result is not None:
+                logger.info("seed %d: finished by an earlier invocation; reusing %s", seed, run_dir / "all_results.json")
+            else:
+                if dist_ctx.is_main:
+                    discard_unfinished_seed(run_dir)
+                barrier(dist_ctx)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir,
+                                  JsonlLog(run_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None,
+                                  progress)
+                result = run_seed(seed=seed, pretrained=args.pretrained_model, spec=spec, data=data,
+                                  settings=loop_settings(args, seed=seed), selection=args.selection,
+                                  save_model=args.save_model, run_dir=run_dir, ctx=ctx)
+            if result is not None:
+                runs.append(result)
+                logger.info("seed %d: accuracy %.4f, macro-F1 %.4f (epoch %s)", seed, result["eval_accuracy"],
+                            result["eval_macro_f1"], result["selected_epoch"])
+            seed_progress.update()
+    summary: dict = {}
+    if dist_ctx.is_main:
+        summary = build_summary(spec=spec, pretrained=args.pretrained_model, lineage=reference.provenance.lineage,
+                                runs=runs, settings={k: v for k, v in vars(args).items()}, output_dir=output_dir)
+        write_json(output_dir / "summary.json", summary)
+        if args.results_table:
+            append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
+        acc = summary["eval_accuracy"]
+        if acc["n"] > 1:
+            logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
+                        acc["std"], acc["ci_low"], acc["ci_high"])
+        else:
+            logger.info("%s accuracy of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
+                        spec.name, acc["mean"])
+    return summary

@@ -136,7 +136,6 @@ def main(argv: list[str] | None = None) -> dict:
                                 n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,
                                 tokenizer_path=args.tokenizer, samples_dir=Path(args.samples_dir),
                                 seed=args.seed)
-        folder.finish()
     summary = {"output_dir": str(path), **{k: getattr(args, k) for k in
                                            ("n_layer", "n_embd", "n_head", "n_positions")}}
     summary["vocab_size"] = len(load_tokenizer(path))

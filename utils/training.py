@@ -31,6 +31,7 @@ from utils.fs import disk_full_error, is_disk_full, require_free_space
 from utils.outputs import JsonlLog, write_json
 from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.runtime import Precision
+from utils.training_args import LoopSettings
 
 logger = logging.getLogger(__name__)
 
@@ -49,27 +50,6 @@ class Objective(Protocol):
 
 class TrainingDivergedError(ToolkitError):
     """The loss became NaN or infinite."""
-
-
-@dataclass(frozen=True)
-class LoopSettings:
-    """Hyper-parameters of the loop (per-device batch size; steps are optimizer steps)."""
-
-    learning_rate: float = 5e-5
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    num_train_epochs: float = 3.0
-    max_steps: int | None = None
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 32
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    logging_steps: int = 50
-    eval_steps: int | None = None
-    save_steps: int | None = None
-    save_total_limit: int | None = None
-    seed: int = 42
-    group_by_length: bool = True
 
 
 @dataclass

@@ -1,15 +1,37 @@
-"""The training-loop flags, added to a parser once and turned into `LoopSettings`."""
+"""The training-loop flags, added to a parser once and turned into `LoopSettings` (no torch here:
+the scripts build their parsers before the heavy libraries load)."""
 from __future__ import annotations
 
 import argparse
+from dataclasses import dataclass
 
 from utils.cli import (learning_rate as learning_rate_type, non_negative_float, positive_float, positive_int,
                        unit_interval_float)
-from utils.training import LoopSettings
 
 # The float types live in utils.cli with the other argparse types; they are re-exported here, where
 # the scripts have always imported them from.
-__all__ = ["add_training_args", "loop_settings", "non_negative_float", "positive_float"]
+__all__ = ["LoopSettings", "add_training_args", "loop_settings", "non_negative_float", "positive_float"]
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Hyper-parameters of the loop (per-device batch size; steps are optimizer steps)."""
+
+    learning_rate: float = 5e-5
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.0
+    num_train_epochs: float = 3.0
+    max_steps: int | None = None
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 32
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    logging_steps: int = 50
+    eval_steps: int | None = None
+    save_steps: int | None = None
+    save_total_limit: int | None = None
+    seed: int = 42
+    group_by_length: bool = True
 
 
 def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
