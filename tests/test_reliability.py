@@ -145,7 +145,7 @@ def test_disk_full_at_the_final_save_leaves_nothing_mixed(tiny_checkpoint, tmp_p
         raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
 
     monkeypatch.setattr(utils.checkpoint, "write_json", full_disk)  # the last write of a save
-    with pytest.raises(DiskFullError, match="the disk is full; it needs about 4 MB"):
+    with pytest.raises(DiskFullError, match=r"the disk is full; it needs at least \d+\.\d kB"):
         intermediate.main([*common, "--overwrite_output_dir", "--seed", "2"])
     monkeypatch.undo()
     visible = {p.name for p in out.iterdir()}
@@ -159,7 +159,8 @@ def test_disk_full_is_one_line(tiny_checkpoint, tmp_path):
     """On a real small file system (where the machine lets us mount a tmpfs)."""
     mount = tmp_path / "small"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)], capture_output=True).returncode:
+    # Room for the run's small files (run_args.json, predictions, ...), not for the weights (~180 kB).
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=160k", "tmpfs", str(mount)], capture_output=True).returncode:
         pytest.skip("cannot mount a tmpfs here (needs root)")
     try:
         done = subprocess.run([sys.executable, "run_intermediate_source_GPT2.py", "--model_name", str(tiny_checkpoint),
@@ -167,7 +168,7 @@ def test_disk_full_is_one_line(tiny_checkpoint, tmp_path):
                               capture_output=True, text=True, timeout=300)
         assert done.returncode == 2 and "Traceback" not in done.stderr
         errors = [line for line in done.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1 and "the disk is full; it needs about 4 MB" in errors[0], done.stderr
+        assert len(errors) == 1 and "the disk is full; it needs at least 1" in errors[0], done.stderr
         assert not [p for p in (mount / "run").iterdir() if p.name.startswith(".")] if (mount / "run").exists() else True
     finally:
         subprocess.run(["umount", str(mount)], check=False)

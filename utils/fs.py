@@ -74,15 +74,16 @@ def _megabytes(count: int) -> str:
 
 
 def disk_full_error(what: str, folder: Path, needed: int) -> DiskFullError:
-    """The one-line error for a full disk: what needed how much, and what is free."""
+    """The one-line error for a full disk: what needed at least how much, and what is free."""
     free = shutil.disk_usage(folder).free
-    return DiskFullError(f"{what}: the disk is full; it needs about {_megabytes(needed)} and {folder} has "
+    return DiskFullError(f"{what}: the disk is full; it needs at least {_megabytes(needed)} and {folder} has "
                          f"{_megabytes(free)} free. Free some space (or point the output elsewhere) and run again; "
                          "earlier checkpoints are intact")
 
 
 def require_free_space(folder: Path, needed: int, what: str) -> None:
-    """Refuse to start a write of about `needed` bytes into `folder` that cannot fit.
+    """Refuse to start a write of at least `needed` bytes into `folder` that cannot fit (`needed`
+    is a lower bound, so nothing that would have fitted is refused).
 
     Raises:
         DiskFullError: less than `needed` bytes are free.

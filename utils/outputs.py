@@ -47,7 +47,7 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
         os.replace(temporary, target)
     except OSError as err:  # name the user's file, not the temporary one
         Path(temporary).unlink(missing_ok=True)
-        raise OSError(err.errno, f"writing {target} failed: {err.strerror}", str(target)) from err
+        raise OSError(err.errno, f"writing {target} failed: {err.strerror}") from err
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
