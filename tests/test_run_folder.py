@@ -69,6 +69,19 @@ def test_overwrite_moves_the_previous_run_aside_until_the_new_one_finishes(tmp_p
     assert sorted(p.name for p in out.iterdir()) == ["notes.txt", "run_args.json"]
 
 
+def test_a_run_that_fails_before_writing_gives_the_previous_run_back(tmp_path):
+    """--overwrite_output_dir with a wrong model path must not hide the previous run."""
+    out = tmp_path / "run"
+    write_run(out, "old")
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(ToolkitError, match="no such model"):
+        with hold_run_folder(out, overwrite=True):
+            assert not (out / "model.safetensors").exists()  # moved aside while the run runs
+            raise ToolkitError("no such model")
+    assert sorted(p.name for p in out.iterdir()) == before
+    assert (out / "model.safetensors").read_text() == "old"
+
+
 def test_leftovers_of_a_killed_save_are_removed_and_run_files_put_back(tmp_path, caplog):
     """A kill right after the folder exchange left run_args.json, log.jsonl and checkpoint-5 in the
     staging folder, and `--resume_from_checkpoint latest` then found nothing."""

@@ -14,7 +14,8 @@
 - **Overwriting.** With --overwrite_output_dir the previous run's files are moved aside into
   `.previous_run/` (a rename: no disk space needed) and deleted only when the new run finishes, so
   a run that fails (a full disk at the final save) never leaves the old weights beside the new
-  run's files, and the previous run can still be moved back by hand.
+  run's files, and the previous run can still be moved back by hand. A run that fails before
+  writing anything (a wrong path) puts the previous run's files back itself.
 - **Failed starts** leave no folder behind: folders this run created are removed on failure if
   they are still empty.
 """
@@ -204,12 +205,16 @@ def _run_files(folder: Path) -> list[Path]:
     return [entry for entry in folder.iterdir() if entry.name != PREVIOUS_RUN_DIR]
 
 
+def _previous_run_files(folder: Path, patterns: tuple[str, ...]) -> list[Path]:
+    """The files and folders of `folder` a run writes (matching `patterns`)."""
+    return sorted({path for pattern in patterns for path in folder.glob(pattern) if path.name != PREVIOUS_RUN_DIR})
+
+
 def _move_previous_run_aside(folder: Path, patterns: tuple[str, ...]) -> Path | None:
     """Move a previous run's files into `.previous_run/`. If one is there already, the run that
     put it there never finished: its own files are deleted and the last finished run's are kept."""
     previous = folder / PREVIOUS_RUN_DIR
-    found = sorted({path for pattern in patterns for path in folder.glob(pattern)
-                    if path.name != PREVIOUS_RUN_DIR})
+    found = _previous_run_files(folder, patterns)
     if not found:
         return None
     if previous.exists():
@@ -224,6 +229,18 @@ def _move_previous_run_aside(folder: Path, patterns: tuple[str, ...]) -> Path | 
     logger.info("--overwrite_output_dir: the previous run's files in %s are moved to %s and deleted when this run "
                 "finishes (move them back if it fails)", folder, previous)
     return previous
+
+
+def _restore_previous_run(folder: Path) -> None:
+    """A run that failed before writing anything (a wrong path, a bad file) gives the previous
+    run's files back, as if it had never started."""
+    previous = folder / PREVIOUS_RUN_DIR
+    if not previous.is_dir():
+        return
+    for entry in previous.iterdir():
+        os.replace(entry, folder / entry.name)
+    previous.rmdir()
+    logger.info("the run failed before writing anything: the previous run's files are back in %s", folder)
 
 
 @contextmanager
@@ -267,6 +284,8 @@ def hold_run_folder(path: str | os.PathLike, *, overwrite: bool, resuming: bool 
         held.finish()
         succeeded = True
     finally:
+        if not succeeded and folder.is_dir() and not _previous_run_files(folder, (*PREVIOUS_RUN_PATTERNS, *outputs)):
+            _restore_previous_run(folder)
         if held.lock_fd is not None:
             release_lock(folder, held.lock_fd)
         if not succeeded:
