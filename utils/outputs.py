@@ -54,6 +54,25 @@ def write_json(path: str | os.PathLike, obj: Any) -> Path:
     return target
 
 
+def read_json_object(path: Path, remedy: str) -> dict | None:
+    """A JSON object file this toolkit wrote (run_args.json, all_results.json), or None if there is
+    none.
+
+    Raises:
+        ToolkitError: the file is not a JSON object; the message ends with `remedy`.
+    """
+    if not path.is_file():
+        return None
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, RecursionError) as err:
+        where = f" at line {err.lineno}" if isinstance(err, json.JSONDecodeError) else ""
+        raise ToolkitError(f"{path}: malformed JSON{where}; {remedy}") from None
+    if not isinstance(value, dict):
+        raise ToolkitError(f"{path}: expected a JSON object; {remedy}")
+    return value
+
+
 def library_versions() -> dict[str, str | None]:
     """Installed versions of the libraries that decide a run's numbers."""
     versions: dict[str, str | None] = {"python": platform.python_version()}

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.errors import ToolkitError
+from utils.outputs import read_json_object
 
 logger = logging.getLogger(__name__)
 
@@ -45,14 +46,10 @@ def read_saved_args(folder: Path) -> dict[str, Any] | None:
         ToolkitError: the file exists but is not a run_args.json.
     """
     path = folder / "run_args.json"
-    if not path.is_file():
+    saved = read_json_object(path, "the resumed run's arguments cannot be checked against it")
+    if saved is None:
         return None
-    try:
-        saved = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ToolkitError(f"{path}: malformed JSON at line {err.lineno} (cannot check the resumed run's "
-                           "arguments)") from None
-    if not isinstance(saved, dict) or not isinstance(saved.get("args"), dict):
+    if not isinstance(saved.get("args"), dict):
         raise ToolkitError(f"{path} has no 'args' object: not a run_args.json of this toolkit")
     return saved["args"]
 

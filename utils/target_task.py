@@ -8,7 +8,6 @@ training data (never on the validation set that is reported), or the last epoch 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import shutil
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from utils.data import load_task_data, same_file_warning
 from utils.distributed import barrier, broadcast_from_main
 from utils.errors import ToolkitError
 from utils.feature_cache import build_features, source_digest, tokenizer_digest
-from utils.outputs import JsonlLog, utc_now, write_all_results, write_json, write_run_args
+from utils.outputs import JsonlLog, read_json_object, utc_now, write_all_results, write_json, write_run_args
 from utils.progress import Progress
 from utils.records import UNLABELLED, write_jsonl
 from utils.results_table import RESULTS_TABLE_COLUMNS, append_row
@@ -136,14 +135,10 @@ def finished_seed(run_dir: Path) -> dict | None:
         ToolkitError: the file is there but unreadable (not a finished seed of this script).
     """
     path = run_dir / "all_results.json"
-    if not path.is_file():
+    results = read_json_object(path, f"delete {run_dir} to run that seed again")
+    if results is None:
         return None
-    try:
-        results = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ToolkitError(f"{path}: malformed JSON at line {err.lineno}; delete {run_dir} to run that seed "
-                           "again") from None
-    if not isinstance(results, dict) or "eval_accuracy" not in results:
+    if "eval_accuracy" not in results:
         raise ToolkitError(f"{path} holds no eval_accuracy: not a finished seed of this script; delete {run_dir} "
                            "to run that seed again")
     return results
