@@ -41,3 +41,16 @@ def test_a_saved_dataset_folder_and_its_copy(tmp_path):
     assert same_file_warning(str(tmp_path / "saved"), str(tmp_path / "copy")) is not None
     datasets.Dataset.from_dict({"sentence": ["a", "c"], "label": [0, 1]}).save_to_disk(str(tmp_path / "other"))
     assert same_file_warning(str(tmp_path / "saved"), str(tmp_path / "other")) is None
+
+
+def test_the_target_script_warns_when_it_trains_on_its_validation_file(tiny_checkpoint, tmp_path, caplog):
+    import logging
+
+    import run_target_task_GPT2_sst2_multiple as target
+
+    dev = str(sample_file("sst2", "validation"))
+    with caplog.at_level(logging.WARNING):
+        target.main(["--pretrained_model", str(tiny_checkpoint), "--train_file", dev, "--validation_file", dev,
+                     "--max_train_samples", "30", "--num_runs", "1", "--epochs", "1", "--selection", "last",
+                     "--features_cache_dir", "none", "--output_dir", str(tmp_path / "t")])
+    assert any("same" in record.getMessage() and record.levelno == logging.WARNING for record in caplog.records)

@@ -204,3 +204,22 @@ def test_every_training_command_holds_its_folder(tiny_checkpoint, tmp_path):
         for name, command in commands.items():
             with pytest.raises(ToolkitError, match=f"in use by another run: pid {os.getpid()}"):
                 command()
+
+
+def test_restored_optimizer_keeps_the_moments_and_this_runs_hyper_parameters():
+    """Reptile's carried inner optimizer and the training loop restore through this: before, a
+    resumed run's (allowed) new learning rate was replaced by the saved one."""
+    import torch
+
+    from utils.training import restore_optimizer_state
+
+    weight = torch.nn.Parameter(torch.ones(3))
+    first = torch.optim.AdamW([weight], lr=1e-3, weight_decay=0.1)
+    weight.grad = torch.tensor([1.0, -2.0, 3.0])
+    first.step()
+    saved = first.state_dict()
+    second = torch.optim.AdamW([weight], lr=5e-4, weight_decay=0.0)
+    restore_optimizer_state(second, saved)
+    assert second.param_groups[0]["lr"] == 5e-4 and second.param_groups[0]["weight_decay"] == 0.0
+    assert torch.equal(second.state[weight]["exp_avg"], first.state[weight]["exp_avg"])
+    assert float(second.state[weight]["step"]) == 1.0

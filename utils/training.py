@@ -217,17 +217,26 @@ def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
         shutil.rmtree(old)
 
 
-def _restore_training_checkpoint(folder: Path, optimizer, scheduler, scaler, context: DistContext) -> TrainState:
-    """Optimizer moments, schedule position, loss scale and RNG of `folder`. The hyper-parameters
-    stay this run's (loading a state dict would bring back the saved learning rate and weight
-    decay and silently ignore a change the resumed run was allowed to make)."""
+def restore_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
+    """Load an optimizer's saved moments and step counts but keep this run's hyper-parameters
+    (learning rate, weight decay, betas): `load_state_dict` alone brings back the saved ones and
+    would silently ignore a change a resumed run was allowed to make (--allow_changed_args)."""
     current = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
-    optimizer.load_state_dict(torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    optimizer.load_state_dict(saved)
+    for group, hyper in zip(optimizer.param_groups, current):
+        group.update(hyper)
+
+
+def _restore_training_checkpoint(folder: Path, optimizer, scheduler, scaler, context: DistContext) -> TrainState:
+    """Optimizer moments, schedule position, loss scale and RNG of `folder`, with this run's
+    hyper-parameters (see `restore_optimizer_state`): the learning rate is this run's peak at the
+    restored position of the schedule."""
+    restore_optimizer_state(optimizer, torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
+    peaks = [group["initial_lr"] for group in optimizer.param_groups]
     scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    scheduler.base_lrs = [group["initial_lr"] for group in current]
-    for group, hyper, factor in zip(optimizer.param_groups, current, scheduler.lr_lambdas):
-        group.update({key: value for key, value in hyper.items() if key != "lr"})
-        group["lr"] = hyper["initial_lr"] * factor(scheduler.last_epoch)
+    scheduler.base_lrs = peaks
+    for group, peak, factor in zip(optimizer.param_groups, peaks, scheduler.lr_lambdas):
+        group["lr"] = peak * factor(scheduler.last_epoch)
     if scaler is not None and (folder / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
     rng_file = folder / f"rng_state_{context.rank}.pt"
