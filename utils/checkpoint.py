@@ -31,7 +31,7 @@ import torch
 from transformers import (AutoTokenizer, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
                           GPT2LMHeadModel, PretrainedConfig, PreTrainedModel)
 
-from utils.errors import CheckpointError, ToolkitError
+from utils.errors import JSON_TOO_DEEP, CheckpointError, ToolkitError
 from utils.fs import disk_full_error, exchange_paths, is_disk_full, make_shareable, require_free_space
 from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.outputs import utc_now, write_json
@@ -125,6 +125,8 @@ def read_lineage(folder: str | os.PathLike) -> dict | None:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise CheckpointError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}") from None
+    except RecursionError:
+        raise CheckpointError(f"{path}: {JSON_TOO_DEEP}") from None
 
 
 def build_lineage(*, script: str, task: str | None, objective: str | None, head: str, seed: int | None,

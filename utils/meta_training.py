@@ -11,7 +11,6 @@ depend on which process adapts it: one process and N processes meet the same dat
 """
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ import torch.distributed as dist
 from utils.batching import length_grouped_batches
 from utils.distributed import DistContext
 from utils.errors import ToolkitError
-from utils.outputs import JsonlLog, write_json
+from utils.outputs import JsonlLog, read_json_object, write_json
 from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
 from utils.training import autocast_context, move_batch, restore_optimizer_state
@@ -196,11 +195,10 @@ def read_meta_state(folder: Path) -> MetaState:
     Raises:
         ToolkitError: the folder has no meta_state.json.
     """
-    path = folder / META_STATE_FILE
-    if not path.exists():
+    saved = read_json_object(folder / META_STATE_FILE, "resume from another checkpoint-N")
+    if saved is None:
         raise ToolkitError(f"--resume_from_checkpoint {folder}: no {META_STATE_FILE} (not a maml_qa.py checkpoint, "
                            "or its save was interrupted)")
-    saved = json.loads(path.read_text(encoding="utf-8"))
     return MetaState(step=saved["step"], sampler=saved["sampler"], positions=saved["positions"], parent=saved["parent"])
 
 

@@ -8,7 +8,6 @@ exact resumption, and a stop with a message on a non-finite loss. Under `torchru
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -28,7 +27,7 @@ from utils.batching import evaluation_batches, length_grouped_batches, shard_for
 from utils.distributed import DistContext, all_reduce_sum, barrier, gather_to_main
 from utils.errors import ToolkitError
 from utils.fs import disk_full_error, is_disk_full, require_free_space
-from utils.outputs import JsonlLog, write_json
+from utils.outputs import JsonlLog, read_json_object, write_json
 from utils.progress import PROGRESS_INTERVAL_S, Progress
 from utils.runtime import Precision
 from utils.training_args import LoopSettings
@@ -170,8 +169,14 @@ def resolve_resume_dir(value: str, output_dir: Path) -> Path:
 
 
 def read_trainer_state(folder: Path) -> TrainState:
-    """The TrainState saved in a checkpoint folder."""
-    saved = json.loads((folder / TRAINER_STATE_FILE).read_text(encoding="utf-8"))
+    """The TrainState saved in a checkpoint folder.
+
+    Raises:
+        ToolkitError: the state file is missing or damaged.
+    """
+    saved = read_json_object(folder / TRAINER_STATE_FILE, "resume from another checkpoint-N")
+    if saved is None:
+        raise ToolkitError(f"{folder}: no {TRAINER_STATE_FILE} (not a training checkpoint, or its save was interrupted)")
     return TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
 
 
