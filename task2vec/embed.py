@@ -37,7 +37,7 @@ from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
 from utils.checkpoint import LoadedModel
-from utils.classification import truncation_note
+from utils.tokenization import truncation_note
 from utils.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.errors import ToolkitError
 from utils.outputs import library_versions, utc_now

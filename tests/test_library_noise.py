@@ -6,6 +6,7 @@ reports are off), so the script runs here under a pseudo-terminal, as a research
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import subprocess
@@ -110,7 +111,8 @@ def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_pat
 
 def test_classification_features_mark_the_sentences_they_cut(tiny_checkpoint):
     from utils.checkpoint import load_model
-    from utils.classification import classification_features, truncation_note
+    from utils.classification import classification_features
+    from utils.tokenization import truncation_note
 
     tokenizer = load_model(tiny_checkpoint, "lm").tokenizer
     texts = ["short", "a much longer sentence that goes on and on", "", "exactly"]
@@ -158,3 +160,19 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
     lines = [r.getMessage() for r in caplog.records if "were cut" in r.getMessage()]
     assert lines == [f"sst2: {lm.truncated} of {len(records)} sentences were cut to {lm.cut_to} tokens"]
     assert embedding.metadata["examples"]["records_truncated"] == lm.truncated
+
+
+def test_questions_cut_by_max_question_length_get_one_line(tiny_checkpoint, tmp_path, caplog):
+    """The QA counterpart of the sentence line: how many questions --max_question_length cuts."""
+    import run_intermediate_source_GPT2 as intermediate
+    from utils.samples import sample_file
+
+    with caplog.at_level(logging.INFO, logger="utils.source_task"):
+        intermediate.main(["--dataset_name", "squad", "--model_name", str(tiny_checkpoint), "--train_file",
+                           str(sample_file("squad", "train")), "--validation_file", str(sample_file("squad", "validation")),
+                           "--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "4",
+                           "--features_cache_dir", "none", "--max_steps", "1", "--output_dir", str(tmp_path / "run")])
+    lines = [r.getMessage() for r in caplog.records if "questions were cut to 4 tokens" in r.getMessage()]
+    assert [line.split(":")[0] for line in lines] == ["squad-train", "squad-validation"]
+    total = int(lines[0].split(" of ")[1].split()[0])
+    assert 0 < int(lines[0].split(": ")[1].split()[0]) <= total

@@ -15,7 +15,7 @@ from utils.meta_training import MetaSettings, MetaState, TaskStream, meta_train
 from utils.outputs import JsonlLog
 from utils.progress import Progress, format_duration
 from utils.runtime import resolve_precision
-from utils.training import LoopContext, LoopSettings, train
+from utils.training import LoopContext, LoopSettings, predict, train
 
 
 class FakeClock:
@@ -135,6 +135,19 @@ def test_training_without_a_bar_reports_its_steps(tmp_path, caplog):
     assert [(e["step"], e["total"]) for e in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]
     assert progress[-1]["eta_s"] == 0.0 and progress[0]["description"] == "training"
     assert progress_lines(caplog)[1].startswith("training: 2 of 4 (50%)")
+
+
+def test_evaluation_without_a_bar_reports_its_batches(tmp_path, caplog):
+    """Evaluation of a whole validation set on a CPU is a long loop too; before, it had a bar only."""
+    caplog.set_level(logging.INFO, logger="utils.progress")
+    rows = [{"x": float(i)} for i in range(7)]
+    outputs = predict(torch.nn.Linear(1, 1), rows, [1] * 7, lambda model, batch: batch["x"][:, 0].tolist(),
+                      _Square().collate, 3, _context(tmp_path, 0.0), desc="evaluating")
+    assert outputs == [float(i) for i in range(7)]  # every row once, in order
+    progress = [e for e in _events(tmp_path / "log.jsonl") if e.get("event") == "progress"]
+    assert [(e["step"], e["total"], e["description"]) for e in progress] == [(1, 3, "evaluating"), (2, 3, "evaluating"),
+                                                                              (3, 3, "evaluating")]
+    assert progress_lines(caplog)[0].startswith("evaluating: 1 of 3 (33%)")
 
 
 def test_reptile_outer_loop_reports_its_steps(tmp_path, caplog):

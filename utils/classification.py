@@ -34,20 +34,6 @@ def classification_features(batch: dict[str, list], tokenizer: Any, max_length: 
             "truncated": truncated}
 
 
-def truncation_note(name: str, cut: int, total: int, max_tokens: int, unit: str = "sentences") -> str | None:
-    """One line saying how many of a split's texts were cut, or None when none was.
-
-    The tokenizer's own warning is silenced (utils.cli.configure_logging): it fires on the long
-    contexts QA windows on purpose, and says nothing about the cuts that change what a model sees.
-
-        >>> truncation_note("sst2-train", 12, 6920, 128)
-        'sst2-train: 12 of 6920 sentences were cut to 128 tokens'
-    """
-    if cut == 0:
-        return None
-    return f"{name}: {cut} of {total} {unit} were cut to {max_tokens} tokens"
-
-
 def pooled_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
     """(B, num_labels) logits of GPT2ForSequenceClassification at each row's last real token.
 

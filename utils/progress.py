@@ -56,6 +56,8 @@ class Progress:
             time left are measured on the steps done here.
         unit: the name of one step, for the bar.
         file: the bar's stream (default stderr).
+        leave: keep the finished bar on the screen (False for a short inner loop such as an
+            evaluation inside training).
 
     Raises:
         ValueError: a negative total, initial step or interval.
@@ -63,7 +65,7 @@ class Progress:
 
     def __init__(self, total: int, description: str, *, bar: bool, log: Callable[[dict[str, Any]], None] | None = None,
                  interval_s: float | None = PROGRESS_INTERVAL_S, clock: Callable[[], float] = time.monotonic,
-                 initial: int = 0, unit: str = "step", file: TextIO | None = None) -> None:
+                 initial: int = 0, unit: str = "step", file: TextIO | None = None, leave: bool = True) -> None:
         if total < 0 or initial < 0:
             raise ValueError(f"total must be >= 0 and initial >= 0, got total={total}, initial={initial}")
         if interval_s is not None and interval_s < 0:
@@ -79,7 +81,7 @@ class Progress:
         self._last_report = self._started
         self._postfix: dict[str, str] = {}
         self.bar = tqdm(total=total, initial=initial, desc=description, unit=unit, dynamic_ncols=True,
-                        file=file) if bar else None
+                        file=file, leave=leave) if bar else None
 
     def __enter__(self) -> Progress:
         return self

@@ -75,6 +75,14 @@ def token_span(offsets: list[tuple[int, int]], first: int, last: int, char_start
     return start, end
 
 
+def questions_cut(tokenizer: Any, questions: list[str], max_question_tokens: int) -> int:
+    """How many questions `span_features` cuts (their tokens and the line break exceed
+    `max_question_tokens`)."""
+    newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    lengths = [len(ids) for ids in tokenizer([q.strip() for q in questions], add_special_tokens=False)["input_ids"]]
+    return sum(length > max_question_tokens - len(newline) for length in lengths)
+
+
 def _question_ids(tokenizer: Any, questions: list[str], max_question_tokens: int) -> list[list[int]]:
     newline = tokenizer("\n", add_special_tokens=False)["input_ids"]
     encoded = tokenizer([q.strip() for q in questions], add_special_tokens=False, truncation=True,

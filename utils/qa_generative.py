@@ -56,6 +56,12 @@ class GenerativeConfig:
                 f"words; it must exceed --doc_stride {self.doc_stride}")
 
 
+def questions_cut(tokenizer: Any, questions: list[str], max_question_tokens: int) -> int:
+    """How many questions `generative_features` cuts to `max_question_tokens`."""
+    lengths = [len(ids) for ids in tokenizer([" " + q.strip() for q in questions], add_special_tokens=False)["input_ids"]]
+    return sum(length > max_question_tokens for length in lengths)
+
+
 def _prompt_tail(tokenizer: Any, questions: list[str], max_question_tokens: int) -> list[list[int]]:
     """Token ids of "\\nQuestion: <question>\\nAnswer:" for each question (question capped)."""
     prefix = tokenizer(QUESTION_PREFIX, add_special_tokens=False)["input_ids"]

@@ -16,6 +16,8 @@ from utils.feature_cache import build_features, source_digest, tokenizer_digest
 from utils.objectives import CausalLMObjective, SpanObjective
 from utils.outputs import write_json
 from utils.qa_features import SpanFeatureConfig, span_features
+from utils.qa_features import questions_cut as span_questions_cut
+from utils.qa_generative import questions_cut as generative_questions_cut
 from utils.qa_generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
                                  left_padded, postprocess_generations)
 from utils.qa_postprocess import PostprocessConfig, postprocess_span_predictions
@@ -23,6 +25,7 @@ from utils.records import has_training_span
 from utils.subsets import SubsetInfo, stratified_sample
 from utils.qa_metrics import official_predictions, score_qa
 from utils.tasks import TaskSpec
+from utils.tokenization import truncation_note
 from utils.training import LoopContext, predict
 
 logger = logging.getLogger(__name__)
@@ -117,6 +120,20 @@ def qa_features(records: list[dict], tokenizer: Any, settings: QASettings, *, tr
            "tokenizer": tokenizer_digest(tokenizer), "code": source_digest(span_features, generative_features)}
     return build_features(records, fn, name=f"{name}-{settings.objective}-{'train' if training else 'eval'}",
                           settings=key, cache_dir=cache_dir)
+
+
+def question_truncation_note(records: list[dict], tokenizer: Any, settings: QASettings, name: str) -> str | None:
+    """One line saying how many questions --max_question_length cuts, or None when it cuts none
+    (the tokenizer's own "sequence length is longer" warning is silenced: it fires on every long
+    context, which the windows handle)."""
+    questions = [record["question"] for record in records]
+    if settings.objective == "span":
+        limit = settings.span.max_question_tokens
+        cut = span_questions_cut(tokenizer, questions, limit)
+    else:
+        limit = settings.generative.max_question_tokens
+        cut = generative_questions_cut(tokenizer, questions, limit)
+    return truncation_note(name, cut, len(records), limit, unit="questions")
 
 
 def _span_forward(objective: SpanObjective):

@@ -14,7 +14,7 @@ from utils.distributed import barrier
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective, qa_features,
-                               qa_settings, write_predictions)
+                               qa_settings, question_truncation_note, write_predictions)
 from utils.records import has_training_span
 from utils.resume import resolve_resume_args, total_steps_may_change
 from utils.run_folder import RunFolder
@@ -65,6 +65,11 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
             features["eval"] = qa_features(eval_records, tokenizer, settings, training=False, cache_dir=cache, name=spec.name)
         barrier(dist_ctx)
 
+    if dist_ctx.is_main:
+        for split, records in (("train", train_records), ("validation", eval_records)):
+            note = question_truncation_note(records, tokenizer, settings, f"{spec.name}-{split}")
+            if note:
+                logger.info(note)
     schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {**schedule.__dict__, "resume": resumed, "world_size": dist_ctx.world_size,

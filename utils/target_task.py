@@ -19,7 +19,7 @@ import torch
 
 from utils.checkpoint import LoadedModel, build_lineage, load_model, require_positions, save_checkpoint
 from utils.classification import (ClassificationObjective, classification_features, classification_report,
-                                  softmax_cross_entropy, truncation_note)
+                                  softmax_cross_entropy)
 from utils.data import load_task_data, same_file_warning
 from utils.distributed import barrier, broadcast_from_main
 from utils.errors import ToolkitError
@@ -34,6 +34,7 @@ from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.seed_statistics import json_ready, summarize
 from utils.subsets import stratified_sample
+from utils.tokenization import truncation_note
 from utils.tasks import TaskSpec
 from utils.training import LoopContext, LoopSettings, plan_schedule, predict, train
 from utils.training_args import loop_settings

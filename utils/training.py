@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from tqdm.auto import tqdm
 
 from utils.batching import evaluation_batches, length_grouped_batches, shard_for_training
 from utils.distributed import DistContext, all_reduce_sum, barrier, gather_to_main
@@ -453,11 +452,16 @@ def predict(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int]
     model.eval()
     batches = evaluation_batches(lengths, batch_size, ctx.dist.rank, ctx.dist.world_size)
     mine: list[tuple[int, Any]] = []
-    for indices in tqdm(batches, desc=desc, disable=not ctx.progress, leave=False, dynamic_ncols=True):
-        batch = move_batch(collate([rows[i] for i in indices]), ctx.device)
-        with autocast_context(ctx.precision, ctx.device):
-            outputs = forward(model, batch)
-        mine.extend(zip(indices, outputs))
+    main = ctx.dist.is_main
+    with Progress(len(batches), desc, bar=ctx.progress and main, unit="batch", leave=False,
+                  log=ctx.log.log if ctx.log is not None and main else None,
+                  interval_s=ctx.progress_interval_s if main else None) as progress:
+        for indices in batches:
+            batch = move_batch(collate([rows[i] for i in indices]), ctx.device)
+            with autocast_context(ctx.precision, ctx.device):
+                outputs = forward(model, batch)
+            mine.extend(zip(indices, outputs))
+            progress.update()
     model.train(was_training)
     gathered = gather_to_main(ctx.dist, mine)
     if gathered is None:
