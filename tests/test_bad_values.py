@@ -164,6 +164,7 @@ def test_every_numeric_flag_of_every_script_refuses_bad_numbers_in_one_line(tmp_
     assert checked > 250
 
 
+@pytest.mark.slow
 def test_the_scripts_as_a_user_runs_them_answer_as_the_in_process_helper(tmp_path, capsys):
     """Two kinds of case above as real processes (a value argparse refuses, a valid one whose run stops
     at a missing checkpoint): same status, same last line as the in-process helper."""

@@ -173,6 +173,7 @@ def test_interrupted_save_keeps_the_previous_checkpoint(tiny_checkpoint, tmp_pat
     assert (destination / "log.jsonl").read_text() == '{"step": 1}\n'
 
 
+@pytest.mark.slow
 def test_killed_save_leaves_nothing_the_loader_accepts(tiny_checkpoint, tmp_path):
     """A process killed in the middle of a save (no clean-up runs at all)."""
     destination = tmp_path / "run"

@@ -52,6 +52,7 @@ def test_a_bert_folder_is_refused_as_another_model_family(bert_folder, head):
     assert len(message) < SHORT and "embeddings.word_embeddings" not in message
 
 
+@pytest.mark.slow
 def test_a_bert_folder_given_to_a_script_is_one_short_line(bert_folder, tmp_path):
     done = run_module(str(REPO_ROOT / "maml_qa.py"), "--model_name", str(bert_folder), "--tasks", "squad",
                       "--task_file", f"squad={sample_file('squad', 'train')}", "--output_dir", str(tmp_path / "run"))

@@ -8,6 +8,7 @@ from tests.conftest import run_module
 from utils.samples import SAMPLE_FILES, SAMPLES_DIR
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("task", sorted(SAMPLE_FILES))
 def test_statistics_for_every_bundled_sample(task, tmp_path):
     out = tmp_path / "records.jsonl"

@@ -4,11 +4,14 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO_ROOT
 from utils.checkpoint import load_model
 from utils.samples import SAMPLE_FILES
 
 
+@pytest.mark.slow
 def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     out = tmp_path / "demo"
     done = subprocess.run(["bash", "scripts/demo.sh"], cwd=REPO_ROOT, capture_output=True, text=True,

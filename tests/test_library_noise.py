@@ -64,6 +64,7 @@ def long_context_records(words: int = 1500) -> list[dict]:
     return records
 
 
+@pytest.mark.slow
 def test_a_qa_run_at_a_terminal_shows_our_lines_not_the_libraries_reports(tiny_checkpoint, tmp_path):
     data = tmp_path / "long.jsonl"
     write_jsonl(data, long_context_records())

@@ -38,6 +38,7 @@ def files_of(files: list[str], tasks: str) -> list[str]:
     return [arg for pair in pairs if pair[1].split("=", 1)[0] in names for arg in pair]
 
 
+@pytest.mark.slow
 def test_reptile_initialisation_adapts_faster_on_an_unseen_task(family, tmp_path):
     folder, model, files = family
     common = ["--tasks", "squad,squad_v2,duorc-p,drop", "--model_name", str(model), *files, "--eval_tasks", "quoref",
@@ -56,6 +57,7 @@ def test_reptile_initialisation_adapts_faster_on_an_unseen_task(family, tmp_path
     assert reptile["eval_quoref_f1_30"] >= initial["eval_quoref_f1_30"] + 10
 
 
+@pytest.mark.slow
 def test_original_command_and_the_target_script_reads_the_result(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny_gpt2")
     files = [arg for name, task in (("squad", "squad"), ("SQuAD_v2", "squad_v2"), ("duorc;SelfRC", "duorc-s"))
@@ -100,6 +102,7 @@ def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path):
     assert read_lineage(resumed)["parent"]["path"] == str(model.resolve())
 
 
+@pytest.mark.slow
 def test_two_processes_give_the_same_theta_as_one(family, tmp_path):
     folder, model, files = family
     # SGD inner steps: Adam with β1 = 0 moves near-zero gradients by ±lr whatever their size, so

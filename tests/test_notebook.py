@@ -54,6 +54,7 @@ def executed(tmp_path_factory, tiny_checkpoint):
     return nb, emb_dir
 
 
+@pytest.mark.slow
 def test_the_kernel_is_this_interpreter(executed):
     nb, _ = executed
     assert f"kernel prefix: {sys.prefix}" in outputs_text(nb.cells[-1])

@@ -146,6 +146,7 @@ def test_null_score_is_the_minimum_over_windows(tokenizer):
     assert out.null_odds["q"] == pytest.approx(6.0 - 0.0)
 
 
+@pytest.mark.slow
 def test_oracle_on_squad_dev_and_feature_coverage(shared_data):
     tokenizer = load_tokenizer(shared_data / "gpt2_tokenizer")
     records = load_task_data("squad", "validation", shared_data / "squad_v1.1" / "dev-v1.1.json").records

@@ -40,6 +40,7 @@ def curve(output_dir):
     return [(e["step"], round(e["loss"], 3)) for e in map(json.loads, open(output_dir / "log.jsonl")) if "loss" in e]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("objective,steps,learning_rate", [("span", 600, "3e-3"), ("generative", 900, "5e-3")])
 def test_both_objectives_learn_a_synthetic_task_within_a_minute(synthetic, tmp_path, objective, steps, learning_rate):
     folder, model = synthetic
@@ -57,6 +58,7 @@ def test_both_objectives_learn_a_synthetic_task_within_a_minute(synthetic, tmp_p
     assert elapsed < 120.0
 
 
+@pytest.mark.slow
 def test_resumed_run_ends_where_the_uninterrupted_one_does(synthetic, tmp_path):
     folder, _ = synthetic
     model = build_tiny_model(tmp_path / "dropout_model", n_layer=2, n_embd=32, n_head=2, n_positions=128,
@@ -113,6 +115,7 @@ def test_overwrite_removes_the_previous_run(synthetic, tmp_path):
     assert max(s for s in steps if s is not None) == 6
 
 
+@pytest.mark.slow
 def test_save_total_limit_and_refused_output_dir(synthetic, tmp_path):
     folder, model = synthetic
     common = ["--dataset_name", "squad", "--model_name", str(model), "--train_file", str(folder / "dev.jsonl"),
@@ -124,6 +127,7 @@ def test_save_total_limit_and_refused_output_dir(synthetic, tmp_path):
     assert done.returncode == 2 and "--overwrite_output_dir" in done.stderr and "Traceback" not in done.stderr
 
 
+@pytest.mark.slow
 def test_data_parallel_under_torchrun(synthetic, tmp_path):
     folder, model = synthetic
     out = tmp_path / "ddp"
@@ -149,6 +153,7 @@ def test_data_parallel_under_torchrun(synthetic, tmp_path):
     assert len(read_lineage(out)["chain"]) == 2
 
 
+@pytest.mark.slow
 def test_the_readme_chain_verbatim(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny_gpt2")  # the demo's model: 512 positions fit 384-token windows
     data = {task: (str(sample_file(task, "train")), str(sample_file(task, "validation")))
@@ -198,6 +203,7 @@ def test_the_readme_chain_verbatim(tmp_path):
     assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == cached
 
 
+@pytest.mark.slow
 def test_user_errors_are_one_line(tiny_checkpoint, tmp_path):
     done = run_module("run_intermediate_source_GPT2.py", "--dataset_name", "sst2", "--output_dir", str(tmp_path / "x"))
     assert done.returncode == 2 and "classification task" in done.stderr

@@ -156,6 +156,7 @@ def test_command_line_on_real_file(shared_data, tmp_path):
     assert again.stats.kept == 626
 
 
+@pytest.mark.slow
 def test_task2vec_on_real_files_with_the_real_tokenizer(shared_data, tmp_path):
     """A tiny probe with the GPT-2 vocabulary embeds real SST-2 and SQuAD text; the two tasks lie far
     above their noise floors (the recorded run with all seven tasks: benchmarks/task2vec_noise_floor.py)."""
@@ -180,6 +181,7 @@ WINDOWS = ["--max_seq_length", "128", "--doc_stride", "32", "--max_question_leng
            "--features_cache_dir", "none", "--max_steps", "2", "--per_device_train_batch_size", "4", "--no_progress"]
 
 
+@pytest.mark.slow
 def test_duorc_paraphrase_dev_every_question_through_the_script(shared_data, tiny_checkpoint, tmp_path):
     """All 48 questions of the real ParaphraseRC dev sample are predicted and scored against all
     87 original answer strings (13 of these questions have no answer findable in the plot)."""

@@ -34,6 +34,7 @@ def log_lines(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+@pytest.mark.slow
 def test_a_second_run_on_a_busy_folder_exits_at_once(tiny_checkpoint, tmp_path):
     """Before, both runs succeeded and mixed their checkpoints and log lines."""
     out = tmp_path / "run"
@@ -94,6 +95,7 @@ def test_resuming_with_changed_arguments(tiny_checkpoint, tmp_path):
 SEEDS = ["13", "21", "42", "87", "100"]
 
 
+@pytest.mark.slow
 def test_target_run_killed_after_three_seeds_resumes(tiny_checkpoint, tmp_path):
     """Before, the finished seeds of a killed run could not be reused."""
     common = [sys.executable, "run_target_task_GPT2_sst2_multiple.py", "--pretrained_model", str(tiny_checkpoint),
@@ -155,6 +157,7 @@ def test_disk_full_at_the_final_save_leaves_nothing_mixed(tiny_checkpoint, tmp_p
     assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
 
 
+@pytest.mark.slow
 def test_disk_full_is_one_line(tiny_checkpoint, tmp_path):
     """On a real small file system (where the machine lets us mount a tmpfs)."""
     mount = tmp_path / "small"

@@ -67,6 +67,7 @@ def test_v2_best_thresholds_against_brute_force():
     assert scores["best_exact_thresh"] == -2.0  # answer only "a", abstain on the rest: 3/5
 
 
+@pytest.mark.slow
 def test_cs224n_predictions_official_numbers(shared_data, tmp_path):
     data = shared_data / "squad_v2.0" / "cs224n-dev-v2.0.json"
     preds_file = shared_data / "squad_v2.0" / "cs224n-dev-v2.0.bertqa-predictions.json"

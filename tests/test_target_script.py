@@ -39,6 +39,7 @@ def test_same_seed_same_results_and_different_seeds_differ(tiny_checkpoint, tmp_
     assert first["eval_accuracy"]["mean"] == pytest.approx(sum(accuracies) / 2)
 
 
+@pytest.mark.slow
 def test_chain_lineage_and_results_table(tmp_path):
     tiny = build_tiny_model(tmp_path / "tiny", n_positions=256, seed=1)
     squad = tmp_path / "pretrained_model_squad"
@@ -69,6 +70,7 @@ def test_chain_lineage_and_results_table(tmp_path):
     assert "ci_low" in compared["bootstrap"]
 
 
+@pytest.mark.slow
 def test_original_usage_with_default_output_dir(tiny_checkpoint, tmp_path):
     done = run_module(str(REPO_ROOT / "run_target_task_GPT2_sst2_multiple.py"), "--pretrained_model",
                       str(tiny_checkpoint), "--num_runs", "1", "--results_table", "table.csv", "--max_eval_samples",
@@ -92,6 +94,7 @@ def test_original_usage_with_default_output_dir(tiny_checkpoint, tmp_path):
     assert sorted(predictions) == sorted(ids)
 
 
+@pytest.mark.slow
 def test_user_errors(tiny_checkpoint, tmp_path):
     done = run_module("run_target_task_GPT2_sst2_multiple.py", "--dataset_name", "squad", "--output_dir", str(tmp_path / "a"))
     assert done.returncode == 2 and "run_intermediate_source_GPT2.py" in done.stderr
@@ -104,6 +107,7 @@ def test_user_errors(tiny_checkpoint, tmp_path):
     assert done.returncode == 2 and "--num_runs" in done.stderr
 
 
+@pytest.mark.slow
 def test_real_learning_signal_on_sst2(shared_data, tmp_path):
     """A tiny random GPT-2 with the real tokenizer, 8,000 SST-2 sentences: dev accuracy >= 0.70."""
     tiny = build_tiny_model(tmp_path / "tiny_real_vocab", n_layer=2, n_embd=64, n_head=4, n_positions=128,
@@ -119,6 +123,7 @@ def test_real_learning_signal_on_sst2(shared_data, tmp_path):
     assert accuracy >= 0.70
 
 
+@pytest.mark.slow
 def test_runs_data_parallel_under_torchrun(tiny_checkpoint, tmp_path):
     import os
     import subprocess

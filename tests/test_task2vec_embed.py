@@ -34,6 +34,7 @@ def test_batches_are_disjoint_and_differ():
     assert plan_batches(5, 8, 4, seed=0) == [np.random.default_rng(0).permutation(5).tolist()]
 
 
+@pytest.mark.slow
 def test_command_line_writes_every_file(tiny_checkpoint, tmp_path):
     out = tmp_path / "TaskEmb"
     summary = embed_main(["--tasks", "squad,glue;sst2", "--model_name", str(tiny_checkpoint), "--use_samples",
@@ -109,6 +110,7 @@ def test_noise_floor_falls_about_as_one_over_k(tiny_checkpoint):
     assert -1.3 <= slope <= -0.7
 
 
+@pytest.mark.slow
 def test_torchrun_over_two_processes_equals_one(tiny_checkpoint, tmp_path):
     common = ["--tasks", "sst2,quoref", "--model_name", str(tiny_checkpoint), "--use_samples", *SMALL,
               "--device", "cpu"]

@@ -112,6 +112,7 @@ def exact_fisher(model, ids, mask, covered) -> dict[str, torch.Tensor]:
     return {name: value / count for name, value in total.items()}
 
 
+@pytest.mark.slow
 def test_mc_average_matches_the_exact_expectation_and_minibatch_sq_its_scaled_version():
     vocab = 8
     model = tiny_lm(vocab=vocab, n_embd=8)

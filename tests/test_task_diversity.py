@@ -370,6 +370,7 @@ def test_conditions_give_one_point_per_source_set_and_exact_p_values(emb_dir, tm
         assert [p["mean_accuracy"] for p in first["points"]] == [p["mean_accuracy"] for p in second["points"]]
 
 
+@pytest.mark.slow
 def test_one_configuration_appended_twice_is_not_a_correlation(emb_dir, tmp_path):
     """As a new user: two configurations, each appended twice. Pooling the rows gave ρ = −1, p = 0;
     now there are 2 source sets and no coefficient, in the JSON, the printout and the plot title."""
@@ -559,6 +560,7 @@ def test_existing_output_dir_needs_overwrite(emb_dir, tmp_path):
 
 # --- as a user runs it -------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_script_as_a_user_runs_it(emb_dir, tmp_path):
     folder, _ = emb_dir
     write_results_table(tmp_path / "results.csv", grouped_table())

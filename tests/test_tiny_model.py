@@ -1,5 +1,6 @@
 import json
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from transformers import AutoTokenizer
@@ -66,6 +67,7 @@ def test_forward_and_backward_on_every_head(tiny_checkpoint):
         assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters()), head
 
 
+@pytest.mark.slow
 def test_command_line_with_size_flags(tmp_path):
     out = tmp_path / "cli_tiny"
     done = run_module("utils.tiny_model", "--output_dir", str(out), "--n_layer", "1", "--n_embd", "16",
@@ -81,6 +83,7 @@ def test_command_line_with_size_flags(tmp_path):
     assert bad.returncode == 2 and "multiple of --n_head" in bad.stderr and "Traceback" not in bad.stderr
 
 
+@pytest.mark.slow
 def test_reusing_the_real_gpt2_tokenizer(shared_data, tmp_path):
     out = tmp_path / "real_vocab"
     done = run_module("utils.tiny_model", "--output_dir", str(out), "--n_layer", "1", "--n_embd", "16",
