@@ -7,6 +7,8 @@ writes files.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -84,6 +86,17 @@ def all_reduce_sum(context: DistContext, values: list[float]) -> list[float]:
                           device=context.device if context.device.type == "cuda" else "cpu")
     dist.all_reduce(tensor)
     return tensor.tolist()
+
+
+@contextmanager
+def main_process_first(context: DistContext) -> Iterator[None]:
+    """Run the block on rank 0 first, then on the other ranks: rank 0 tokenizes and caches, the
+    others then read its cache instead of all writing it at once."""
+    if not context.is_main:
+        barrier(context)
+    yield
+    if context.is_main:
+        barrier(context)
 
 
 def barrier(context: DistContext) -> None:

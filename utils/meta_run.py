@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from utils.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
-from utils.distributed import barrier
+from utils.distributed import barrier, main_process_first
 from utils.meta_training import MetaSettings, MetaState, TaskStream, adapt, meta_train, read_meta_state, write_meta_state
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective, qa_features,
@@ -20,6 +20,7 @@ from utils.run_folder import RunFolder
 from utils.run_setup import RunStart, start_run
 from utils.runtime import set_seed
 from utils.tasks import TaskSpec
+from utils.training import LoopContext
 
 logger = logging.getLogger(__name__)
 SCRIPT = "maml_qa.py"
@@ -55,28 +56,25 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
     streams, eval_data, subsets = {}, {}, {}
-    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first
-        if dist_ctx.is_main == rank_turn:
-            def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
-                _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
-                    spec, name, files.get(spec.name), limit=limit, objective=args.objective, seed=args.data_seed,
-                    local_hint="--task_file NAME=PATH" if name == "train" else "--eval_file NAME=PATH")
-                return records
+    with main_process_first(dist_ctx):  # rank 0 tokenizes (and caches) first
+        def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
+            _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
+                spec, name, files.get(spec.name), limit=limit, objective=args.objective, seed=args.data_seed,
+                local_hint="--task_file NAME=PATH" if name == "train" else "--eval_file NAME=PATH")
+            return records
 
-            for index, spec in enumerate(specs):
-                rows = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
-                                   cache_dir=cache, name=spec.name)
-                streams[spec.name] = TaskStream(rows, args.inner_batch_size, seed=args.seed * 1000 + index)
-            for spec in eval_specs:
-                support = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
-                                      cache_dir=cache, name=spec.name)
-                examples = split(spec, "validation", eval_files, args.max_eval_samples)
-                eval_data[spec.name] = (spec, TaskStream(support, args.inner_batch_size, seed=args.seed + 7), examples,
-                                        qa_features(examples, tokenizer, settings, training=False, cache_dir=cache,
-                                                    name=spec.name))
-        barrier(dist_ctx)
+        for index, spec in enumerate(specs):
+            rows = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
+                               cache_dir=cache, name=spec.name)
+            streams[spec.name] = TaskStream(rows, args.inner_batch_size, seed=args.seed * 1000 + index)
+        for spec in eval_specs:
+            support = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
+                                  cache_dir=cache, name=spec.name)
+            examples = split(spec, "validation", eval_files, args.max_eval_samples)
+            eval_data[spec.name] = (spec, TaskStream(support, args.inner_batch_size, seed=args.seed + 7), examples,
+                                    qa_features(examples, tokenizer, settings, training=False, cache_dir=cache,
+                                                name=spec.name))
     objective = make_objective(settings, tokenizer)
-    from utils.training import LoopContext  # evaluation reuses the prediction helper of the training loop
     ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir, None, progress)
     meta = MetaSettings(iterations, args.meta_batch_size, inner_steps, args.inner_batch_size, args.inner_lr,
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,

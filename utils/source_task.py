@@ -10,7 +10,7 @@ from pathlib import Path
 
 from utils.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
 from utils.data import same_file_warning
-from utils.distributed import barrier
+from utils.distributed import main_process_first
 from utils.errors import ToolkitError
 from utils.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa_pipeline import (cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective, qa_features,
@@ -59,11 +59,9 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     cache = cache_dir_from(args.features_cache_dir)
     features = {}
-    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
-        if dist_ctx.is_main == rank_turn:
-            features["train"] = qa_features(train_records, tokenizer, settings, training=True, cache_dir=cache, name=spec.name)
-            features["eval"] = qa_features(eval_records, tokenizer, settings, training=False, cache_dir=cache, name=spec.name)
-        barrier(dist_ctx)
+    with main_process_first(dist_ctx):
+        features["train"] = qa_features(train_records, tokenizer, settings, training=True, cache_dir=cache, name=spec.name)
+        features["eval"] = qa_features(eval_records, tokenizer, settings, training=False, cache_dir=cache, name=spec.name)
 
     if dist_ctx.is_main:
         for split, records in (("train", train_records), ("validation", eval_records)):

@@ -21,7 +21,7 @@ from utils.checkpoint import LoadedModel, build_lineage, load_model, require_pos
 from utils.classification import (ClassificationObjective, classification_features, classification_report,
                                   softmax_cross_entropy)
 from utils.data import load_task_data, same_file_warning
-from utils.distributed import barrier, broadcast_from_main
+from utils.distributed import barrier, broadcast_from_main, main_process_first
 from utils.errors import ToolkitError
 from utils.feature_cache import build_features, source_digest, tokenizer_digest
 from utils.outputs import JsonlLog, read_json_object, utc_now, write_all_results, write_json, write_run_args
@@ -265,12 +265,9 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
             logger.info(note)
         return built
 
-    data = None
-    for rank_turn in (True, False):  # rank 0 tokenizes (and caches) first, the others then read the cache
-        if dist_ctx.is_main == rank_turn:
-            data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
-                              features(eval_records, "eval"), eval_records)
-        barrier(dist_ctx)
+    with main_process_first(dist_ctx):
+        data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
+                          features(eval_records, "eval"), eval_records)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
