@@ -8,8 +8,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.cli import (add_data_seed_arg, add_runtime_args, files_by_task, learning_rate, name_path, non_negative_float,
-                       positive_int, run_entry_point, unit_interval_float)
+from utils.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
+                       learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
 from utils.meta_args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES
 from utils.qa_args import add_qa_args
 from utils.resume import add_allow_changed_args
@@ -37,9 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model_name", type=str, default="gpt2", help="Starting weights: 'gpt2' or a checkpoint folder.")
     parser.add_argument("--out", type=str, default="reptile", help="Run name: the model goes to <log_dir>/qa_tasks_<out>/model.")
     parser.add_argument("--log_dir", type=str, default="logs", help="Folder of the run folder qa_tasks_<out>.")
-    parser.add_argument("--output_dir", type=str, default=None,
-                        help="Write the run and its checkpoint here instead of <log_dir>/qa_tasks_<out>[/model].")
-    parser.add_argument("--overwrite_output_dir", action="store_true", help="Allow writing into a non-empty run folder.")
+    add_output_args(parser, required=False,
+                    output_help="Write the run and its checkpoint here instead of <log_dir>/qa_tasks_<out>[/model].")
     parser.add_argument("--num_examples", type=positive_int, default=None,
                         help="Training questions per task (default all): a random subset drawn with --data_seed, "
                              "stratified by document.")
@@ -64,9 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "that N processes give the result of one. See benchmarks/reptile_inner_state.py.")
     parser.add_argument("--task_sampling", choices=SAMPLING_CHOICES, default="proportional",
                         help="Draw tasks uniformly or in proportion to their training data.")
-    parser.add_argument("--task_file", type=name_path, action="append", default=[],
-                        help="NAME=PATH: local training file of a task of --tasks or --eval_tasks (repeatable; any "
-                             "format the adapters read; a file for another task is an error).")
+    add_task_file_arg(parser, "--tasks or --eval_tasks (its training data)")
     parser.add_argument("--eval_file", type=name_path, action="append", default=[],
                         help="NAME=PATH: local validation file of a task of --eval_tasks (repeatable).")
     parser.add_argument("--eval_tasks", type=str, default="",

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import (add_data_file_args, add_runtime_args, default_cache_dir, positive_int, run_entry_point, seed_int,
-                       task_name)
+from utils.cli import (add_column_args, add_data_file_args, add_features_cache_arg, add_output_args, add_runtime_args,
+                       positive_int, run_entry_point, seed_int, task_name)
 from utils.resume import add_allow_changed_args
 from utils.run_folder import hold_output_dir
 from utils.target_args import SAVE_MODEL_CHOICES, SELECTIONS, resolve_seeds
@@ -24,11 +24,8 @@ def build_parser() -> argparse.ArgumentParser:
                              "run_intermediate_source_GPT2.py, maml_qa.py or save_pretrained (LM, QA or "
                              "classification head; a new classification head is created).")
     parser.add_argument("--dataset_name", type=task_name, default="sst2", help="Classification target task.")
-    parser.add_argument("--output_dir", type=str, default=None,
-                        help="Where runs/, summary.json and run_args.json go (default: "
-                             "target_<task>_<name of --pretrained_model>).")
-    parser.add_argument("--overwrite_output_dir", action="store_true",
-                        help="Replace the run in a non-empty --output_dir (its files are deleted once this run finishes).")
+    add_output_args(parser, required=False, output_help="Where runs/, summary.json and run_args.json go (default: "
+                                                        "target_<task>_<name of --pretrained_model>).")
     parser.add_argument("--resume", action="store_true",
                         help="Continue the run in --output_dir: seeds it finished (runs/seed_S/all_results.json) are "
                              "reused after checking that the arguments match its run_args.json; the others are run.")
@@ -37,8 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seeds", type=seed_int, nargs="+", default=None,
                         help="Explicit seeds (0 to 2**32 - 1), one run each.")
     parser.add_argument("--max_length", type=positive_int, default=128, help="Sentences are cut to this many tokens.")
-    parser.add_argument("--text_column", type=str, default=None, help="Text column of a TSV/CSV/JSONL file.")
-    parser.add_argument("--label_column", type=str, default=None, help="Label column of a TSV/CSV/JSONL file.")
+    add_column_args(parser)
     parser.add_argument("--selection", type=str, default="holdout", choices=SELECTIONS,
                         help="holdout: keep the epoch with the best accuracy on a hold-out taken from the training "
                              "data (never the reported validation set); last: the last epoch.")
@@ -48,8 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Save each run's model (runs/seed_S/model): the selected epoch, the last one, or none.")
     parser.add_argument("--results_table", type=str, default=None,
                         help="Append one row for this invocation (source chain, seeds, mean, std, CI) to this CSV.")
-    parser.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
-                        help="Where tokenized features are cached ('none' to turn caching off).")
+    add_features_cache_arg(parser)
     add_data_file_args(parser)
     add_training_args(parser, learning_rate=2e-5, batch_size=32, epochs=3.0, warmup_ratio=0.06,
                       batch_flag="--batch_size", epochs_flag="--epochs", periodic=False)

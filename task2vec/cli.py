@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 from task2vec.options import ESTIMATORS, OBJECTIVES
-from utils.cli import (add_output_args, add_runtime_args, files_by_task, learning_rate, name_path, non_negative_float,
-                       non_negative_int, positive_int)
+from utils.cli import (add_output_args, add_runtime_args, add_task_file_arg, files_by_task, learning_rate,
+                       non_negative_float, non_negative_int, positive_int)
 from utils.run_folder import hold_output_dir
 from utils.tasks import get_task
 
@@ -27,9 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     data = parser.add_argument_group("tasks and data")
     data.add_argument("--tasks", type=str, default=DEFAULT_TASKS,
                       help="Comma-separated tasks (registry names or the original spellings, e.g. duorc;SelfRC).")
-    data.add_argument("--task_file", type=name_path, action="append", default=[],
-                      help="NAME=PATH: a local file of a task of --tasks (repeatable; any format the adapters "
-                           "read; a file for another task is an error).")
+    add_task_file_arg(data, "--tasks")
     data.add_argument("--use_samples", action="store_true",
                       help="Read every task without --task_file from the bundled data/samples (the demo).")
     data.add_argument("--split", choices=("train", "validation"), default="train", help="Which split to embed.")

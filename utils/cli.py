@@ -49,8 +49,7 @@ def add_runtime_args(parser: argparse.ArgumentParser) -> None:
 
 def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True, default: str | None = None,
                     contents: str = "the checkpoint, run_args.json, log.jsonl, all_results.json and predictions",
-                    output_help: str | None = None,
-                    overwrite_help: str = "Allow writing into an existing non-empty --output_dir.") -> None:
+                    output_help: str | None = None, overwrite_help: str | None = None) -> None:
     """--output_dir and --overwrite_output_dir.
 
     Args:
@@ -61,7 +60,32 @@ def add_output_args(parser: argparse.ArgumentParser, *, required: bool = True, d
     group.add_argument("--output_dir", type=str, required=required, default=default,
                        help=output_help or f"Folder for {contents}. An existing non-empty folder is refused "
                                            "unless --overwrite_output_dir is given.")
-    group.add_argument("--overwrite_output_dir", action="store_true", help=overwrite_help)
+    group.add_argument("--overwrite_output_dir", action="store_true", help=overwrite_help or OVERWRITE_HELP)
+
+
+OVERWRITE_HELP = ("Replace the run in a non-empty output folder: its files are moved to .previous_run/ and deleted "
+                  "once this run finishes.")
+
+
+def add_features_cache_arg(group: argparse._ActionsContainer) -> None:
+    """--features_cache_dir."""
+    group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
+                       help="Where tokenized features are cached ('none' to turn caching off).")
+
+
+def add_task_file_arg(group: argparse._ActionsContainer, tasks: str) -> None:
+    """--task_file NAME=PATH (repeatable); `tasks` names the flags whose tasks it may give files for."""
+    group.add_argument("--task_file", type=name_path, action="append", default=[],
+                       help=f"NAME=PATH: a local file of a task of {tasks} (repeatable; any format the adapters "
+                            "read; a file for another task is an error).")
+
+
+def add_column_args(group: argparse._ActionsContainer) -> None:
+    """--text_column, --label_column."""
+    group.add_argument("--text_column", type=str, default=None,
+                       help="Text column of a TSV/CSV/JSONL classification table (default: sentence or text).")
+    group.add_argument("--label_column", type=str, default=None,
+                       help="Label column of a TSV/CSV/JSONL classification table (default: label, if present).")
 
 
 def add_data_file_args(parser: argparse.ArgumentParser) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 from utils import adapters
 from utils.adapters import AdapterStats
+from utils.cli import add_column_args
 from utils.errors import JSON_TOO_DEEP, DataError
 from utils.hub import hub_reachable, hub_load_failed, require_hub
 from utils.records import has_training_span, read_jsonl, write_jsonl
@@ -379,10 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Write the canonical records here as JSON lines.")
     parser.add_argument("--stats_file", type=str, default=None,
                         help="Also write the statistics to this file (e.g. adapter_stats.json).")
-    parser.add_argument("--text_column", type=str, default=None,
-                        help="Text column of a classification table (default: sentence or text).")
-    parser.add_argument("--label_column", type=str, default=None,
-                        help="Label column of a classification table (default: label, if present).")
+    add_column_args(parser)
     parser.add_argument("--compact", action="store_true",
                         help="Print the statistics on one line instead of indented JSON.")
     parser.add_argument("--list_tasks", action="store_true",

@@ -5,7 +5,7 @@ folder before torch and transformers load.
 """
 from __future__ import annotations
 
-from utils.cli import default_cache_dir, finite_float, positive_int
+from utils.cli import add_features_cache_arg, finite_float, positive_int
 
 OBJECTIVES = ("span", "generative")
 QA_HEAD_CHOICES = ("keep", "reinit")
@@ -24,5 +24,4 @@ def add_qa_args(parser) -> None:
     group.add_argument("--n_best_size", type=positive_int, default=20, help="Candidate answers kept per question.")
     group.add_argument("--null_score_diff_threshold", type=finite_float, default=0.0,
                        help="Tasks with unanswerable questions: answer \"\" when null score - best answer score exceeds this.")
-    group.add_argument("--features_cache_dir", type=str, default=str(default_cache_dir()),
-                       help="Where tokenized features are cached ('none' to turn caching off).")
+    add_features_cache_arg(group)
