@@ -294,12 +294,12 @@ def test_to_jsonl_errors_name_the_path_the_user_gave(tmp_path, capsys, monkeypat
         status, stderr = entry_point_status(data_cli.main, [*sample_args(tmp_path), "--to_jsonl", str(out)], capsys)
         assert status == 2 and str(out) in stderr and "Traceback" not in stderr
     # A failure while writing (no permission, a full disk) names OUT, not the temporary file beside it.
-    import utils.records as records
+    import utils.fs as fs
 
     def refuse(prefix: str, dir: Path) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied", str(Path(dir) / f"{prefix}x1y2"))
 
-    monkeypatch.setattr(records.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(fs.tempfile, "mkstemp", refuse)
     out = tmp_path / "records.jsonl"
     status, stderr = entry_point_status(data_cli.main, [*sample_args(tmp_path), "--to_jsonl", str(out)], capsys)
     assert status == 2 and f"'{out}'" in stderr and "x1y2" not in stderr and "Permission denied" in stderr

@@ -116,3 +116,27 @@ def test_run_files(tmp_path):
         write_all_results(tmp_path, {"eval": {"f1": 1.0}})
     with pytest.raises(ValueError, match="finite"):
         write_all_results(tmp_path, {"train_loss": float("nan")})
+
+
+def test_a_file_is_written_whole_or_not_at_all(tmp_path):
+    """write_json and write_jsonl share utils.fs.atomic_text_file: a failure part-way leaves the
+    previous file as it was and no temporary file beside it."""
+    from utils.fs import atomic_text_file
+    from utils.records import write_jsonl
+
+    target = tmp_path / "out.jsonl"
+    write_jsonl(target, [{"a": 1}])
+    before = target.read_bytes()
+
+    def records():
+        yield {"a": 2}
+        raise OSError(28, "No space left on device")
+
+    with pytest.raises(OSError, match=f"No space left on device: '{target}'"):
+        write_jsonl(target, records())
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]
+    with pytest.raises(ValueError):
+        with atomic_text_file(target) as out:
+            out.write("half")
+            raise ValueError("a bug")
+    assert target.read_bytes() == before and sorted(p.name for p in tmp_path.iterdir()) == ["out.jsonl"]

@@ -1,5 +1,5 @@
-"""File-system helpers: an atomic exchange of two folders, permissions that follow the umask, and
-one clear error for a full disk."""
+"""File-system helpers: files written whole or not at all, an atomic exchange of two folders,
+permissions that follow the umask, and one clear error for a full disk."""
 from __future__ import annotations
 
 import ctypes
@@ -7,7 +7,11 @@ import ctypes.util
 import errno
 import os
 import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TextIO
 
 from utils.errors import DiskFullError
 
@@ -43,6 +47,44 @@ def exchange_paths(first: Path, second: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+@contextmanager
+def atomic_text_file(path: str | os.PathLike) -> Iterator[TextIO]:
+    """Write a text file whole or not at all: the block writes to a temporary file beside `path`,
+    which replaces `path` when the block ends without an error (a reader never sees half a file)
+    and is removed otherwise.
+
+    Raises:
+        OSError: `path` is a folder, or it (or its folder) cannot be written; the error names
+            `path`, never the temporary file the user did not ask for.
+    """
+    target = Path(path)
+    if target.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(target))
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:  # e.g. a file where a folder of the path should be
+        raise OSError(err.errno, f"cannot create its folder {target.parent} ({err.strerror})", str(target)) from err
+    temporary: str | None = None
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+        with os.fdopen(handle, "w", encoding="utf-8") as out:
+            yield out
+        make_shareable(Path(temporary))
+        os.replace(temporary, target)
+    except OSError as err:
+        _remove(temporary)
+        # The errno keeps the kind (PermissionError, ENOSPC, ...); the path becomes the user's.
+        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
+    except BaseException:
+        _remove(temporary)
+        raise
+
+
+def _remove(temporary: str | None) -> None:
+    if temporary is not None:
+        Path(temporary).unlink(missing_ok=True)
 
 
 def _umask() -> int:

@@ -16,14 +16,13 @@ import os
 import platform
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 from utils.errors import ToolkitError
-from utils.fs import make_shareable
+from utils.fs import atomic_text_file
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 VERSIONED_PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "accelerate", "numpy")
@@ -35,23 +34,11 @@ def utc_now() -> str:
 
 
 def write_json(path: str | os.PathLike, obj: Any) -> Path:
-    """Write `obj` as indented JSON, atomically."""
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            json.dump(obj, out, indent=2, sort_keys=False, allow_nan=False)
-            out.write("\n")
-        make_shareable(Path(temporary))
-        os.replace(temporary, target)
-    except OSError as err:  # name the user's file, not the temporary one
-        Path(temporary).unlink(missing_ok=True)
-        raise OSError(err.errno, f"writing {target} failed: {err.strerror}") from err
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return target
+    """Write `obj` as indented strict JSON, whole or not at all (utils.fs.atomic_text_file)."""
+    with atomic_text_file(path) as out:
+        json.dump(obj, out, indent=2, sort_keys=False, allow_nan=False)
+        out.write("\n")
+    return Path(path)
 
 
 def read_json_object(path: Path, remedy: str) -> dict | None:

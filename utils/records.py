@@ -23,17 +23,15 @@ example (e.g. the GLUE test file), which training refuses.
 """
 from __future__ import annotations
 
-import errno
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from utils.answer_spans import span_matches
 from utils.errors import JSON_TOO_DEEP, DataError
-from utils.fs import make_shareable
+from utils.fs import atomic_text_file
 
 QA_REQUIRED_FIELDS = ("id", "context", "question", "answers")
 CLASSIFICATION_REQUIRED_FIELDS = ("id", "text", "label")
@@ -194,37 +192,13 @@ def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> Path:
-    """Write records as JSON lines, atomically (a temporary file renamed into place).
+    """Write records as JSON lines, whole or not at all (utils.fs.atomic_text_file).
 
     Raises:
         OSError: `path` is a folder, or it (or its folder) cannot be written; the error names
             `path`, never the temporary file the user did not ask for.
     """
-    target = Path(path)
-    if target.is_dir():
-        raise IsADirectoryError(errno.EISDIR, "is a folder; give a file name", str(target))
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:  # e.g. a file where a folder of the path should be
-        raise OSError(err.errno, f"cannot create its folder {target.parent} ({err.strerror})", str(target)) from err
-    temporary = None
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-        with os.fdopen(handle, "w", encoding="utf-8") as out:
-            for record in records:
-                out.write(json.dumps(record, ensure_ascii=False) + "\n")
-        make_shareable(Path(temporary))
-        os.replace(temporary, target)
-    except OSError as err:
-        _remove(temporary)
-        # The errno keeps the kind (PermissionError, ENOSPC, ...); the path becomes the user's.
-        raise OSError(err.errno, err.strerror or str(err), str(target)) from err
-    except BaseException:
-        _remove(temporary)
-        raise
-    return target
-
-
-def _remove(temporary: str | None) -> None:
-    if temporary is not None:
-        Path(temporary).unlink(missing_ok=True)
+    with atomic_text_file(path) as out:
+        for record in records:
+            out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return Path(path)
