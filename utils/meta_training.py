@@ -138,8 +138,8 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
     carried = make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr) \
         if settings.inner_opt_state == "carry" else None
     if carried is not None and resume_from is not None:
-        restore_optimizer_state(carried, torch.load(resume_from / f"inner_optimizer_{dist_ctx.rank}.pt",
-                                                    weights_only=True, map_location=device))
+        saved = resume_from / f"inner_optimizer_{dist_ctx.rank}.pt"
+        restore_optimizer_state(carried, torch.load(saved, weights_only=True, map_location=device))
     bar = Progress(settings.num_train_iterations, "Reptile", bar=progress and dist_ctx.is_main, initial=state.step,
                    log=log.log if log is not None and dist_ctx.is_main else None,
                    interval_s=progress_interval_s if dist_ctx.is_main else None)
