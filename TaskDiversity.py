@@ -23,11 +23,11 @@ from task2vec.reporting import (OUTPUT_FILES, condition_label, correlation_text,
                                 noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap, ranking_lines,
                                 write_matrix_csv, write_points_csv, write_subsets_csv)
 from task2vec.transfer import read_results_table, tasks_in_results
-from utils.cli import add_output_args, open_unit_interval_float, positive_int, run_entry_point, seed_int, task_name
-from utils.errors import UnknownTaskError
-from utils.outputs import write_json, write_run_args
-from utils.run_folder import hold_run_folder
-from utils.tasks import parse_task_list
+from utils.run.cli import add_output_args, open_unit_interval_float, positive_int, run_entry_point, seed_int, task_name
+from utils.run.errors import UnknownTaskError
+from utils.run.outputs import write_json, write_run_args
+from utils.run.folder import hold_run_folder
+from utils.data.registry import parse_task_list
 
 logger = logging.getLogger("TaskDiversity")
 

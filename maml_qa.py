@@ -8,13 +8,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
+from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
                        learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
-from utils.meta_args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES
-from utils.qa_args import add_qa_args
-from utils.resume import add_allow_changed_args
-from utils.run_folder import hold_output_dir
-from utils.tasks import parse_task_list, shared_data_warnings
+from utils.meta.args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES
+from utils.qa.args import add_qa_args
+from utils.training.resume import add_allow_changed_args
+from utils.run.folder import hold_output_dir
+from utils.data.registry import parse_task_list, shared_data_warnings
 
 logger = logging.getLogger("maml_qa")
 
@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> dict:
     with hold_output_dir(run_dir, overwrite=args.overwrite_output_dir,
                          resuming=bool(args.resume_from_checkpoint)) as folder:
         # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.
-        from utils.meta_run import meta_train_and_evaluate
+        from utils.meta.run import meta_train_and_evaluate
 
         return meta_train_and_evaluate(args, folder, run_dir, specs=specs, eval_specs=eval_specs,
                                        train_files=train_files, eval_files=eval_files, iterations=iterations,

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 
-from utils.cli import add_data_file_args, add_output_args, add_runtime_args, run_entry_point, task_name
-from utils.qa_args import QA_HEAD_CHOICES, add_qa_args
-from utils.resume import add_allow_changed_args
-from utils.run_folder import hold_output_dir
-from utils.tasks import get_task
-from utils.training_args import add_training_args
+from utils.run.cli import add_data_file_args, add_output_args, add_runtime_args, run_entry_point, task_name
+from utils.qa.args import QA_HEAD_CHOICES, add_qa_args
+from utils.training.resume import add_allow_changed_args
+from utils.run.folder import hold_output_dir
+from utils.data.registry import get_task
+from utils.training.args import add_training_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> dict:
     with hold_output_dir(args.output_dir, overwrite=args.overwrite_output_dir,
                          resuming=bool(args.resume_from_checkpoint)) as folder:
         # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.
-        from utils.source_task import train_and_evaluate
+        from utils.qa.source_task import train_and_evaluate
 
         return train_and_evaluate(args, spec, folder)
 

@@ -8,13 +8,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from utils.cli import (add_column_args, add_data_file_args, add_features_cache_arg, add_output_args, add_runtime_args,
+from utils.run.cli import (add_column_args, add_data_file_args, add_features_cache_arg, add_output_args, add_runtime_args,
                        positive_int, run_entry_point, seed_int, task_name)
-from utils.resume import add_allow_changed_args
-from utils.run_folder import hold_output_dir
-from utils.target_args import SAVE_MODEL_CHOICES, SELECTIONS, resolve_seeds
-from utils.tasks import get_task
-from utils.training_args import add_training_args
+from utils.training.resume import add_allow_changed_args
+from utils.run.folder import hold_output_dir
+from utils.classification.args import SAVE_MODEL_CHOICES, SELECTIONS, resolve_seeds
+from utils.data.registry import get_task
+from utils.training.args import add_training_args
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,7 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     with hold_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=args.resume,
                          resume_flag="--resume") as folder:
         # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.
-        from utils.target_task import run_target
+        from utils.classification.target_task import run_target
 
         return run_target(args, spec, seeds, folder, output_dir)
 

@@ -29,8 +29,8 @@ from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
 from task2vec.fisher import diagonal_fisher, next_token_predictions, sample_labels  # noqa: E402
 from task2vec.layout import flatten, select_parameters  # noqa: E402
-from utils.data import load_task_data  # noqa: E402
-from utils.tokenization import load_tokenizer  # noqa: E402
+from utils.data.loading import load_task_data  # noqa: E402
+from utils.models.tokenization import load_tokenizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 VOCAB = 50257

@@ -3,7 +3,7 @@
 Both variants train on the same SQuAD v1.1 dev windows (384/128, real GPT-2 tokenizer) with the
 same model, optimizer and batch size, interleaved, several repeats:
 
-- ours: length-grouped batches padded to their own longest sequence (utils.batching);
+- ours: length-grouped batches padded to their own longest sequence (utils.training.batching);
 - baseline: random batches padded to --max_seq_length (the stock `pad_to_max_length=True`).
 
 Reported: real (non-pad) tokens per second, the ratio ours / baseline, and model FLOP
@@ -33,13 +33,13 @@ from recording import provenance, write_result  # noqa: E402
 
 from transformers import GPT2Config, GPT2ForQuestionAnswering  # noqa: E402
 
-from utils.batching import length_grouped_batches  # noqa: E402
-from utils.data import load_task_data  # noqa: E402
-from utils.objectives import SpanObjective  # noqa: E402
-from utils.qa_features import SpanFeatureConfig, span_features  # noqa: E402
-from utils.runtime import resolve_device, resolve_precision  # noqa: E402
-from utils.tokenization import load_tokenizer  # noqa: E402
-from utils.training import autocast_context, build_optimizer, move_batch  # noqa: E402
+from utils.training.batching import length_grouped_batches  # noqa: E402
+from utils.data.loading import load_task_data  # noqa: E402
+from utils.training.objectives import SpanObjective  # noqa: E402
+from utils.qa.features import SpanFeatureConfig, span_features  # noqa: E402
+from utils.training.runtime import resolve_device, resolve_precision  # noqa: E402
+from utils.models.tokenization import load_tokenizer  # noqa: E402
+from utils.training.loop import autocast_context, build_optimizer, move_batch  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 MODELS = {"tiny": dict(n_layer=2, n_embd=128, n_head=4), "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12)}

@@ -25,7 +25,7 @@ from recording import provenance, write_result  # noqa: E402
 
 from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
 
-from utils.reptile import ReptileBuffers, meta_parameters  # noqa: E402
+from utils.meta.reptile import ReptileBuffers, meta_parameters  # noqa: E402
 
 TASKS = 4
 EPSILON = 0.5

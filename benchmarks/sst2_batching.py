@@ -26,11 +26,11 @@ from recording import provenance, write_result  # noqa: E402
 from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant  # noqa: E402
 from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
 
-from utils.classification import ClassificationObjective  # noqa: E402
-from utils.data import load_task_data  # noqa: E402
-from utils.runtime import resolve_device, resolve_precision  # noqa: E402
-from utils.tokenization import load_tokenizer  # noqa: E402
-from utils.training import build_optimizer  # noqa: E402
+from utils.classification.objective import ClassificationObjective  # noqa: E402
+from utils.data.loading import load_task_data  # noqa: E402
+from utils.training.runtime import resolve_device, resolve_precision  # noqa: E402
+from utils.models.tokenization import load_tokenizer  # noqa: E402
+from utils.training.loop import build_optimizer  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

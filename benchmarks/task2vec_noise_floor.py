@@ -32,7 +32,7 @@ from task2vec.analysis import (check_comparable, noise_floor_summary, noise_floo
                                task_distance_table)
 from task2vec.cli import main as embed_main  # noqa: E402
 from task2vec.io import load_task_embedding  # noqa: E402
-from utils.tiny_model import build_tiny_model  # noqa: E402
+from utils.models.tiny_model import build_tiny_model  # noqa: E402
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 TASK_FILES = {

@@ -15,7 +15,7 @@ echo "== 1/6 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
 echo "== 2/6 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
 for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
     for split in train validation; do
-        file=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', '$split'))")
+        file=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', '$split'))")
         "$PY" -m utils.data --task "$task" --split "$split" --file "$file" --compact \
             --stats_file "$OUT/adapter_stats/${task}_${split}.json"
     done
@@ -23,8 +23,8 @@ done
 echo "== 3/6 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
 parent="$OUT/tiny_gpt2"
 for task in squad squad_v2 duorc-p; do
-    train=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'train'))")
-    dev=$("$PY" -c "from utils.samples import sample_file; print(sample_file('$task', 'validation'))")
+    train=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'train'))")
+    dev=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'validation'))")
     "$PY" run_intermediate_source_GPT2.py --dataset_name "$task" --model_name "$parent" \
         --output_dir "$OUT/pretrained_model_$task" --overwrite_output_dir \
         --train_file "$train" --validation_file "$dev" --max_steps 30 --learning_rate 1e-3 \

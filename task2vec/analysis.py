@@ -40,8 +40,8 @@ from task2vec.diversity import (CORRECTED, corrected_data_diversity, data_divers
                                 set_statistics)
 from task2vec.io import TaskEmbedding, load_task_embedding
 from task2vec.transfer import join_results, transfer_analysis
-from utils.errors import DataError
-from utils.tasks import get_task
+from utils.run.errors import DataError
+from utils.data.registry import get_task
 
 logger = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from __future__ import annotations
 import argparse
 
 from task2vec.options import ESTIMATORS, OBJECTIVES
-from utils.cli import (add_output_args, add_runtime_args, add_task_file_arg, files_by_task, learning_rate,
+from utils.run.cli import (add_output_args, add_runtime_args, add_task_file_arg, files_by_task, learning_rate,
                        non_negative_float, non_negative_int, positive_int)
-from utils.run_folder import hold_output_dir
-from utils.tasks import get_task
+from utils.run.folder import hold_output_dir
+from utils.data.registry import get_task
 
 DEFAULT_TASKS = "squad,squad_v2,duorc-p,duorc-s,drop,sst2"
 

@@ -36,13 +36,13 @@ from task2vec.layout import (block_traces, build_layout, flatten, layout_digest,
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
-from utils.checkpoint import LoadedModel
-from utils.tokenization import truncation_note
-from utils.distributed import DistContext, broadcast_from_main, gather_to_main
-from utils.errors import ToolkitError
-from utils.outputs import library_versions, utc_now
-from utils.progress import PROGRESS_INTERVAL_S, Progress
-from utils.tasks import TaskSpec
+from utils.models.checkpoint import LoadedModel
+from utils.models.tokenization import truncation_note
+from utils.training.distributed import DistContext, broadcast_from_main, gather_to_main
+from utils.run.errors import ToolkitError
+from utils.run.outputs import library_versions, utc_now
+from utils.run.progress import PROGRESS_INTERVAL_S, Progress
+from utils.data.registry import TaskSpec
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1

@@ -11,7 +11,7 @@ Layout of one task's folder, `<emb_dir>/<canonical task name>/`:
 
 The re-embeddings give the noise floor: the distance an embedding has to itself when only the
 sampled labels change. A folder is written under a temporary name and swapped into place in one
-step (utils.fs.exchange_paths; two renames where the system cannot), so a reader never sees half
+step (utils.run.fs.exchange_paths; two renames where the system cannot), so a reader never sees half
 of it.
 """
 from __future__ import annotations
@@ -25,10 +25,10 @@ from pathlib import Path
 import numpy as np
 
 from task2vec.reporting import json_safe
-from utils.errors import JSON_TOO_DEEP, DataError
-from utils.fs import exchange_paths
-from utils.outputs import write_json
-from utils.tasks import get_task
+from utils.run.errors import JSON_TOO_DEEP, DataError
+from utils.run.fs import exchange_paths
+from utils.run.outputs import write_json
+from utils.data.registry import get_task
 
 EMBEDDING_FILE = "embedding.npy"
 METADATA_FILE = "embedding.json"

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutput
 
 from task2vec.fisher import OutputFn, Predictions, next_token_predictions
-from utils.classification import ClassificationObjective
-from utils.objectives import CausalLMObjective, SpanObjective
+from utils.classification.objective import ClassificationObjective
+from utils.training.objectives import CausalLMObjective, SpanObjective
 
 
 @dataclass(frozen=True)

@@ -11,16 +11,16 @@ from task2vec.embed import RECORDS_STREAM, EmbeddingContext, EmbeddingSettings, 
 from task2vec.io import save_task_embedding, task_folder
 from task2vec.probe import HeadSettings
 from task2vec.sequences import subsample_records
-from utils.checkpoint import load_model, require_positions
-from utils.data import load_task_data
-from utils.errors import ToolkitError
-from utils.progress import Progress
-from utils.run_folder import RunFolder
-from utils.run_setup import RunStart, start_run
-from utils.runtime import set_seed
-from utils.samples import sample_file
-from utils.tasks import TaskSpec
-from utils.training import autocast_context
+from utils.models.checkpoint import load_model, require_positions
+from utils.data.loading import load_task_data
+from utils.run.errors import ToolkitError
+from utils.run.progress import Progress
+from utils.run.folder import RunFolder
+from utils.run.setup import RunStart, start_run
+from utils.training.runtime import set_seed
+from utils.data.samples import sample_file
+from utils.data.registry import TaskSpec
+from utils.training.loop import autocast_context
 
 logger = logging.getLogger("task2vec")
 DEFAULT_HEAD_LR = {"lm": 5e-5, "task": 1e-3}

@@ -2,13 +2,13 @@
 
 `lm` rows (next-token Fisher on the task's text; every real next token counts):
 - QA: a context window holding the answer, then "\\nQuestion: <question>\\nAnswer: <answer><EOS>"
-  (the generative layout of utils.qa_generative, so the probe reads the text a QA model reads);
+  (the generative layout of utils.qa.generative, so the probe reads the text a QA model reads);
   unanswerable questions answer "unanswerable".
 - classification: "<sentence>\\nAnswer: <label word><EOS>".
 `task` rows (the task's own head):
 - QA span: one window per question (the first that holds the answer; the first window for an
   unanswerable question or an answer no window holds), with its start/end labels and candidates,
-  as utils.qa_features builds them for training.
+  as utils.qa.features builds them for training.
 - classification: the sentence, no token added, with its label.
 """
 from __future__ import annotations
@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
-from utils.errors import ToolkitError
-from utils.qa_features import SpanFeatureConfig, span_features
-from utils.qa_generative import ANSWER_PREFIX, GenerativeConfig, generative_features
-from utils.classification import classification_features
+from utils.run.errors import ToolkitError
+from utils.qa.features import SpanFeatureConfig, span_features
+from utils.qa.generative import ANSWER_PREFIX, GenerativeConfig, generative_features
+from utils.classification.objective import classification_features
 from task2vec.options import OBJECTIVES
-from utils.tasks import TaskSpec
+from utils.data.registry import TaskSpec
 
 
 
@@ -61,7 +61,7 @@ def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int
     room = max_length - len(prefix) - max(len(w) for w in words)
     if room < 1:
         raise ToolkitError(f"--max_length {max_length} leaves no room for the sentence before the label word")
-    # One token more than kept tells a cut sentence (see utils.classification.classification_features).
+    # One token more than kept tells a cut sentence (see utils.classification.objective.classification_features).
     encoded = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
                         max_length=room + 1)["input_ids"]
     rows, ids = [], []

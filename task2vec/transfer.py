@@ -38,11 +38,11 @@ from scipy import stats
 
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
-from utils.errors import DataError, UnknownTaskError
-from utils.results_table import RESULTS_TABLE_COLUMNS, read_rows
-from utils.tasks import get_task
+from utils.run.errors import DataError, UnknownTaskError
+from utils.results.table import RESULTS_TABLE_COLUMNS, read_rows
+from utils.data.registry import get_task
 
-CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.target_task.chain_description writes them
+CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.classification.target_task.chain_description writes them
 REPTILE_SEPARATOR = "+"  # tasks of one Reptile step, as maml_qa.py records them
 CHAIN_LINK = " > "       # links of source_chain, the base model first
 ALGORITHMS = ("none", "sequential", "reptile", "mixed")

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from utils.data import load_task_data
-from utils.errors import DataError
-from utils.records import write_jsonl
+from utils.data.loading import load_task_data
+from utils.run.errors import DataError
+from utils.data.records import write_jsonl
 
 CTX = "Ada Lovelace wrote the first program in 1843. She worked with Charles Babbage in London."
 

@@ -20,15 +20,17 @@ import TaskDiversity
 from task2vec import cli as task2vec_cli
 from task2vec.io import load_task_embedding
 from tests.conftest import REPO_ROOT, run_module
-from utils import data as data_cli
-from utils import drop_metric, seed_statistics, squad_metric, tiny_model
-from utils.checkpoint import require_positions
-from utils.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
+from utils.data import loading as data_cli
+from utils.models import tiny_model
+from utils.qa import drop_metric, squad_metric
+from utils.results import seed_statistics
+from utils.models.checkpoint import require_positions
+from utils.run.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
                        seed_int, unit_interval_float)
-from utils.data import load_task_data
-from utils.errors import DataError, ToolkitError
-from utils.records import read_jsonl
-from utils.tasks import get_task
+from utils.data.loading import load_task_data
+from utils.run.errors import DataError, ToolkitError
+from utils.data.records import read_jsonl
+from utils.data.registry import get_task
 
 MISSING = "/nonexistent-bad-values"
 BAD_NUMBERS = ("nan", "inf", "-1", "0")
@@ -64,7 +66,7 @@ def test_number_types_keep_their_ranges():
 # ----------------------------------------------------------------------------- every numeric flag of every script
 
 def entry_point_status(main: Callable[[list[str]], object], argv: list[str], capsys) -> tuple[int, str]:
-    """(exit status, stderr) of `main(argv)` as `utils.cli.run_entry_point` reports it; any other
+    """(exit status, stderr) of `main(argv)` as `utils.run.cli.run_entry_point` reports it; any other
     exception is a bug and propagates (the test fails with its traceback)."""
     try:
         main(argv)
@@ -294,7 +296,7 @@ def test_to_jsonl_errors_name_the_path_the_user_gave(tmp_path, capsys, monkeypat
         status, stderr = entry_point_status(data_cli.main, [*sample_args(tmp_path), "--to_jsonl", str(out)], capsys)
         assert status == 2 and str(out) in stderr and "Traceback" not in stderr
     # A failure while writing (no permission, a full disk) names OUT, not the temporary file beside it.
-    import utils.fs as fs
+    import utils.run.fs as fs
 
     def refuse(prefix: str, dir: Path) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied", str(Path(dir) / f"{prefix}x1y2"))
@@ -349,8 +351,8 @@ def test_max_length_beyond_the_model_positions_is_one_line(tiny_checkpoint, tmp_
     """Before, the target script and python -m task2vec crashed with an IndexError in the forward pass."""
     import run_target_task_GPT2_sst2_multiple as target
     import task2vec.cli
-    from utils.errors import ToolkitError
-    from utils.samples import sample_file
+    from utils.run.errors import ToolkitError
+    from utils.data.samples import sample_file
 
     with pytest.raises(ToolkitError, match="--max_length 200 exceeds the 128 positions"):
         target.main(["--pretrained_model", str(tiny_checkpoint), "--train_file", str(sample_file("sst2", "train")),

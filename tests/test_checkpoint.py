@@ -8,10 +8,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import REPO_ROOT, run_module
-from utils.checkpoint import (INCOMPLETE_MARKER, build_lineage, load_model, read_lineage, save_checkpoint,
+from utils.models.checkpoint import (INCOMPLETE_MARKER, build_lineage, load_model, read_lineage, save_checkpoint,
                               sha256_file)
-from utils.errors import CheckpointError, HubUnavailableError
-from utils.runtime import set_seed
+from utils.run.errors import CheckpointError, HubUnavailableError
+from utils.training.runtime import set_seed
 
 LABELS = ("negative", "positive")
 
@@ -183,7 +183,7 @@ def test_killed_save_leaves_nothing_the_loader_accepts(tiny_checkpoint, tmp_path
     script.write_text(textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from utils.checkpoint import build_lineage, load_model, save_checkpoint
+        from utils.models.checkpoint import build_lineage, load_model, save_checkpoint
 
         class DiesMidSave:
             def __init__(self, tokenizer):
@@ -231,7 +231,7 @@ def test_failed_swap_puts_the_old_checkpoint_back(tiny_checkpoint, tmp_path, mon
     """Where the atomic exchange is unavailable, a failure between the two renames is undone."""
     import os
 
-    import utils.checkpoint as checkpoint
+    import utils.models.checkpoint as checkpoint
 
     loaded = load_model(tiny_checkpoint, "lm")
     destination = resave(loaded, tmp_path / "run", task=None, head="lm")

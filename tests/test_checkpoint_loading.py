@@ -10,9 +10,9 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT, run_module
-from utils.checkpoint import load_model
-from utils.errors import CheckpointError
-from utils.samples import sample_file
+from utils.models.checkpoint import load_model
+from utils.run.errors import CheckpointError
+from utils.data.samples import sample_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 SHORT = 600  # characters: a message a person reads, not a key dump

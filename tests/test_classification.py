@@ -7,13 +7,13 @@ import pytest
 import torch
 from scipy import stats
 
-from utils.checkpoint import load_model
-from utils.classification import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
-from utils.seed_statistics import bootstrap_difference, compare, summarize
-from utils.subsets import stratified_sample
-from utils.target_args import resolve_seeds
-from utils.target_task import split_holdout
-from utils.errors import ToolkitError
+from utils.models.checkpoint import load_model
+from utils.classification.objective import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
+from utils.results.seed_statistics import bootstrap_difference, compare, summarize
+from utils.data.subsets import stratified_sample
+from utils.classification.args import resolve_seeds
+from utils.classification.target_task import split_holdout
+from utils.run.errors import ToolkitError
 
 LABELS = ("negative", "positive")
 

@@ -5,7 +5,7 @@ import time
 import pytest
 
 from tests.conftest import run_module
-from utils.samples import SAMPLE_FILES, SAMPLES_DIR
+from utils.data.samples import SAMPLE_FILES, SAMPLES_DIR
 
 
 @pytest.mark.slow

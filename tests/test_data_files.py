@@ -1,11 +1,11 @@
-"""utils.data.same_file_warning: training on the evaluation file is said out loud."""
+"""utils.data.loading.same_file_warning: training on the evaluation file is said out loud."""
 from __future__ import annotations
 
 import os
 import shutil
 
-from utils.data import same_file_warning
-from utils.samples import sample_file
+from utils.data.loading import same_file_warning
+from utils.data.samples import sample_file
 
 TRAIN, DEV = sample_file("sst2", "train"), sample_file("sst2", "validation")
 

@@ -7,8 +7,8 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
-from utils.checkpoint import load_model
-from utils.samples import SAMPLE_FILES
+from utils.models.checkpoint import load_model
+from utils.data.samples import SAMPLE_FILES
 
 
 @pytest.mark.slow

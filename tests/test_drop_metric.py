@@ -5,7 +5,7 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from utils.drop_metric import GoldAnswer, drop_answer_strings, drop_scores, em_f1, main, quoref_scores
+from utils.qa.drop_metric import GoldAnswer, drop_answer_strings, drop_scores, em_f1, main, quoref_scores
 
 
 # ----------------------------------------------------------------------------- one answer, by hand

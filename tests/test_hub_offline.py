@@ -3,9 +3,9 @@ import time
 
 import pytest
 
-from utils.data import load_task_data
-from utils.errors import HubUnavailableError
-from utils.hub import offline_mode_requested, require_hub
+from utils.data.loading import load_task_data
+from utils.run.errors import HubUnavailableError
+from utils.models.hub import offline_mode_requested, require_hub
 
 
 def test_unreachable_hub_fails_at_once_naming_the_flags(monkeypatch):

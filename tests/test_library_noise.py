@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO_ROOT
-from utils.records import write_jsonl
+from utils.data.records import write_jsonl
 
 pty = pytest.importorskip("pty")
 
@@ -76,7 +76,7 @@ def test_a_qa_run_at_a_terminal_shows_our_lines_not_the_libraries_reports(tiny_c
          "--output_dir", str(tmp_path / "run")], cwd=tmp_path)
     assert status == 0, stderr[-3000:]
     assert "training" in stderr                       # the terminal path ran: our own bar is drawn
-    # (a) transformers' load report: utils.checkpoint says which weights are new in one line.
+    # (a) transformers' load report: utils.models.checkpoint says which weights are new in one line.
     assert "LOAD REPORT" not in stderr and "Some weights of" not in stderr
     assert "into a qa head (new: ['qa_outputs.bias', 'qa_outputs.weight'])" in stderr
     # (b) datasets' bars for writing the feature cache.
@@ -90,7 +90,7 @@ def test_a_qa_run_at_a_terminal_shows_our_lines_not_the_libraries_reports(tiny_c
 def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_path):
     import datasets
 
-    from utils.feature_cache import build_features
+    from utils.data.feature_cache import build_features
 
     records = [{"id": str(i), "text": f"sentence {i}", "label": i % 2} for i in range(4)]
     def fn(batch, _):
@@ -111,9 +111,9 @@ def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_pat
 # ----------------------------------------------------------------------------- our own line for real cuts
 
 def test_classification_features_mark_the_sentences_they_cut(tiny_checkpoint):
-    from utils.checkpoint import load_model
-    from utils.classification import classification_features
-    from utils.tokenization import truncation_note
+    from utils.models.checkpoint import load_model
+    from utils.classification.objective import classification_features
+    from utils.models.tokenization import truncation_note
 
     tokenizer = load_model(tiny_checkpoint, "lm").tokenizer
     texts = ["short", "a much longer sentence that goes on and on", "", "exactly"]
@@ -137,11 +137,11 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
     from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
     from task2vec.probe import HeadSettings
     from task2vec.sequences import task_rows
-    from utils.checkpoint import load_model
-    from utils.data import load_task_data
-    from utils.distributed import DistContext
-    from utils.samples import sample_file
-    from utils.tasks import get_task
+    from utils.models.checkpoint import load_model
+    from utils.data.loading import load_task_data
+    from utils.training.distributed import DistContext
+    from utils.data.samples import sample_file
+    from utils.data.registry import get_task
 
     loaded, spec = load_model(tiny_checkpoint, "lm"), get_task("sst2")
     records = load_task_data(spec, "train", sample_file("sst2", "train")).records
@@ -166,9 +166,9 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
 def test_questions_cut_by_max_question_length_get_one_line(tiny_checkpoint, tmp_path, caplog):
     """The QA counterpart of the sentence line: how many questions --max_question_length cuts."""
     import run_intermediate_source_GPT2 as intermediate
-    from utils.samples import sample_file
+    from utils.data.samples import sample_file
 
-    with caplog.at_level(logging.INFO, logger="utils.source_task"):
+    with caplog.at_level(logging.INFO, logger="utils.qa.source_task"):
         intermediate.main(["--dataset_name", "squad", "--model_name", str(tiny_checkpoint), "--train_file",
                            str(sample_file("squad", "train")), "--validation_file", str(sample_file("squad", "validation")),
                            "--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "4",

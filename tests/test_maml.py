@@ -11,10 +11,10 @@ from safetensors.torch import load_file
 
 import maml_qa
 from tests.conftest import REPO_ROOT, run_module
-from utils.checkpoint import read_lineage
-from utils.samples import sample_file
-from utils.synthetic_qa import meta_learning_family, write_family
-from utils.tiny_model import build_tiny_model
+from utils.models.checkpoint import read_lineage
+from utils.data.samples import sample_file
+from utils.data.synthetic_qa import meta_learning_family, write_family
+from utils.models.tiny_model import build_tiny_model
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none"]

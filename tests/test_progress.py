@@ -1,4 +1,4 @@
-"""utils.progress, and the long loops that report through it (training, Reptile, Task2Vec batches)."""
+"""utils.run.progress, and the long loops that report through it (training, Reptile, Task2Vec batches)."""
 from __future__ import annotations
 
 import io
@@ -10,12 +10,12 @@ import datasets
 import pytest
 import torch
 
-from utils.distributed import DistContext
-from utils.meta_training import MetaSettings, MetaState, TaskStream, meta_train
-from utils.outputs import JsonlLog
-from utils.progress import Progress, format_duration
-from utils.runtime import resolve_precision
-from utils.training import LoopContext, LoopSettings, predict, train
+from utils.training.distributed import DistContext
+from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train
+from utils.run.outputs import JsonlLog
+from utils.run.progress import Progress, format_duration
+from utils.training.runtime import resolve_precision
+from utils.training.loop import LoopContext, LoopSettings, predict, train
 
 
 class FakeClock:
@@ -29,11 +29,11 @@ class FakeClock:
 
 
 def progress_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "utils.progress"]
+    return [r.getMessage() for r in caplog.records if r.name == "utils.run.progress"]
 
 
 def test_without_a_bar_a_line_every_interval_with_step_total_and_eta(caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     clock, records = FakeClock(), []
     with Progress(10, "training", bar=False, log=records.append, interval_s=60, clock=clock) as progress:
         clock.now += 20
@@ -58,7 +58,7 @@ def test_without_a_bar_a_line_every_interval_with_step_total_and_eta(caplog):
 
 
 def test_a_resumed_loop_measures_its_rate_on_the_steps_done_here(caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     clock, records = FakeClock(), []
     progress = Progress(100, "Reptile", bar=False, log=records.append, interval_s=30, clock=clock, initial=40)
     assert progress.record()["eta_s"] is None      # no step yet: no rate
@@ -69,7 +69,7 @@ def test_a_resumed_loop_measures_its_rate_on_the_steps_done_here(caplog):
 
 
 def test_interval_none_reports_nothing_and_zero_reports_every_step(caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     clock, quiet, every = FakeClock(), [], []
     silent = Progress(3, "x", bar=False, log=quiet.append, interval_s=None, clock=clock)
     chatty = Progress(3, "y", bar=False, log=every.append, interval_s=0, clock=clock)
@@ -82,7 +82,7 @@ def test_interval_none_reports_nothing_and_zero_reports_every_step(caplog):
 
 
 def test_the_bar_shows_k_of_n_and_replaces_the_line(caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     clock, records, stream = FakeClock(), [], io.StringIO()
     with Progress(5, "seeds", bar=True, log=records.append, interval_s=60, clock=clock, unit="seed",
                   file=stream) as progress:
@@ -126,7 +126,7 @@ def _events(path: Path) -> list[dict]:
 
 
 def test_training_without_a_bar_reports_its_steps(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     rows = [{"x": float(i)} for i in range(8)]
     train(torch.nn.Linear(1, 1), rows, [1] * 8, _Square(), LoopSettings(max_steps=4, per_device_train_batch_size=2,
                                                                           logging_steps=100),
@@ -139,7 +139,7 @@ def test_training_without_a_bar_reports_its_steps(tmp_path, caplog):
 
 def test_evaluation_without_a_bar_reports_its_batches(tmp_path, caplog):
     """Evaluation of a whole validation set on a CPU is a long loop too; before, it had a bar only."""
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     rows = [{"x": float(i)} for i in range(7)]
     outputs = predict(torch.nn.Linear(1, 1), rows, [1] * 7, lambda model, batch: batch["x"][:, 0].tolist(),
                       _Square().collate, 3, _context(tmp_path, 0.0), desc="evaluating")
@@ -151,7 +151,7 @@ def test_evaluation_without_a_bar_reports_its_batches(tmp_path, caplog):
 
 
 def test_reptile_outer_loop_reports_its_steps(tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     rows = datasets.Dataset.from_dict({"x": [float(i) for i in range(8)], "length": [1] * 8})
     streams = {name: TaskStream(rows, 2, seed=index) for index, name in enumerate(("a", "b"))}
     settings = MetaSettings(num_train_iterations=3, meta_batch_size=2, num_inner_steps=1, inner_batch_size=2,
@@ -175,12 +175,12 @@ def test_task2vec_fisher_batches_report_where_they_are(tiny_checkpoint, caplog):
 
     from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
     from task2vec.probe import HeadSettings
-    from utils.checkpoint import load_model
-    from utils.data import load_task_data
-    from utils.samples import sample_file
-    from utils.tasks import get_task
+    from utils.models.checkpoint import load_model
+    from utils.data.loading import load_task_data
+    from utils.data.samples import sample_file
+    from utils.data.registry import get_task
 
-    caplog.set_level(logging.INFO, logger="utils.progress")
+    caplog.set_level(logging.INFO, logger="utils.run.progress")
     device = torch.device("cpu")
     settings = EmbeddingSettings(batch_size=8, num_batches=3, num_samples=1, noise_floor=False,
                                  head=HeadSettings(0, 5e-5, 1e-4, 8))

@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 import torch
 
-from utils.data import load_task_data
-from utils.qa_features import SpanFeatureConfig, span_features, token_span, window_starts
-from utils.qa_generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
+from utils.data.loading import load_task_data
+from utils.qa.features import SpanFeatureConfig, span_features, token_span, window_starts
+from utils.qa.generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
                                  is_unanswerable, left_padded, postprocess_generations)
-from utils.qa_postprocess import PostprocessConfig, postprocess_span_predictions
-from utils.samples import sample_file
-from utils.squad_metric import normalize_answer, squad_v1_scores, squad_v2_scores
-from utils.tokenization import load_tokenizer
+from utils.qa.postprocess import PostprocessConfig, postprocess_span_predictions
+from utils.data.samples import sample_file
+from utils.qa.squad_metric import normalize_answer, squad_v1_scores, squad_v2_scores
+from utils.models.tokenization import load_tokenizer
 
 
 def columns(records):
@@ -238,7 +238,7 @@ def test_generative_training_on_answers_that_are_not_spans(tokenizer):
 
 
 def test_continuation_score_equals_one_token_at_a_time(tiny_checkpoint):
-    from utils.checkpoint import load_model
+    from utils.models.checkpoint import load_model
 
     model = load_model(tiny_checkpoint, "lm").model.eval()
     prompts = [[5, 9, 13, 200, 7], [8, 3], [100, 101, 102, 103, 104, 105]]
@@ -255,7 +255,7 @@ def test_continuation_score_equals_one_token_at_a_time(tiny_checkpoint):
 
 
 def test_greedy_decoding_batched_equals_one_by_one(tiny_checkpoint):
-    from utils.checkpoint import load_model
+    from utils.models.checkpoint import load_model
 
     model = load_model(tiny_checkpoint, "lm").model.eval()
     prompts = [[5, 9, 13, 200, 7], [8, 3], [100, 101, 102, 103, 104, 105, 106, 107]]

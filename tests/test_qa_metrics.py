@@ -10,14 +10,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from utils.data import load_task_data
-from utils.drop_metric import drop_golds_from_file, drop_scores, quoref_golds_from_file, quoref_scores
-from utils.qa_metrics import best_threshold, score_qa
-from utils.records import make_qa_record
-from utils.samples import sample_file
-from utils.squad_metric import squad_v2_scores
-from utils.subsets import proportional_quotas, stratified_sample
-from utils.tasks import get_task
+from utils.data.loading import load_task_data
+from utils.qa.drop_metric import drop_golds_from_file, drop_scores, quoref_golds_from_file, quoref_scores
+from utils.qa.metrics import best_threshold, score_qa
+from utils.data.records import make_qa_record
+from utils.data.samples import sample_file
+from utils.qa.squad_metric import squad_v2_scores
+from utils.data.subsets import proportional_quotas, stratified_sample
+from utils.data.registry import get_task
 
 
 # ----------------------------------------------------------------------------- DuoRC
@@ -216,7 +216,7 @@ def test_mlqa_normalisation_by_answer_language(task, prediction, gold, exact):
 
 
 def test_mlqa_english_differs_from_squad_only_in_punctuation():
-    from utils.squad_metric import squad_v1_scores
+    from utils.qa.squad_metric import squad_v1_scores
 
     assert squad_v1_scores({"q": ["answer"]}, {"q": "the answer\u2014"})["exact_match"] == 0.0
     assert squad_v1_scores({"q": ["answer"]}, {"q": "the answer!"})["exact_match"] == 100.0

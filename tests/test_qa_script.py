@@ -11,11 +11,11 @@ from safetensors.torch import load_file
 
 import run_intermediate_source_GPT2 as script
 from tests.conftest import REPO_ROOT, run_module
-from utils.checkpoint import read_lineage
-from utils.records import write_jsonl
-from utils.samples import sample_file
-from utils.synthetic_qa import SyntheticTask, synthetic_records
-from utils.tiny_model import build_tiny_model, train_tokenizer
+from utils.models.checkpoint import read_lineage
+from utils.data.records import write_jsonl
+from utils.data.samples import sample_file
+from utils.data.synthetic_qa import SyntheticTask, synthetic_records
+from utils.models.tiny_model import build_tiny_model, train_tokenizer
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none", "--logging_steps", "50", "--warmup_ratio", "0.1", "--weight_decay", "0"]

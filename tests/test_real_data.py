@@ -8,7 +8,7 @@ import re
 import pytest
 
 from tests.conftest import run_module
-from utils.data import load_task_data
+from utils.data.loading import load_task_data
 
 
 def raw_squad_questions(path):
@@ -163,7 +163,7 @@ def test_task2vec_on_real_files_with_the_real_tokenizer(shared_data, tmp_path):
     from task2vec.cli import main as embed_main
     from task2vec.distances import task2vec_distance
     from task2vec.io import load_task_embedding
-    from utils.tiny_model import build_tiny_model
+    from utils.models.tiny_model import build_tiny_model
 
     probe = build_tiny_model(tmp_path / "probe", n_layer=2, n_embd=32, n_head=2, n_positions=128,
                              tokenizer_path=str(shared_data / "gpt2_tokenizer"), dropout=0.0, seed=0)
@@ -207,8 +207,8 @@ def test_drop_fixture_every_question_and_generative_training_on_numbers(shared_d
     the generative objective trains on number answers of the bundled DROP sample (passages that
     fit in one 384-token window)."""
     import run_intermediate_source_GPT2 as script
-    from utils.samples import sample_file
-    from utils.tiny_model import build_tiny_model
+    from utils.data.samples import sample_file
+    from utils.models.tiny_model import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", n_layer=1, n_embd=16, n_head=2, n_positions=384, seed=0)
     fixture = shared_data / "drop" / "allennlp_drop_fixture.json"

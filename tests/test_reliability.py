@@ -16,11 +16,11 @@ from safetensors import SafetensorError
 import maml_qa
 import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
-import utils.checkpoint
+import utils.models.checkpoint
 from tests.conftest import REPO_ROOT
-from utils.errors import DiskFullError, ToolkitError
-from utils.run_folder import PREVIOUS_RUN_DIR, lock_path
-from utils.samples import sample_file
+from utils.run.errors import DiskFullError, ToolkitError
+from utils.run.folder import PREVIOUS_RUN_DIR, lock_path
+from utils.data.samples import sample_file
 
 SQUAD = ["--dataset_name", "squad", "--train_file", str(sample_file("squad", "train")), "--validation_file",
          str(sample_file("squad", "validation")), "--max_seq_length", "96", "--doc_stride", "32",
@@ -146,7 +146,7 @@ def test_disk_full_at_the_final_save_leaves_nothing_mixed(tiny_checkpoint, tmp_p
     def full_disk(*args, **kwargs):  # what safetensors raises when the disk fills mid-write
         raise SafetensorError('Error while serializing: I/O error: No space left on device (os error 28)')
 
-    monkeypatch.setattr(utils.checkpoint, "write_json", full_disk)  # the last write of a save
+    monkeypatch.setattr(utils.models.checkpoint, "write_json", full_disk)  # the last write of a save
     with pytest.raises(DiskFullError, match=r"the disk is full; it needs at least \d+\.\d kB"):
         intermediate.main([*common, "--overwrite_output_dir", "--seed", "2"])
     monkeypatch.undo()
@@ -192,7 +192,7 @@ def test_failed_starts_leave_no_folders(tmp_path, monkeypatch):
 def test_every_training_command_holds_its_folder(tiny_checkpoint, tmp_path):
     """maml_qa.py and python -m task2vec take the same lock as the two scripts."""
     import task2vec.cli
-    from utils.run_folder import hold_run_folder
+    from utils.run.folder import hold_run_folder
 
     out = tmp_path / "busy"
     commands = {
@@ -214,7 +214,7 @@ def test_restored_optimizer_keeps_the_moments_and_this_runs_hyper_parameters():
     resumed run's (allowed) new learning rate was replaced by the saved one."""
     import torch
 
-    from utils.training import restore_optimizer_state
+    from utils.training.loop import restore_optimizer_state
 
     weight = torch.nn.Parameter(torch.ones(3))
     first = torch.optim.AdamW([weight], lr=1e-3, weight_decay=0.1)

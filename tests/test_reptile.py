@@ -4,8 +4,8 @@ import copy
 import pytest
 import torch
 
-from utils.checkpoint import load_model
-from utils.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
+from utils.models.checkpoint import load_model
+from utils.meta.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
 
 
 @pytest.fixture()

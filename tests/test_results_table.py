@@ -9,10 +9,10 @@ import sys
 
 import pytest
 
-import utils.results_table as results_table
+import utils.results.table as results_table
 from tests.conftest import REPO_ROOT
-from utils.errors import DataError, ToolkitError
-from utils.results_table import append_row, read_rows
+from utils.run.errors import DataError, ToolkitError
+from utils.results.table import append_row, read_rows
 
 COLUMNS = ("name", "value", "note")
 
@@ -102,7 +102,7 @@ def test_full_tmpfs(tmp_path):
 
 APPENDER = """
 import sys
-from utils.results_table import append_row
+from utils.results.table import append_row
 worker = int(sys.argv[1])
 for i in range(50):
     append_row(sys.argv[2], ("worker", "index", "payload"), {"worker": worker, "index": i, "payload": "z" * (97 * worker + i)},

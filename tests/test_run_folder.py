@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from utils.errors import ToolkitError
-from utils.fs import exchange_paths
-from utils.run_folder import PREVIOUS_RUN_DIR, hold_run_folder, lock_path
+from utils.run.errors import ToolkitError
+from utils.run.fs import exchange_paths
+from utils.run.folder import PREVIOUS_RUN_DIR, hold_run_folder, lock_path
 
 
 def test_a_second_holder_is_refused_with_the_first_ones_pid(tmp_path):
@@ -96,7 +96,7 @@ def test_leftovers_of_a_killed_save_are_removed_and_run_files_put_back(tmp_path,
     inner = out / ".checkpoint-10.partial-x1y2z3"  # a training checkpoint killed while being assembled
     inner.mkdir()
     (inner / "model.safetensors").write_bytes(b"\0" * 1000)
-    with caplog.at_level(logging.INFO, logger="utils.run_folder"):
+    with caplog.at_level(logging.INFO, logger="utils.run.folder"):
         with hold_run_folder(out, overwrite=False, resuming=True):
             pass
     assert (out / "checkpoint-5" / "trainer_state.json").read_text() == "old"

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from utils.cli import add_data_file_args, add_output_args, add_runtime_args, task_name
-from utils.errors import ToolkitError
-from utils.outputs import JsonlLog, write_all_results, write_run_args
-from utils.run_folder import hold_run_folder
-from utils.runtime import make_generator, resolve_device, resolve_precision, set_seed
+from utils.run.cli import add_data_file_args, add_output_args, add_runtime_args, task_name
+from utils.run.errors import ToolkitError
+from utils.run.outputs import JsonlLog, write_all_results, write_run_args
+from utils.run.folder import hold_run_folder
+from utils.training.runtime import make_generator, resolve_device, resolve_precision, set_seed
 
 
 def draws():
@@ -119,10 +119,10 @@ def test_run_files(tmp_path):
 
 
 def test_a_file_is_written_whole_or_not_at_all(tmp_path):
-    """write_json and write_jsonl share utils.fs.atomic_text_file: a failure part-way leaves the
+    """write_json and write_jsonl share utils.run.fs.atomic_text_file: a failure part-way leaves the
     previous file as it was and no temporary file beside it."""
-    from utils.fs import atomic_text_file
-    from utils.records import write_jsonl
+    from utils.run.fs import atomic_text_file
+    from utils.data.records import write_jsonl
 
     target = tmp_path / "out.jsonl"
     write_jsonl(target, [{"a": 1}])

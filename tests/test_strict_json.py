@@ -16,9 +16,9 @@ from task2vec.io import TaskEmbedding, save_task_embedding
 from task2vec.reporting import json_safe
 from tests.conftest import run_module
 from tests.test_task_diversity import SOURCES, TARGET, write_task
-from utils.qa_metrics import score_qa
-from utils.seed_statistics import json_ready, summarize
-from utils.tasks import get_task
+from utils.qa.metrics import score_qa
+from utils.results.seed_statistics import json_ready, summarize
+from utils.data.registry import get_task
 
 
 def strict_loads(text: str):

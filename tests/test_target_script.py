@@ -8,8 +8,8 @@ import pytest
 import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
 from tests.conftest import REPO_ROOT, run_module
-from utils.samples import sample_file
-from utils.tiny_model import build_tiny_model
+from utils.data.samples import sample_file
+from utils.models.tiny_model import build_tiny_model
 
 TRAIN, DEV = str(sample_file("sst2", "train")), str(sample_file("sst2", "validation"))
 FAST = ["--train_file", TRAIN, "--validation_file", DEV, "--epochs", "2", "--batch_size", "8", "--learning_rate",

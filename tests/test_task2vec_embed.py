@@ -14,11 +14,11 @@ from task2vec.embed import EmbeddingContext, EmbeddingSettings, batch_digests, e
 from task2vec.io import load_task_embedding
 from task2vec.probe import HeadSettings
 from tests.conftest import REPO_ROOT, run_module
-from utils.checkpoint import load_model
-from utils.data import load_task_data
-from utils.distributed import DistContext
-from utils.samples import sample_file
-from utils.tasks import get_task
+from utils.models.checkpoint import load_model
+from utils.data.loading import load_task_data
+from utils.training.distributed import DistContext
+from utils.data.samples import sample_file
+from utils.data.registry import get_task
 
 SMALL = ["--batch_size", "8", "--num_batches", "3", "--head_steps", "20", "--num_samples", "2", "--no_progress"]
 

@@ -18,8 +18,8 @@ import TaskDiversity
 from task2vec.correction import corrected_distance
 from task2vec.transfer import parse_source_tasks, training_algorithm
 from tests.conftest import REPO_ROOT, run_module
-from utils.errors import DataError, ToolkitError, UnknownTaskError
-from utils.results_table import RESULTS_TABLE_COLUMNS
+from utils.run.errors import DataError, ToolkitError, UnknownTaskError
+from utils.results.table import RESULTS_TABLE_COLUMNS
 
 SOURCES = ("squad", "squad_v2", "duorc-p", "duorc-s", "drop")
 TARGET = "sst2"

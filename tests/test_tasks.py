@@ -1,7 +1,7 @@
 import pytest
 
-from utils.errors import UnknownTaskError
-from utils.tasks import get_task, list_tasks, parse_task_list
+from utils.run.errors import UnknownTaskError
+from utils.data.registry import get_task, list_tasks, parse_task_list
 
 # DESIGN.md section 5, written out independently of the registry.
 EXPECTED_NAMES = {
@@ -65,7 +65,7 @@ def test_original_task_list_spelling():
 
 
 def test_tasks_built_from_the_same_data_are_named():
-    from utils.tasks import shared_data_warnings
+    from utils.data.registry import shared_data_warnings
 
     squad, squad_v2, duorc_p, duorc_s, drop = (get_task(n) for n in ("squad", "squad_v2", "duorc-p", "duorc-s", "drop"))
     messages = shared_data_warnings([squad_v2, drop], [squad, duorc_s])

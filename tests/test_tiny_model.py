@@ -6,9 +6,9 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from tests.conftest import run_module
-from utils.checkpoint import load_model, read_lineage
-from utils.tiny_model import build_tiny_model, sample_texts, train_tokenizer
-from utils.tokenization import END_OF_TEXT
+from utils.models.checkpoint import load_model, read_lineage
+from utils.models.tiny_model import build_tiny_model, sample_texts, train_tokenizer
+from utils.models.tokenization import END_OF_TEXT
 
 
 def test_loads_with_every_head_and_only_the_head_is_new(tiny_checkpoint):

@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.batching import evaluation_batches, length_grouped_batches, shard_for_training
-from utils.distributed import DistContext
-from utils.outputs import JsonlLog
-from utils.runtime import resolve_precision
-from utils.training import (LoopContext, LoopSettings, build_optimizer, linear_schedule, plan_schedule,
+from utils.training.batching import evaluation_batches, length_grouped_batches, shard_for_training
+from utils.training.distributed import DistContext
+from utils.run.outputs import JsonlLog
+from utils.training.runtime import resolve_precision
+from utils.training.loop import (LoopContext, LoopSettings, build_optimizer, linear_schedule, plan_schedule,
                             supervised_items, train)
 
 

@@ -1,0 +1,321 @@
+"""One classification target, fine-tuned from the same checkpoint once per seed (the pieces of
+run_target_task_GPT2_sst2_multiple.py, and its body: `run_target`).
+
+Every run starts again from the checkpoint; runs differ only by seed, which fixes the new head's
+initialisation, the data order and dropout. The epoch is chosen on a hold-out taken from the
+training data (never on the validation set that is reported), or the last epoch is used.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from utils.models.checkpoint import LoadedModel, build_lineage, load_model, require_positions, save_checkpoint
+from utils.classification.objective import (ClassificationObjective, classification_features, classification_report,
+                                  softmax_cross_entropy)
+from utils.data.loading import load_task_data, same_file_warning
+from utils.training.distributed import barrier, broadcast_from_main, main_process_first
+from utils.run.errors import ToolkitError
+from utils.data.feature_cache import build_features, source_digest, tokenizer_digest
+from utils.run.outputs import JsonlLog, read_json_object, utc_now, write_all_results, write_json, write_run_args
+from utils.run.progress import Progress
+from utils.data.records import UNLABELLED, write_jsonl
+from utils.results.table import RESULTS_TABLE_COLUMNS, append_row
+from utils.training.resume import RESULT_NEUTRAL_ARGS, resolve_resume_args
+from utils.run.folder import RunFolder
+from utils.run.setup import RunStart, start_run
+from utils.training.runtime import set_seed
+from utils.results.seed_statistics import json_ready, summarize
+from utils.data.subsets import stratified_sample
+from utils.models.tokenization import truncation_note
+from utils.data.registry import TaskSpec
+from utils.training.loop import LoopContext, LoopSettings, plan_schedule, predict, train
+from utils.training.args import loop_settings
+
+logger = logging.getLogger(__name__)
+
+
+def require_labels(records: list[dict], what: str, file: str) -> None:
+    """Refuse unlabelled records (GLUE's test file) for training or evaluation."""
+    if any(record["label"] == UNLABELLED for record in records):
+        raise ToolkitError(f"{file}: the {what} data has no labels (GLUE test files hide them); use a labelled file, "
+                           "e.g. dev.tsv for validation")
+
+
+def split_holdout(records: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
+    """(training, hold-out): `size` records, at most a tenth of them, drawn with `seed`."""
+    size = min(size, max(1, len(records) // 10))
+    chosen = set(np.random.default_rng(seed).choice(len(records), size=size, replace=False).tolist())
+    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
+
+
+@dataclass(frozen=True)
+class TargetData:
+    """Feature rows (dicts with input_ids, labels, length) and the records they came from."""
+
+    train_rows: Any
+    holdout_rows: Any | None
+    eval_rows: Any
+    eval_records: list[dict]
+
+
+def _logits(model, rows, objective: ClassificationObjective, batch_size: int, ctx: LoopContext) -> np.ndarray | None:
+    outputs = predict(model, rows, list(rows["length"]), objective.forward, objective.collate, batch_size, ctx)
+    return None if outputs is None else np.stack(outputs)
+
+
+def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, settings: LoopSettings, selection: str,
+             save_model: str, run_dir: Path, ctx: LoopContext) -> dict | None:
+    """Fine-tune one copy of the checkpoint with `seed`; write the run's files; return its results
+    (on rank 0; None elsewhere)."""
+    set_seed(seed)  # before loading: the new head's initialisation draws from it
+    loaded: LoadedModel = load_model(pretrained, "classification", label_names=spec.label_names)
+    model = loaded.model.to(ctx.device)
+    objective = ClassificationObjective(loaded.tokenizer.pad_token_id)
+    schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size)
+    best: dict[str, Any] = {"accuracy": -1.0, "epoch": None, "state": None, "curve": []}
+
+    def holdout_step(current: torch.nn.Module) -> dict:
+        """After each epoch: hold-out accuracy; remember the weights of the best epoch."""
+        epoch = len(best["curve"]) + 1
+        logits = _logits(current, data.holdout_rows, objective, settings.per_device_eval_batch_size, ctx)
+        accuracy = None if logits is None else float(np.mean(logits.argmax(1) == np.asarray(data.holdout_rows["labels"])))
+        accuracy = broadcast_from_main(ctx.dist, accuracy)
+        best["curve"].append(accuracy)
+        if accuracy > best["accuracy"]:
+            best.update(accuracy=accuracy, epoch=epoch,
+                        state={k: v.detach().to("cpu", copy=True) for k, v in current.state_dict().items()})
+        return {"epoch": epoch, "holdout_accuracy": accuracy}
+
+    per_epoch = LoopSettings(**{**settings.__dict__, "eval_steps": schedule.steps_per_epoch}) \
+        if selection == "holdout" else settings
+    train_metrics = train(model, data.train_rows, list(data.train_rows["length"]), objective, per_epoch, ctx,
+                          save_model=lambda m, folder: None, evaluate=holdout_step if selection == "holdout" else None)
+    if selection == "holdout":
+        holdout_step(model)  # the final epoch (the loop evaluates only between epochs)
+    if save_model == "last" and ctx.dist.is_main:
+        _save_run_model(model, loaded, spec, seed, run_dir)
+    if selection == "holdout" and best["state"] is not None and best["epoch"] != len(best["curve"]):
+        model.load_state_dict(best["state"])
+    if save_model == "best" and ctx.dist.is_main:
+        _save_run_model(model, loaded, spec, seed, run_dir)
+    logits = _logits(model, data.eval_rows, objective, settings.per_device_eval_batch_size, ctx)
+    if logits is None:
+        return None
+    labels = np.asarray(data.eval_rows["labels"])
+    predictions = logits.argmax(1)
+    report = classification_report(labels, predictions, spec.label_names)
+    results = {f"eval_{key}": value for key, value in report.items()}
+    results.update({"eval_loss": softmax_cross_entropy(logits, labels), "eval_samples": len(labels),
+                    "train_loss": train_metrics["train_loss"], "train_steps": train_metrics["train_steps"],
+                    "selection": selection, "selected_epoch": best["epoch"] if selection == "holdout" else None,
+                    "holdout_accuracy": best["accuracy"] if selection == "holdout" else None,
+                    "holdout_curve": best["curve"] if selection == "holdout" else None, "seed": seed})
+    # Timings vary from run to run; they go to the log so that all_results.json is reproducible.
+    ctx.log.log({"event": "train_end", **train_metrics})
+    write_jsonl(run_dir / "predictions.jsonl",
+                ({"id": record["id"], "label": int(label), "prediction": int(prediction),
+                  "logits": [float(x) for x in row]}
+                 for record, label, prediction, row in zip(data.eval_records, labels, predictions, logits)))
+    write_all_results(run_dir, results)  # last: its presence marks the seed as finished
+    return results
+
+
+def finished_seed(run_dir: Path) -> dict | None:
+    """The results of a seed an earlier invocation finished (its all_results.json, written last),
+    or None.
+
+    Raises:
+        ToolkitError: the file is there but unreadable (not a finished seed of this script).
+    """
+    path = run_dir / "all_results.json"
+    results = read_json_object(path, f"delete {run_dir} to run that seed again")
+    if results is None:
+        return None
+    if "eval_accuracy" not in results:
+        raise ToolkitError(f"{path} holds no eval_accuracy: not a finished seed of this script; delete {run_dir} "
+                           "to run that seed again")
+    return results
+
+
+def discard_unfinished_seed(run_dir: Path) -> None:
+    """Remove what an interrupted seed left (it is run again from the start)."""
+    if run_dir.exists():
+        logger.info("%s: this seed did not finish; running it again from the start", run_dir)
+        shutil.rmtree(run_dir)
+
+
+def _save_run_model(model, loaded: LoadedModel, spec: TaskSpec, seed: int, run_dir: Path) -> None:
+    lineage = build_lineage(script="run_target_task_GPT2_sst2_multiple.py", task=spec.name, objective="classification",
+                            head="classification", seed=seed, parent=loaded.provenance)
+    save_checkpoint(model, loaded.tokenizer, run_dir / "model", lineage)
+
+
+def chain_description(lineage: dict | None, pretrained: str) -> dict[str, str]:
+    """Source chain ("gpt2 > squad > squad_v2"), its tasks and objectives, for tables."""
+    if not lineage:
+        return {"source_chain": pretrained, "source_tasks": "", "objectives": ""}
+    chain = lineage.get("chain", [])
+    names = [entry.get("task") or Path(str(entry.get("path") or entry.get("script"))).name for entry in chain]
+    tasks = [entry["task"] for entry in chain if entry.get("task")]
+    objectives = sorted({entry["objective"] for entry in chain if entry.get("objective")})
+    return {"source_chain": " > ".join(names), "source_tasks": ";".join(tasks), "objectives": ";".join(objectives)}
+
+
+def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
+                  output_dir: Path) -> dict:
+    """summary.json: every run, mean / std / 95% t-interval / min / max of accuracy and macro-F1
+    (std and interval null with a single run)."""
+    accuracies = [run["eval_accuracy"] for run in runs]
+    return {
+        "target_task": spec.name,
+        "pretrained_model": pretrained,
+        "lineage": lineage,
+        **chain_description(lineage, pretrained),
+        "seeds": [run["seed"] for run in runs],
+        "runs": [{"seed": run["seed"], "eval_accuracy": run["eval_accuracy"], "eval_macro_f1": run["eval_macro_f1"],
+                  "eval_loss": run["eval_loss"], "selected_epoch": run["selected_epoch"],
+                  "results": f"runs/seed_{run['seed']}/all_results.json",
+                  "predictions": f"runs/seed_{run['seed']}/predictions.jsonl"} for run in runs],
+        "eval_accuracy": json_ready(summarize(accuracies)),
+        "eval_macro_f1": json_ready(summarize([run["eval_macro_f1"] for run in runs])),
+        "settings": settings,
+        "output_dir": str(output_dir.resolve()),
+        "created_at": utc_now(),
+    }
+
+
+def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
+    """Append one row for this invocation to a CSV (header written once, and checked after), all
+    or nothing and under a lock (utils.results.table).
+
+    With a single run the std and CI cells read "nan": there is no estimate of the spread.
+
+    Raises:
+        ToolkitError: the file exists with other columns, or the append failed (file unchanged).
+    """
+    accuracy = summary["eval_accuracy"]
+    row = {"created_at": summary["created_at"], "target_task": summary["target_task"],
+           "pretrained_model": summary["pretrained_model"], "source_chain": summary["source_chain"],
+           "source_tasks": summary["source_tasks"], "objectives": summary["objectives"],
+           "max_train_samples": "" if max_train_samples is None else max_train_samples, "selection": selection,
+           "seeds": ";".join(str(s) for s in summary["seeds"]), "n": accuracy["n"],
+           "mean_accuracy": accuracy["mean"], "std_accuracy": _cell(accuracy["std"]),
+           "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
+           "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"],
+           "output_dir": summary["output_dir"]}
+    append_row(path, RESULTS_TABLE_COLUMNS, row, flag="--results_table")
+
+
+def _cell(value: float | None) -> float | str:
+    """A statistic for the CSV; "nan" where it is undefined (one run)."""
+    return "nan" if value is None else value
+
+
+def run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], folder: RunFolder | None,
+               output_dir: Path) -> dict:
+    """run_target_task_GPT2_sst2_multiple.py once its flags are checked and rank 0 holds
+    `output_dir`: every seed's run (finished ones reused with --resume), the summary and the
+    results-table row. Returns the summary (empty on ranks other than 0)."""
+    with start_run(args, folder) as run:
+        return _run_target(args, spec, seeds, run, output_dir)
+
+
+def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run: RunStart, output_dir: Path) -> dict:
+    dist_ctx, precision, progress = run.dist, run.precision, run.progress
+    # Seeds are units: the number of runs may grow or shrink on resumption.
+    resumed = resolve_resume_args(args, output_dir, what=str(output_dir),
+                                  neutral=RESULT_NEUTRAL_ARGS | {"seeds", "num_runs"}) if args.resume else None
+
+    note = same_file_warning(args.train_file, args.validation_file)
+    if note and dist_ctx.is_main:
+        logger.warning(note)
+    columns = {"text_column": args.text_column, "label_column": args.label_column}
+    train_data = load_task_data(spec, "train", args.train_file, **columns)
+    eval_data = load_task_data(spec, "validation", args.validation_file, **columns)
+    require_labels(train_data.records, "training", train_data.stats.source)
+    require_labels(eval_data.records, "validation", eval_data.stats.source)
+    train_records, train_subset = stratified_sample(train_data.records, args.max_train_samples, args.data_seed)
+    holdout_records: list[dict] = []
+    if args.selection == "holdout":
+        train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
+    eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
+
+    reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
+    require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
+    tokenizer = reference.tokenizer
+    cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
+    key = {"max_length": args.max_length, "tokenizer": tokenizer_digest(tokenizer),
+           "code": source_digest(classification_features)}
+
+    def features(records: list[dict], name: str):
+        if not records:
+            return None
+        built = build_features(records, lambda batch, _: classification_features(batch, tokenizer, args.max_length),
+                               name=f"{spec.name}-{name}", settings=key, cache_dir=cache)
+        note = truncation_note(f"{spec.name}-{name}", sum(built["truncated"]), len(built), args.max_length)
+        if note and dist_ctx.is_main:
+            logger.info(note)
+        return built
+
+    with main_process_first(dist_ctx):
+        data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
+                          features(eval_records, "eval"), eval_records)
+    if dist_ctx.is_main:
+        write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
+                                          "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
+                                          "world_size": dist_ctx.world_size, "device": str(dist_ctx.device),
+                                          "precision": precision.name})
+        for name, loaded in (("train", train_data), ("validation", eval_data)):
+            write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
+        write_json(output_dir / "data_subsets.json", {
+            "train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
+            "holdout": {"seed": args.data_seed, "count": len(holdout_records), "ids": [r["id"] for r in holdout_records]}})
+        logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
+                    args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
+    runs = []
+    with Progress(len(seeds), "seeds", bar=progress and dist_ctx.is_main, unit="seed",
+                  interval_s=60.0 if dist_ctx.is_main else None) as seed_progress:
+        for seed in seeds:
+            run_dir = output_dir / "runs" / f"seed_{seed}"
+            result = finished_seed(run_dir) if args.resume else None
+            if result is not None:
+                logger.info("seed %d: finished by an earlier invocation; reusing %s", seed, run_dir / "all_results.json")
+            else:
+                if dist_ctx.is_main:
+                    discard_unfinished_seed(run_dir)
+                barrier(dist_ctx)
+                run_dir.mkdir(parents=True, exist_ok=True)
+                ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir,
+                                  JsonlLog(run_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None,
+                                  progress)
+                result = run_seed(seed=seed, pretrained=args.pretrained_model, spec=spec, data=data,
+                                  settings=loop_settings(args, seed=seed), selection=args.selection,
+                                  save_model=args.save_model, run_dir=run_dir, ctx=ctx)
+            if result is not None:
+                runs.append(result)
+                logger.info("seed %d: accuracy %.4f, macro-F1 %.4f (epoch %s)", seed, result["eval_accuracy"],
+                            result["eval_macro_f1"], result["selected_epoch"])
+            seed_progress.update()
+    summary: dict = {}
+    if dist_ctx.is_main:
+        summary = build_summary(spec=spec, pretrained=args.pretrained_model, lineage=reference.provenance.lineage,
+                                runs=runs, settings={k: v for k, v in vars(args).items()}, output_dir=output_dir)
+        write_json(output_dir / "summary.json", summary)
+        if args.results_table:
+            append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
+        acc = summary["eval_accuracy"]
+        if acc["n"] > 1:
+            logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
+                        acc["std"], acc["ci_low"], acc["ci_high"])
+        else:
+            logger.info("%s accuracy of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
+                        spec.name, acc["mean"])
+    return summary

@@ -1,0 +1,210 @@
+"""The Reptile meta-training loop across QA tasks (the library under maml_qa.py).
+
+Each outer step samples a meta-batch of tasks (the same draw on every process); each process
+adapts its share of them from θ with k inner steps of the project's objectives, adding the adapted
+weights to a running sum; the sums are all-reduced once, and θ ← θ + ε_t (mean φ − θ). No DDP
+inside the inner loop: averaging gradients across tasks would turn Reptile into joint training.
+
+Every task has its own deterministic stream of batches (seeded by the run seed and the task), and
+every process advances the positions of all sampled tasks, so the batches a task sees do not
+depend on which process adapts it: one process and N processes meet the same data.
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from utils.training.batching import length_grouped_batches
+from utils.training.distributed import DistContext
+from utils.run.errors import ToolkitError
+from utils.run.outputs import JsonlLog, read_json_object, write_json
+from utils.run.progress import PROGRESS_INTERVAL_S, Progress
+from utils.meta.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
+from utils.training.loop import autocast_context, move_batch, restore_optimizer_state
+
+logger = logging.getLogger(__name__)
+
+META_STATE_FILE = "meta_state.json"
+
+
+@dataclass(frozen=True)
+class MetaSettings:
+    """Hyper-parameters of Reptile (names follow the original script where it had them)."""
+
+    num_train_iterations: int
+    meta_batch_size: int
+    num_inner_steps: int
+    inner_batch_size: int
+    inner_lr: float
+    outer_lr: float
+    outer_lr_final: float
+    inner_optimizer: str
+    inner_opt_state: str
+    task_sampling: str
+    max_grad_norm: float
+    seed: int
+    eval_every: int | None
+    save_every: int | None
+
+
+class TaskStream:
+    """Endless, deterministic batches of one task: epoch e is length_grouped_batches(seed, e)."""
+
+    def __init__(self, rows: Any, batch_size: int, seed: int) -> None:
+        self.rows = rows
+        self.lengths = list(rows["length"])
+        self.batch_size = batch_size
+        self.seed = seed
+        self._epoch_cache: dict[int, list[list[int]]] = {}
+
+    def batch(self, position: int) -> list[dict]:
+        """Rows of the `position`-th batch of the stream."""
+        per_epoch = max(1, len(self.lengths) // self.batch_size) if len(self.lengths) >= self.batch_size else 1
+        epoch, index = divmod(position, per_epoch)
+        if epoch not in self._epoch_cache:
+            self._epoch_cache = {epoch: length_grouped_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch)}
+        return [self.rows[i] for i in self._epoch_cache[epoch][index]]
+
+
+@dataclass
+class MetaState:
+    """What a resumed meta-training needs: the step, the sampler's state, the stream positions."""
+
+    step: int = 0
+    sampler: dict | None = None
+    positions: dict[str, int] = field(default_factory=dict)
+    parent: dict | None = None
+
+
+def sample_tasks(rng: np.random.Generator, names: Sequence[str], sizes: Sequence[int], count: int,
+                 sampling: str) -> list[str]:
+    """`count` task names with replacement: uniform, or proportional to the number of training rows."""
+    probabilities = None
+    if sampling == "proportional":
+        probabilities = np.asarray(sizes, dtype=np.float64) / float(np.sum(sizes))
+    return [names[i] for i in rng.choice(len(names), size=count, replace=True, p=probabilities)]
+
+
+def adapt(model: torch.nn.Module, objective: Any, optimizer: torch.optim.Optimizer, batches: list[list[dict]],
+          device: torch.device, precision: Any, max_grad_norm: float) -> list[float]:
+    """Inner steps: one optimizer step per batch with the project's objective; returns the losses."""
+    losses = []
+    model.train()
+    for rows in batches:
+        batch = move_batch(objective.collate(rows), device)
+        with autocast_context(precision, device):
+            loss = objective.loss(model, batch)
+        loss.backward()
+        if max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        value = float(loss.detach())
+        if not np.isfinite(value):
+            raise ToolkitError(f"an inner loss became {value}; lower --inner_lr")
+        losses.append(value)
+    return losses
+
+
+def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskStream], settings: MetaSettings, *,
+               dist_ctx: DistContext, precision: Any, output_dir: Path, log: JsonlLog | None,
+               evaluate: Callable[[int, Callable[[], None]], dict] | None, save: Callable[[Path, MetaState, Any], None],
+               state: MetaState, resume_from: Path | None = None, progress: bool = False,
+               progress_interval_s: float = PROGRESS_INTERVAL_S) -> MetaState:
+    """Run Reptile from `state` to `settings.num_train_iterations` outer steps (θ is the model).
+
+    `save(folder, state, carried_optimizer)` writes a resumable checkpoint; with
+    `--inner_opt_state carry` the carried inner optimizer's state is restored from `resume_from`.
+    An outer step of GPT-2 takes seconds and a run hours, so the loop says where it is: a bar
+    with `progress` (a terminal), else a line every `progress_interval_s` seconds; on the main
+    process only, and into `log` as a progress record either way.
+    """
+    device = dist_ctx.device
+    params = meta_parameters(model)
+    buffers = ReptileBuffers(params)
+    names = sorted(streams)
+    sizes = [len(streams[name].lengths) for name in names]
+    rng = np.random.default_rng(settings.seed)
+    if state.sampler is not None:
+        rng.bit_generator.state = state.sampler
+    positions = {name: state.positions.get(name, 0) for name in names}
+    carried = make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr) \
+        if settings.inner_opt_state == "carry" else None
+    if carried is not None and resume_from is not None:
+        saved = resume_from / f"inner_optimizer_{dist_ctx.rank}.pt"
+        restore_optimizer_state(carried, torch.load(saved, weights_only=True, map_location=device))
+    bar = Progress(settings.num_train_iterations, "Reptile", bar=progress and dist_ctx.is_main, initial=state.step,
+                   log=log.log if log is not None and dist_ctx.is_main else None,
+                   interval_s=progress_interval_s if dist_ctx.is_main else None)
+    for step in range(state.step, settings.num_train_iterations):
+        epsilon = annealed_epsilon(step, settings.num_train_iterations, settings.outer_lr, settings.outer_lr_final)
+        sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling)
+        starts = []
+        for name in sampled:  # every process advances every sampled stream
+            starts.append(positions[name])
+            positions[name] += settings.num_inner_steps
+        buffers.begin()
+        losses: dict[int, list[float]] = {}
+        for slot in range(dist_ctx.rank, len(sampled), dist_ctx.world_size):
+            name = sampled[slot]
+            buffers.restore()
+            optimizer = carried or make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr)
+            batches = [streams[name].batch(starts[slot] + j) for j in range(settings.num_inner_steps)]
+            losses[slot] = adapt(model, objective, optimizer, batches, device, precision, settings.max_grad_norm)
+            buffers.add_adapted()
+        if dist_ctx.enabled:
+            for tensor in buffers.total:
+                dist.all_reduce(tensor)
+            gathered: list = [None] * dist_ctx.world_size
+            dist.all_gather_object(gathered, losses)
+            losses = {k: v for part in gathered for k, v in part.items()}
+        step_norm = buffers.update(epsilon, count=len(sampled))
+        if log is not None:
+            log.log({"step": step + 1, "epsilon": epsilon, "tasks": sampled,
+                     "inner_losses": [losses[i] for i in range(len(sampled))], "theta_step_norm": step_norm})
+        bar.set_postfix(inner_loss=f"{np.mean([v for part in losses.values() for v in part]):.4f}")
+        bar.update()
+        state = MetaState(step=step + 1, sampler=rng.bit_generator.state, positions=dict(positions), parent=state.parent)
+        if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 \
+                and step + 1 < settings.num_train_iterations:  # the caller evaluates the final θ
+            metrics = evaluate(step + 1, buffers.restore)  # adapts θ in place, restoring it after each task
+            if log is not None:
+                log.log({"step": step + 1, "eval": metrics})
+        if settings.save_every and (step + 1) % settings.save_every == 0 and step + 1 < settings.num_train_iterations:
+            save(output_dir / f"checkpoint-{step + 1}", state, carried)
+    bar.close()
+    return state
+
+
+def write_meta_state(folder: Path, state: MetaState) -> None:
+    """meta_state.json beside a checkpoint's weights (written last: it marks the folder resumable)."""
+    write_json(folder / META_STATE_FILE, {"step": state.step, "sampler": _jsonable(state.sampler),
+                                         "positions": state.positions, "parent": state.parent})
+
+
+def read_meta_state(folder: Path) -> MetaState:
+    """The MetaState saved in a checkpoint folder.
+
+    Raises:
+        ToolkitError: the folder has no meta_state.json.
+    """
+    saved = read_json_object(folder / META_STATE_FILE, "resume from another checkpoint-N")
+    if saved is None:
+        raise ToolkitError(f"--resume_from_checkpoint {folder}: no {META_STATE_FILE} (not a maml_qa.py checkpoint, "
+                           "or its save was interrupted)")
+    return MetaState(step=saved["step"], sampler=saved["sampler"], positions=saved["positions"], parent=saved["parent"])
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    return value

@@ -1,0 +1,85 @@
+"""Seeds, device and numeric precision: the run-time choices every script makes the same way."""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from utils.run.cli import DEVICE_CHOICES, PRECISION_CHOICES
+from utils.run.errors import ToolkitError
+
+logger = logging.getLogger(__name__)
+
+
+
+def set_seed(seed: int) -> None:
+    """Seed Python's `random`, NumPy and torch (CPU and every CUDA device) with one integer.
+
+    Call it before any model is built: a new head's initialisation draws from torch's generator.
+    """
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        raise TypeError(f"seed must be an int, got {seed!r}")
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    if torch.cuda.is_available():
+        torch.cuda.manual_seed_all(seed)
+
+
+def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
+    """A fresh torch.Generator seeded with `seed`, for samplers and Monte-Carlo draws."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(seed)
+    return generator
+
+
+def resolve_device(choice: str) -> torch.device:
+    """`auto` means CUDA when a GPU is visible, else CPU.
+
+    Raises:
+        ToolkitError: `cuda` was asked for and no GPU is visible.
+    """
+    if choice not in DEVICE_CHOICES:
+        raise ValueError(f"device must be one of {DEVICE_CHOICES}, got {choice!r}")
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise ToolkitError("--device cuda was given but no CUDA GPU is visible; use --device cpu or auto")
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How the forward pass computes: parameters stay fp32; `autocast_dtype` is the compute dtype.
+
+    Attributes:
+        name: "fp32", "bf16" or "fp16".
+        autocast_dtype: the dtype for torch.autocast, or None for plain fp32.
+        needs_grad_scaler: fp16 gradients underflow without loss scaling; bf16 and fp32 do not.
+    """
+
+    name: str
+    autocast_dtype: torch.dtype | None
+    needs_grad_scaler: bool
+
+
+def resolve_precision(choice: str, device: torch.device) -> Precision:
+    """`auto` means bf16 on a GPU that supports it, fp32 otherwise (CPU included).
+
+    Raises:
+        ToolkitError: fp16 on CPU, or bf16 on a GPU without bf16 support.
+    """
+    if choice not in PRECISION_CHOICES:
+        raise ValueError(f"precision must be one of {PRECISION_CHOICES}, got {choice!r}")
+    on_gpu = device.type == "cuda"
+    if choice == "auto":
+        choice = "bf16" if on_gpu and torch.cuda.is_bf16_supported() else "fp32"
+    if choice == "fp16" and not on_gpu:
+        raise ToolkitError("--precision fp16 needs a CUDA GPU; on CPU use fp32 (or bf16)")
+    if choice == "bf16" and on_gpu and not torch.cuda.is_bf16_supported():
+        raise ToolkitError("this GPU does not support bf16; use --precision fp16 or fp32")
+    dtypes = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    return Precision(choice, dtypes[choice], needs_grad_scaler=choice == "fp16")
