@@ -1,16 +1,19 @@
 #!/usr/bin/env bash
 # The study on the bundled samples with a tiny GPT-2, offline, in a few minutes on a CPU.
 # Each stage of the study is added here as its script lands. Outputs go to demo_output/
-# (or $DEMO_OUTPUT).
+# (or $DEMO_OUTPUT). FAMILY=gpt_neo|gpt_neox|llama runs the same study on a tiny model of that
+# family (utils.models.families) instead of GPT-2.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${DEMO_OUTPUT:-demo_output}
+FAMILY=${FAMILY:-gpt2}
+TINY="tiny_$FAMILY"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_OFFLINE=1  # the demo never needs a network
 mkdir -p "$OUT"
 
-echo "== 1/6 tiny GPT-2, built offline -> $OUT/tiny_gpt2"
-"$PY" -m utils.tiny_model --output_dir "$OUT/tiny_gpt2" --overwrite_output_dir --no_progress
+echo "== 1/6 tiny $FAMILY model, built offline -> $OUT/$TINY"
+"$PY" -m utils.tiny_model --family "$FAMILY" --output_dir "$OUT/$TINY" --overwrite_output_dir --no_progress
 
 echo "== 2/6 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
 for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
@@ -21,7 +24,7 @@ for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
     done
 done
 echo "== 3/6 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
-parent="$OUT/tiny_gpt2"
+parent="$OUT/$TINY"
 for task in squad squad_v2 duorc-p; do
     train=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'train'))")
     dev=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'validation'))")
@@ -34,18 +37,18 @@ done
 "$PY" -c "import json; l = json.load(open('$parent/lineage.json')); print('lineage:', ' -> '.join(str(c['task'] or c['script']) for c in l['chain']))"
 echo "== 4/6 SST-2 target over 3 seeds, from the chain's end and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
 rm -f "$OUT/results_table.csv"
-for source in "$parent" "$OUT/tiny_gpt2"; do
+for source in "$parent" "$OUT/$TINY"; do
     "$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$source" \
         --output_dir "$OUT/target_sst2_$(basename "$source")" --overwrite_output_dir \
         --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
         --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
         --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
 done
-"$PY" -m utils.seed_statistics "$OUT/target_sst2_tiny_gpt2/summary.json" \
+"$PY" -m utils.seed_statistics "$OUT/target_sst2_$TINY/summary.json" \
     "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
 "$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); p = c['paired_t_p_value']; print('transfer (chain - plain): mean %+.4f, paired t p = %s, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], 'undefined (%s)' % c.get('paired_t_p_value_reason') if p is None else '%.3f' % p, c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
 echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then the SST-2 target from its result"
-"$PY" maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/tiny_gpt2" \
+"$PY" maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/$TINY" \
     --log_dir "$OUT/logs" --out demo --overwrite_output_dir \
     --task_file squad=data/samples/squad/train-v1.1.json --task_file squad_v2=data/samples/squad_v2/train-v2.0.json \
     --task_file 'duorc;SelfRC'=data/samples/duorc/SelfRC_train.json \
@@ -59,13 +62,13 @@ echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then 
     --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
     --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
 echo "== 6/6 Task2Vec embeddings of the bundled tasks (python -m task2vec), then TaskDiversity.py on the results table"
-"$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name "$OUT/tiny_gpt2" --use_samples \
+"$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name "$OUT/$TINY" --use_samples \
     --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 3 --head_steps 50 --no_progress
 "$PY" TaskDiversity.py --emb_dir "$OUT/TaskEmb" --source_tasks squad,squad_v2,duorc-p,duorc-s,drop --target_task sst2 \
     --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity" --overwrite_output_dir
 cat <<SUMMARY
 == what the demo showed, and where
-1 a tiny GPT-2 built offline (2 layers, 32 wide, random weights)          -> $OUT/tiny_gpt2
+1 a tiny $FAMILY model built offline (2 layers, 32 wide, random weights) -> $OUT/$TINY
 2 every bundled sample read by its adapter, kept / dropped by reason       -> $OUT/adapter_stats/
 3 the intermediate chain squad -> squad_v2 -> duorc-p, lineage recorded   -> $OUT/pretrained_model_squad/,
                                                                              $OUT/pretrained_model_squad_v2/,
@@ -79,7 +82,7 @@ cat <<SUMMARY
 SUMMARY
 "$PY" -c "
 import json
-names = ('tiny_gpt2', '$(basename "$parent")', 'reptile')
+names = ('$TINY', '$(basename "$parent")', 'reptile')
 means = {n: json.load(open('$OUT/target_sst2_%s/summary.json' % n))['eval_accuracy']['mean'] for n in names}
 print('SST-2 accuracy on the 44 dev sentences, mean of 3 seeds (chance is 0.5):',
       ', '.join('%s %.3f' % (name, mean) for name, mean in means.items()))"

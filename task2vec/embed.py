@@ -36,7 +36,7 @@ from task2vec.layout import (block_traces, build_layout, flatten, layout_digest,
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
-from utils.models.checkpoint import LoadedModel
+from utils.models.loading import LoadedModel
 from utils.models.tokenization import truncation_note
 from utils.training.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.run.errors import ToolkitError
@@ -246,8 +246,9 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
         "probe": {"model": loaded.provenance.path, "sha256": loaded.provenance.sha256, "head": probe.kind,
                   "lineage": [step.get("task") or step.get("script")
                               for step in (loaded.provenance.lineage or {}).get("chain", [])],
+                  "family": loaded.family.name,
                   "config": {k: getattr(loaded.model.config, k, None)
-                             for k in ("model_type", "n_layer", "n_embd", "vocab_size")}},
+                             for k in ("model_type", "num_hidden_layers", "hidden_size", "vocab_size")}},
         "objective": settings.objective, "estimator": settings.estimator, "num_samples": settings.num_samples,
         "settings": {**{k: v for k, v in asdict(settings).items() if k != "head"}, "include": list(settings.include)},
         "head": {**asdict(settings.head), **head_report},

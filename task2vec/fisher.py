@@ -33,8 +33,9 @@ published numbers. Unlike Beyond Scale, padding is masked here too.
 Per-sequence gradients come from layer hooks, in one forward and K backward passes over the whole
 batch: for a linear map y = x W (HF Conv1D, W of shape (in, out)) the gradient of sequence b is
 sum_t x_bt^T delta_bt = X_b^T Delta_b, where delta = d(sum_b l_b)/dy is nonzero only on sequence
-b's own positions because sequences do not interact in a forward pass. LayerNorm weights get
-sum_t delta_bt * xhat_bt with xhat the normalised input. A brute-force loop over sequences with
+b's own positions because sequences do not interact in a forward pass. LayerNorm and RMSNorm
+weights get sum_t delta_bt * xhat_bt with xhat the normalised input (for RMSNorm
+xhat = x / sqrt(mean(x**2) + eps), without centring). A brute-force loop over sequences with
 ordinary autograd (`method="loop"`) computes the same numbers and is kept for tests and benchmarks.
 Nothing is attached to the model: hooks live in a context manager and are removed on exit, and the
 model's train/eval mode and requires_grad flags are restored.
@@ -247,6 +248,9 @@ def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs
     if parameter.kind == "layernorm":
         xhat = F.layer_norm(x, module.normalized_shape, None, None, module.eps)
         return (d * xhat).sum(dim=1).square().sum(dim=0)        # (d,)
+    if parameter.kind == "rmsnorm":
+        xhat = rms_normalized(module, inputs.detach()).reshape(batch, -1, inputs.size(-1)).to(dtype)
+        return (d * xhat).sum(dim=1).square().sum(dim=0)        # (d,)
     total = torch.zeros(parameter.shape, dtype=dtype, device=x.device)
     step = max(1, GRADIENT_CHUNK_ELEMENTS // (x.size(-1) * d.size(-1)))
     for start in range(0, batch, step):
@@ -257,6 +261,17 @@ def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs
             grads = torch.bmm(ds.transpose(1, 2), xs)           # (b, out, in), as nn.Linear's weight
         total += grads.square().sum(dim=0)
     return total
+
+
+def rms_normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """x / sqrt(mean(x**2) + eps) over the last axis, rounded as the module rounds it: transformers'
+    RMSNorms (`variance_epsilon`) compute in fp32 and cast back, torch's nn.RMSNorm in x's dtype
+    (eps None: that dtype's machine epsilon). The weight's gradient is sum_t delta_t * this."""
+    if hasattr(module, "variance_epsilon"):
+        xf = x.float()
+        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)).to(x.dtype)
+    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
+    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
 
 
 @dataclass(frozen=True)

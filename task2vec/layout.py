@@ -1,15 +1,18 @@
 """Which parameters an embedding covers, and how each one's Fisher diagonal becomes coordinates.
 
-Default (Task2Vec parity for a transformer): the weights of every linear layer and LayerNorm
-inside the probe's body (for GPT-2: `attn.c_attn`, `attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`,
-`ln_1`, `ln_2` of each block and `ln_f`). Excluded: the token embedding and the LM head (tied in
+Default (Task2Vec parity for a transformer): the weights of every linear layer and norm (LayerNorm
+or RMSNorm) inside the probe's body, for any family of utils.models.families (GPT-2: `attn.c_attn`,
+`attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`, `ln_1`, `ln_2` of each block and `ln_f`; Llama: `q_proj`,
+`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `input_layernorm`,
+`post_attention_layernorm` and `norm`). Excluded: the token embedding and the LM head (tied in
 GPT-2, vocabulary-sized, sparse and noisy, and rewritten by head fitting) and the position
 embedding. Biases are opt-in.
 
 Each covered tensor is reduced *per output unit* ("filter-wise", as Task2Vec does per conv
 filter): HF `Conv1D` stores its weight as (in, out), so the mean runs over axis 0; `nn.Linear`
-stores (out, in), so the mean runs over axis 1; LayerNorm weights and biases are kept as they are.
-For GPT-2 small that is 12 x (2304 + 768 + 3072 + 768 + 768 + 768) + 768 = 102,144 coordinates.
+stores (out, in), so the mean runs over axis 1; LayerNorm and RMSNorm weights and biases are kept
+as they are. For GPT-2 small that is 12 x (2304 + 768 + 3072 + 768 + 768 + 768) + 768 = 102,144
+coordinates. The manifest names each block's kind (conv1d, linear, layernorm, rmsnorm) and reduction.
 
 Structurally zero coordinates are left out. The KEY part of the attention's input bias (the middle
 third of `attn.c_attn.bias`, which holds query, key and value biases in that order) adds q_i·b_k
@@ -22,6 +25,13 @@ a sequence, and the span softmax runs over positions. The QA and classification 
 analysis must share a layout, so with the task objective that bias is left out for every head
 (`objective_exclusions`); with the LM objective it is kept. Nothing else in the layout is
 structurally zero (tested on the LM, span and class heads).
+
+Other families: the same argument holds wherever a key bias is added after any position-dependent
+transformation is excluded. With rotary positions the key is rotated by its position j, so
+q_i·R_j b_k depends on j and the bias counts (Llama-style models with biases, such as Qwen2) -
+except in the dimensions rotary leaves alone: GPT-NeoX turns only the first quarter of each head
+(Pythia), and the key bias of the other dimensions is structurally zero, per head. Each family's
+adapter names those coordinates (`ModelFamily.structural_zero_bias`); GPT-Neo has no key bias.
 """
 from __future__ import annotations
 
@@ -34,7 +44,10 @@ import torch
 from torch import nn
 from transformers.pytorch_utils import Conv1D
 
-ModuleKind = Literal["conv1d", "linear", "layernorm"]
+from utils.models.families import FAMILIES, Ranges, family_of
+
+ModuleKind = Literal["conv1d", "linear", "layernorm", "rmsnorm"]
+NORM_KINDS = ("layernorm", "rmsnorm")
 INCLUDE_CHOICES = ("bias",)
 
 
@@ -47,7 +60,7 @@ class CoveredParameter:
     kind: ModuleKind
     attribute: Literal["weight", "bias"]
     shape: tuple[int, ...]
-    excluded: tuple[int, int] | None = None   # [start, end) of its coordinates that are structurally zero
+    excluded: Ranges = ()   # [start, end) ranges of its coordinates that are structurally zero
 
 
 @dataclass(frozen=True)
@@ -60,7 +73,7 @@ class LayoutBlock:
     reduction: str
     start: int
     end: int
-    excluded: tuple[int, int] | None = None   # the parameter's own coordinates left out (structurally zero)
+    excluded: Ranges = ()   # the parameter's own coordinates left out (structurally zero), as ranges
 
 
 def module_kind(module: nn.Module) -> ModuleKind | None:
@@ -71,12 +84,23 @@ def module_kind(module: nn.Module) -> ModuleKind | None:
         return "linear"
     if isinstance(module, nn.LayerNorm) and module.elementwise_affine:
         return "layernorm"
+    if is_rms_norm(module):
+        return "rmsnorm"
     return None
+
+
+def is_rms_norm(module: nn.Module) -> bool:
+    """torch's nn.RMSNorm with a weight, or a transformers RMSNorm (LlamaRMSNorm, Qwen2RMSNorm, ...:
+    `weight * x / sqrt(mean(x**2) + variance_epsilon)`, computed in fp32)."""
+    if isinstance(module, nn.RMSNorm):
+        return module.weight is not None
+    return type(module).__name__.endswith("RMSNorm") and hasattr(module, "variance_epsilon") \
+        and isinstance(getattr(module, "weight", None), nn.Parameter)
 
 
 def select_parameters(model: nn.Module, body_prefix: str = "transformer", include: tuple[str, ...] = (),
                       exclude: tuple[str, ...] = ()) -> list[CoveredParameter]:
-    """The covered parameters of `model`: linear/Conv1D/LayerNorm weights under `body_prefix`.
+    """The covered parameters of `model`: linear/Conv1D/LayerNorm/RMSNorm weights under `body_prefix`.
 
     Args:
         model: the probe (body plus a head); only modules whose name starts with `body_prefix`
@@ -90,22 +114,30 @@ def select_parameters(model: nn.Module, body_prefix: str = "transformer", includ
     unknown = sorted(set(include) - set(INCLUDE_CHOICES))
     if unknown:
         raise ValueError(f"unknown parameter groups {unknown}; choose from {INCLUDE_CHOICES}")
+    structural_zeros = body_family(model, body_prefix).structural_zero_bias
     covered = []
     for module_name, module in model.named_modules():
         kind = module_kind(module)
         if kind is None or not (module_name == body_prefix or module_name.startswith(body_prefix + ".")):
             continue
-        attributes = ["weight"] + (["bias"] if "bias" in include and module.bias is not None else [])
+        has_bias = getattr(module, "bias", None) is not None
+        attributes = ["weight"] + (["bias"] if "bias" in include and has_bias else [])
         for attribute in attributes:
             if f"{module_name}.{attribute}" in exclude:
                 continue
             tensor = getattr(module, attribute)
-            excluded = attention_key_bias(model, module_name) if attribute == "bias" else None
+            excluded = structural_zeros(model, module_name) if attribute == "bias" else ()
             covered.append(CoveredParameter(f"{module_name}.{attribute}", module_name, kind, attribute,
                                             tuple(tensor.shape), excluded))
     if not covered:
-        raise ValueError(f"no linear or LayerNorm parameter found under {body_prefix!r}")
+        raise ValueError(f"no linear or norm parameter found under {body_prefix!r}")
     return covered
+
+
+def body_family(model: nn.Module, body_prefix: str):
+    """The family of the body under `body_prefix` (from its config; GPT-2 when it has none)."""
+    config = getattr(model.get_submodule(body_prefix), "config", None)
+    return FAMILIES["gpt2"] if config is None else family_of(config, body_prefix)
 
 
 def objective_exclusions(model: nn.Module, body_prefix: str, objective: str, include: tuple[str, ...]) -> tuple[str, ...]:
@@ -119,26 +151,8 @@ def objective_exclusions(model: nn.Module, body_prefix: str, objective: str, inc
     return (f"{norms[-1]}.bias",) if norms else ()
 
 
-def attention_key_bias(model: nn.Module, module_name: str) -> tuple[int, int] | None:
-    """[start, end) of the key bias inside the bias of `module_name`, when it is a GPT-2-style fused
-    query/key/value projection (`<attention>.c_attn` of a self-attention with `split_size`), else None.
-
-    The key bias shifts all logits of a query by the same amount, which the softmax ignores: its
-    gradient is exactly zero (module docstring).
-    """
-    parent_name, _, child = module_name.rpartition(".")
-    if child != "c_attn":
-        return None
-    parent = model.get_submodule(parent_name)
-    split = getattr(parent, "split_size", None)
-    if split is None or getattr(parent, "is_cross_attention", False):
-        return None
-    width = model.get_submodule(module_name).bias.shape[0]
-    return (split, 2 * split) if width == 3 * split else None
-
-
 def _reduction(parameter: CoveredParameter) -> str:
-    if parameter.attribute == "bias" or parameter.kind == "layernorm":
+    if parameter.attribute == "bias" or parameter.kind in NORM_KINDS:
         return "none"
     return "mean over axis 0 (inputs)" if parameter.kind == "conv1d" else "mean over axis 1 (inputs)"
 
@@ -149,9 +163,11 @@ def reduce_per_output_unit(parameter: CoveredParameter, diagonal: torch.Tensor) 
     reduction = _reduction(parameter)
     if reduction == "none":
         values = diagonal.reshape(-1)
-        if parameter.excluded is not None:
-            start, end = parameter.excluded
-            values = torch.cat([values[:start], values[end:]])
+        if parameter.excluded:
+            keep = torch.ones(values.numel(), dtype=torch.bool, device=values.device)
+            for start, end in parameter.excluded:
+                keep[start:end] = False
+            values = values[keep]
         return values
     return diagonal.mean(dim=0 if parameter.kind == "conv1d" else 1)
 
@@ -162,25 +178,32 @@ def build_layout(covered: list[CoveredParameter]) -> list[LayoutBlock]:
     for parameter in covered:
         width = parameter.shape[-1] if parameter.kind == "conv1d" and parameter.attribute == "weight" \
             else parameter.shape[0]
-        if parameter.excluded is not None:
-            width -= parameter.excluded[1] - parameter.excluded[0]
+        width -= sum(end - start for start, end in parameter.excluded)
         blocks.append(LayoutBlock(parameter.name, parameter.kind, parameter.shape, _reduction(parameter),
                                   start, start + width, parameter.excluded))
         start += width
     return blocks
 
 
+def excluded_json(excluded: Ranges) -> list | None:
+    """The excluded coordinates as JSON: null, one [start, end) pair (GPT-2's key bias), or a list
+    of pairs when they are not contiguous (GPT-NeoX's per-head key bias)."""
+    if not excluded:
+        return None
+    return list(excluded[0]) if len(excluded) == 1 else [list(r) for r in excluded]
+
+
 def layout_manifest(blocks: list[LayoutBlock]) -> list[dict]:
-    """The layout as JSON-ready dicts ("excluded": the parameter's coordinates left out, or null)."""
-    return [{**asdict(block), "shape": list(block.shape),
-             "excluded": None if block.excluded is None else list(block.excluded)} for block in blocks]
+    """The layout as JSON-ready dicts ("excluded": the parameter's coordinates left out, `excluded_json`)."""
+    return [{**asdict(block), "shape": list(block.shape), "excluded": excluded_json(block.excluded)}
+            for block in blocks]
 
 
 def layout_digest(blocks: list[LayoutBlock]) -> str:
     """A short hash of names, shapes, reductions and exclusions: equal digests mean comparable
     coordinates (a block without exclusions hashes as it did before exclusions existed)."""
     key = json.dumps([[b.name, list(b.shape), b.reduction, b.start, b.end]
-                      + ([] if b.excluded is None else [list(b.excluded)]) for b in blocks])
+                      + ([] if not b.excluded else [excluded_json(b.excluded)]) for b in blocks])
     return hashlib.sha256(key.encode()).hexdigest()[:16]
 
 

@@ -11,7 +11,7 @@ from task2vec.embed import RECORDS_STREAM, EmbeddingContext, EmbeddingSettings, 
 from task2vec.io import save_task_embedding, task_folder
 from task2vec.probe import HeadSettings
 from task2vec.sequences import subsample_records
-from utils.models.checkpoint import load_model, require_positions
+from utils.models.loading import load_model, require_positions
 from utils.data.loading import load_task_data
 from utils.run.errors import ToolkitError
 from utils.run.progress import Progress
@@ -69,7 +69,9 @@ def embed_tasks(args: argparse.Namespace, specs: list[TaskSpec], files: dict[str
 def _embed_tasks(args: argparse.Namespace, specs: list[TaskSpec], files: dict[str, str], settings: EmbeddingSettings,
                  run: RunStart) -> dict:
     dist = run.dist
-    loaded = load_model(args.model_name, "lm")
+    # The task objective fits heads of its own and never reads the LM head, which a chain through a
+    # QA or classifier head of an untied family (Llama, GPT-NeoX) no longer has.
+    loaded = load_model(args.model_name, "lm", allow_new_lm_head=settings.objective == "task")
     require_positions(args.max_length, loaded.model.config, "--max_length", args.model_name)
     loaded.model.to(run.device)
     ctx = EmbeddingContext(run.device, partial(autocast_context, run.precision, run.device), dist,

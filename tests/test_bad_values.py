@@ -24,7 +24,7 @@ from utils.data import loading as data_cli
 from utils.models import tiny_model
 from utils.qa import drop_metric, squad_metric
 from utils.results import seed_statistics
-from utils.models.checkpoint import require_positions
+from utils.models.loading import require_positions
 from utils.run.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
                        seed_int, unit_interval_float)
 from utils.data.loading import load_task_data

@@ -8,8 +8,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from tests.conftest import REPO_ROOT, run_module
-from utils.models.checkpoint import (INCOMPLETE_MARKER, build_lineage, load_model, read_lineage, save_checkpoint,
-                              sha256_file)
+from utils.models.checkpoint import INCOMPLETE_MARKER, build_lineage, read_lineage, save_checkpoint, sha256_file
+from utils.models.loading import load_model
 from utils.run.errors import CheckpointError, HubUnavailableError
 from utils.training.runtime import set_seed
 
@@ -183,7 +183,8 @@ def test_killed_save_leaves_nothing_the_loader_accepts(tiny_checkpoint, tmp_path
     script.write_text(textwrap.dedent(f"""
         import os, sys
         sys.path.insert(0, {str(REPO_ROOT)!r})
-        from utils.models.checkpoint import build_lineage, load_model, save_checkpoint
+        from utils.models.checkpoint import build_lineage, save_checkpoint
+        from utils.models.loading import load_model
 
         class DiesMidSave:
             def __init__(self, tokenizer):

@@ -10,7 +10,7 @@ import pytest
 from safetensors.torch import load_file
 
 from tests.conftest import REPO_ROOT, run_module
-from utils.models.checkpoint import load_model
+from utils.models.loading import load_model
 from utils.run.errors import CheckpointError
 from utils.data.samples import sample_file
 
@@ -48,7 +48,7 @@ def test_a_bert_folder_is_refused_as_another_model_family(bert_folder, head):
     with pytest.raises(CheckpointError) as err:
         load_model(bert_folder, head, label_names=("negative", "positive"))
     message = str(err.value)
-    assert message.startswith(f"{bert_folder} holds a bert model") and "model_type gpt2" in message
+    assert message.startswith(f"{bert_folder} holds a bert model") and "gpt2 (gpt2), gpt_neo (gpt_neo), gpt_neox (gpt_neox), llama (llama/qwen2/qwen3/mistral)" in message
     assert len(message) < SHORT and "embeddings.word_embeddings" not in message
 
 

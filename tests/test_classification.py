@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy import stats
 
-from utils.models.checkpoint import load_model
+from utils.models.loading import load_model
 from utils.classification.objective import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
 from utils.results.seed_statistics import bootstrap_difference, compare, summarize
 from utils.data.subsets import stratified_sample

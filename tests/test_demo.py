@@ -7,7 +7,7 @@ import sys
 import pytest
 
 from tests.conftest import REPO_ROOT
-from utils.models.checkpoint import load_model
+from utils.models.loading import load_model
 from utils.data.samples import SAMPLE_FILES
 
 

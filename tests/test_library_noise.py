@@ -111,7 +111,7 @@ def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_pat
 # ----------------------------------------------------------------------------- our own line for real cuts
 
 def test_classification_features_mark_the_sentences_they_cut(tiny_checkpoint):
-    from utils.models.checkpoint import load_model
+    from utils.models.loading import load_model
     from utils.classification.objective import classification_features
     from utils.models.tokenization import truncation_note
 
@@ -137,7 +137,7 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
     from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
     from task2vec.probe import HeadSettings
     from task2vec.sequences import task_rows
-    from utils.models.checkpoint import load_model
+    from utils.models.loading import load_model
     from utils.data.loading import load_task_data
     from utils.training.distributed import DistContext
     from utils.data.samples import sample_file

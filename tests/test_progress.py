@@ -175,7 +175,7 @@ def test_task2vec_fisher_batches_report_where_they_are(tiny_checkpoint, caplog):
 
     from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
     from task2vec.probe import HeadSettings
-    from utils.models.checkpoint import load_model
+    from utils.models.loading import load_model
     from utils.data.loading import load_task_data
     from utils.data.samples import sample_file
     from utils.data.registry import get_task

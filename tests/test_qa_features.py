@@ -238,7 +238,7 @@ def test_generative_training_on_answers_that_are_not_spans(tokenizer):
 
 
 def test_continuation_score_equals_one_token_at_a_time(tiny_checkpoint):
-    from utils.models.checkpoint import load_model
+    from utils.models.loading import load_model
 
     model = load_model(tiny_checkpoint, "lm").model.eval()
     prompts = [[5, 9, 13, 200, 7], [8, 3], [100, 101, 102, 103, 104, 105]]
@@ -255,7 +255,7 @@ def test_continuation_score_equals_one_token_at_a_time(tiny_checkpoint):
 
 
 def test_greedy_decoding_batched_equals_one_by_one(tiny_checkpoint):
-    from utils.models.checkpoint import load_model
+    from utils.models.loading import load_model
 
     model = load_model(tiny_checkpoint, "lm").model.eval()
     prompts = [[5, 9, 13, 200, 7], [8, 3], [100, 101, 102, 103, 104, 105, 106, 107]]

@@ -4,7 +4,7 @@ import copy
 import pytest
 import torch
 
-from utils.models.checkpoint import load_model
+from utils.models.loading import load_model
 from utils.meta.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
 
 

@@ -14,7 +14,7 @@ from task2vec.embed import EmbeddingContext, EmbeddingSettings, batch_digests, e
 from task2vec.io import load_task_embedding
 from task2vec.probe import HeadSettings
 from tests.conftest import REPO_ROOT, run_module
-from utils.models.checkpoint import load_model
+from utils.models.loading import load_model
 from utils.data.loading import load_task_data
 from utils.training.distributed import DistContext
 from utils.data.samples import sample_file

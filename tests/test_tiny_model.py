@@ -6,7 +6,8 @@ from safetensors.torch import load_file
 from transformers import AutoTokenizer
 
 from tests.conftest import run_module
-from utils.models.checkpoint import load_model, read_lineage
+from utils.models.checkpoint import read_lineage
+from utils.models.loading import load_model
 from utils.models.tiny_model import build_tiny_model, sample_texts, train_tokenizer
 from utils.models.tokenization import END_OF_TEXT
 

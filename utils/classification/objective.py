@@ -1,4 +1,4 @@
-"""Sequence classification with GPT-2: features, last-token pooling, the objective, evaluation.
+"""Sequence classification with a causal LM: features, last-token pooling, the objective, evaluation.
 
 Sentences are tokenised without any added token (no EOS: with pad == EOS an appended EOS would be
 indistinguishable from padding) and cut to `max_length`. Batches are right-padded. The sentence
@@ -16,6 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from utils.models.families import backbone
 from utils.training.batching import attention_mask_for, pad_sequences
 
 
@@ -35,13 +36,13 @@ def classification_features(batch: dict[str, list], tokenizer: Any, max_length: 
 
 
 def pooled_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, num_labels) logits of GPT2ForSequenceClassification at each row's last real token.
+    """(B, num_labels) logits of a `*ForSequenceClassification` model at each row's last real token.
 
     The same computation as the model's own forward (score applied to the final hidden state),
     with the pooled position taken from the mask of a right-padded batch.
     """
     core = model.module if hasattr(model, "module") else model
-    hidden = core.transformer(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
+    hidden = backbone(core)(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, T, d)
     last = attention_mask.sum(dim=-1) - 1                                                            # (B,)
     pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]                        # (B, d)
     return core.score(pooled)

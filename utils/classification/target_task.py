@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.models.checkpoint import LoadedModel, build_lineage, load_model, require_positions, save_checkpoint
+from utils.models.checkpoint import build_lineage, save_checkpoint
+from utils.models.loading import LoadedModel, load_model, require_positions
 from utils.classification.objective import (ClassificationObjective, classification_features, classification_report,
                                   softmax_cross_entropy)
 from utils.data.loading import load_task_data, same_file_warning

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import torch
 
-from utils.models.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
+from utils.models.checkpoint import Provenance, build_lineage, save_checkpoint
+from utils.models.loading import require_positions
 from utils.training.distributed import barrier, main_process_first
 from utils.meta.training import MetaSettings, MetaState, TaskStream, adapt, meta_train, read_meta_state, write_meta_state
 from utils.run.outputs import JsonlLog, write_all_results, write_json, write_run_args

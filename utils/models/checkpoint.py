@@ -4,8 +4,7 @@ A checkpoint is a `save_pretrained` folder (safetensors only) plus the tokenizer
 `lineage.json`, which records where the weights came from: the script, task, objective and head
 of every stage of the chain, each with the sha256 of the weights it produced.
 
-Loading into a head (`lm`, `qa`, `classification`) keeps every backbone tensor and creates only
-the new head; anything else missing, unexpected or mismatched is an error that names the keys.
+Loading a folder into a head is `utils.models.loading`'s.
 
 Saving is atomic: the folder is assembled under a hidden sibling name (marked incomplete until
 its lineage.json is written) and then exchanged with the old folder in one step, so an
@@ -17,40 +16,23 @@ import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from types import MappingProxyType
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from transformers import (AutoTokenizer, GPT2ForQuestionAnswering, GPT2ForSequenceClassification,
-                          GPT2LMHeadModel, PretrainedConfig, PreTrainedModel)
+from transformers import PreTrainedModel
 
-from utils.run.errors import JSON_TOO_DEEP, CheckpointError, ToolkitError
+from utils.models.families import family_of
+from utils.models.tokenization import has_tokenizer_files
+from utils.run.errors import JSON_TOO_DEEP, CheckpointError
 from utils.run.fs import disk_full_error, exchange_paths, is_disk_full, make_shareable, require_free_space
-from utils.models.hub import hub_reachable, hub_load_failed, require_hub
 from utils.run.outputs import utc_now, write_json
-from utils.models.tokenization import has_tokenizer_files, load_tokenizer
 
 logger = logging.getLogger(__name__)
-
-Head = Literal["lm", "qa", "classification"]
-HEAD_CLASSES: Mapping[str, type[PreTrainedModel]] = MappingProxyType({
-    "lm": GPT2LMHeadModel,
-    "qa": GPT2ForQuestionAnswering,
-    "classification": GPT2ForSequenceClassification,
-})
-HEAD_PREFIXES: Mapping[str, tuple[str, ...]] = MappingProxyType({
-    "lm": ("lm_head.",),
-    "qa": ("qa_outputs.",),
-    "classification": ("score.",),
-})
-ANY_HEAD_PREFIX = tuple(prefix for prefixes in HEAD_PREFIXES.values() for prefix in prefixes)
 
 SCHEMA_VERSION = 1
 LINEAGE_FILE = "lineage.json"
@@ -73,16 +55,6 @@ class Provenance:
     path: str
     sha256: str | None
     lineage: dict | None
-
-
-@dataclass
-class LoadedModel:
-    """A model with its head, its tokenizer (pad token set, right padding) and its provenance."""
-
-    model: PreTrainedModel
-    tokenizer: Any
-    provenance: Provenance
-    head: str
 
 
 # ----------------------------------------------------------------------------- digests
@@ -257,7 +229,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
 
     Raises:
         CheckpointError: missing folder or files, an interrupted save, a model of another family
-            than GPT-2, PyTorch-pickle weights only, or weights whose sha256 differs from the one
+            than those of utils.models.families, PyTorch-pickle weights only, or weights whose sha256 differs from the one
             lineage.json recorded.
     """
     folder = Path(folder)
@@ -268,7 +240,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
                               "delete it and use the previous one")
     if not (folder / "config.json").exists():
         raise CheckpointError(f"{folder} has no config.json: not a checkpoint folder")
-    require_gpt2_family(read_model_config(folder), str(folder))
+    family_of(read_model_config(folder), str(folder))
     if not has_tokenizer_files(folder):
         raise CheckpointError(f"{folder} has no tokenizer files (tokenizer.json, vocab.json + merges.txt, or "
                               "encoder.json + vocab.bpe); save the tokenizer with the model")
@@ -283,12 +255,6 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
                               f"{lineage['sha256'][:12]}... recorded in {LINEAGE_FILE}; the "
                               "weights were changed or truncated after saving")
     return Provenance(str(folder.resolve()), digest, lineage)
-
-
-# The model family every head class here (GPT2LMHeadModel, GPT2For...) is built for.
-GPT2_MODEL_TYPE = "gpt2"
-# How many tensors a loading error names: the first few say what is wrong, the rest is noise.
-KEYS_SHOWN = 3
 
 
 def read_model_config(folder: str | os.PathLike) -> dict:
@@ -306,158 +272,3 @@ def read_model_config(folder: str | os.PathLike) -> dict:
     if not isinstance(config, dict):
         raise CheckpointError(f"{path}: expected a JSON object, got {type(config).__name__}")
     return config
-
-
-def require_gpt2_family(config: Mapping[str, Any], source: str) -> None:
-    """Refuse a model of another family before its weights are loaded into a GPT-2 head (which
-    would otherwise fail with a list of every tensor).
-
-    A config without `model_type` (very old files) is let through; the weights check follows.
-
-    Raises:
-        CheckpointError: `model_type` is not gpt2.
-    """
-    model_type = config.get("model_type")
-    if model_type is not None and model_type != GPT2_MODEL_TYPE:
-        raise CheckpointError(f"{source} holds a {model_type} model; the toolkit reads causal LMs of the GPT-2 "
-                              f"family (model_type {GPT2_MODEL_TYPE}): give 'gpt2', a GPT-2 checkpoint folder "
-                              "or a folder written by one of the toolkit's scripts")
-
-
-def require_positions(length: int, model_config: Any, flag: str, source: str) -> None:
-    """Refuse sequences longer than the model's position embeddings (they would fail with an
-    IndexError deep inside the forward pass).
-
-    Args:
-        length: the longest sequence the run will build (e.g. --max_length).
-        model_config: the loaded model's config (`n_positions`, or `max_position_embeddings`).
-        flag: the flag that set `length`, named in the message.
-        source: the checkpoint, named in the message.
-
-    Raises:
-        ToolkitError: `length` exceeds the model's positions.
-    """
-    positions = getattr(model_config, "n_positions", None) or getattr(model_config, "max_position_embeddings", None)
-    if positions is not None and length > positions:
-        raise ToolkitError(f"{flag} {length} exceeds the {positions} positions of {source}; use {flag} {positions} "
-                           "or less")
-
-
-def _natural_key(key: str) -> list:
-    """Sort key that puts transformer.h.2 before transformer.h.10."""
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", key)]
-
-
-def _first_keys(keys: list[str]) -> str:
-    shown = ", ".join(keys[:KEYS_SHOWN])
-    return shown + (f", ... ({len(keys)} tensors)" if len(keys) > KEYS_SHOWN else "")
-
-
-def _shape(size: Any) -> str:
-    return str(tuple(int(n) for n in size))
-
-
-def check_loading_info(info: dict, head: str, source: str) -> None:
-    """Fail unless only head weights were created, dropped or re-initialised.
-
-    With the model family checked first, a backbone tensor that is missing, unexpected or of
-    another shape means the checkpoint's config.json does not describe its weights (an edited
-    n_layer, n_embd, n_head, ...); the message names the first few tensors and how many there are.
-
-    Raises:
-        CheckpointError: a backbone key is missing, unexpected or mismatched.
-    """
-    target = HEAD_PREFIXES[head]
-    missing = sorted((k for k in info.get("missing_keys", ()) if not k.startswith(target)), key=_natural_key)
-    unexpected = sorted((k for k in info.get("unexpected_keys", ()) if not k.startswith(ANY_HEAD_PREFIX)),
-                        key=_natural_key)
-    shapes = {item[0]: item[1:] if isinstance(item, tuple) else () for item in info.get("mismatched_keys", ())}
-    mismatched = sorted((k for k in shapes if not k.startswith(target)), key=_natural_key)
-    problems = []
-    if missing:
-        problems.append(f"config.json describes tensors the weights lack: {_first_keys(missing)}")
-    if unexpected:
-        problems.append(f"the weights hold tensors config.json does not describe: {_first_keys(unexpected)}")
-    if mismatched:
-        first = mismatched[0]
-        shown = (f" ({first}: {_shape(shapes[first][0])} in the weights, {_shape(shapes[first][1])} by "
-                 "config.json)") if len(shapes[first]) == 2 else ""
-        problems.append(f"tensors of another shape than config.json says: {_first_keys(mismatched)}{shown}")
-    if info.get("error_msgs"):
-        problems.append(f"loader errors: {'; '.join(map(str, info['error_msgs']))[:300]}")
-    if problems:
-        raise CheckpointError(f"{source} cannot be loaded into a {head} model without losing weights that are not "
-                              f"the head's: " + "; ".join(problems) + ". Was its config.json edited (n_layer, "
-                              "n_embd, n_head)? Restore the config.json saved with the weights")
-
-
-def _head_config(head: str, label_names: tuple[str, ...] | None) -> dict[str, Any]:
-    if head != "classification":
-        return {}
-    if not label_names:
-        raise ValueError("a classification head needs label_names")
-    return {
-        "num_labels": len(label_names),
-        "id2label": dict(enumerate(label_names)),
-        "label2id": {name: i for i, name in enumerate(label_names)},
-        # Inherited from a parent config this could be anything; the target is single-label.
-        "problem_type": "single_label_classification",
-    }
-
-
-def is_local_path(name_or_path: str | os.PathLike) -> bool:
-    """A local path if it exists or is spelled like one (./x, ../x, /x, ~/x); else a Hub name."""
-    text = str(name_or_path)
-    return Path(text).expanduser().exists() or text.startswith((".", "/", "~"))
-
-
-def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tuple[str, ...] | None = None,
-               local_hint: str = "--model_name PATH_TO_A_LOCAL_CHECKPOINT",
-               probe: Callable[[], bool] = hub_reachable) -> LoadedModel:
-    """Load a checkpoint folder (ours or any `save_pretrained` folder) or a Hub name into a head.
-
-    The new head (if any) is initialised from torch's global generator, so call `set_seed` first.
-    The tokenizer comes from the same place; it gets `pad_token = eos_token` when it has none
-    (GPT-2 has none) and right padding, and `model.config.pad_token_id` is set to match.
-
-    Raises:
-        CheckpointError: the folder is incomplete, holds a model of another family than GPT-2, or
-            loading would lose backbone weights (a config.json that disagrees with the weights).
-        HubUnavailableError: a Hub name without a network.
-    """
-    if head not in HEAD_CLASSES:
-        raise ValueError(f"head must be one of {sorted(HEAD_CLASSES)}, got {head!r}")
-    source = str(name_or_path)
-    if is_local_path(source):
-        provenance = verify_checkpoint_folder(Path(source).expanduser())
-        load_from = provenance.path
-    else:
-        require_hub(f"model {source!r} (no local folder of that name)", local_hint, probe=probe)
-        provenance = Provenance(source, None, None)
-        load_from = source
-    try:
-        if provenance.sha256 is None:  # a Hub model: its family is checked as a local folder's is
-            require_gpt2_family(PretrainedConfig.get_config_dict(load_from)[0], source)
-        # Mismatched shapes are let through here and judged by check_loading_info, which allows
-        # them only in the new head (e.g. a classifier with another number of labels).
-        model, info = HEAD_CLASSES[head].from_pretrained(
-            load_from, output_loading_info=True, use_safetensors=True, dtype=torch.float32,
-            ignore_mismatched_sizes=True, **_head_config(head, label_names))
-        tokenizer = load_tokenizer(load_from) if provenance.sha256 else AutoTokenizer.from_pretrained(load_from)
-    except OSError as err:
-        if provenance.sha256 is None:
-            raise hub_load_failed(f"model {source!r} (no local folder of that name)", local_hint, err) from err
-        raise CheckpointError(f"{source}: {err}") from err
-    check_loading_info(info, head, source)
-    if len(tokenizer) > model.config.vocab_size:
-        raise CheckpointError(f"{source}: the tokenizer has {len(tokenizer)} tokens but the model's vocabulary "
-                              f"has {model.config.vocab_size}; they do not belong together")
-    logger.info("loaded %s into a %s head%s", source, head,
-                f" (new: {sorted(info['missing_keys'])})" if info.get("missing_keys") else "")
-    if tokenizer.pad_token is None:
-        # GPT-2 has no pad token; EOS is safe as pad because attention masks hide padding and
-        # classification pools on the last non-pad token.
-        tokenizer.pad_token = tokenizer.eos_token
-    tokenizer.padding_side = "right"
-    model.config.pad_token_id = tokenizer.pad_token_id
-    return LoadedModel(model=model, tokenizer=tokenizer, provenance=provenance, head=head)

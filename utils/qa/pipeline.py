@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from utils.models.checkpoint import LoadedModel, load_model
+from utils.models.loading import LoadedModel, load_model
 from utils.data.loading import DEFAULT_LOCAL_HINT, TaskData, load_task_data
 from utils.data.feature_cache import build_features, source_digest, tokenizer_digest
 from utils.training.objectives import CausalLMObjective, SpanObjective

@@ -8,7 +8,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.models.checkpoint import Provenance, build_lineage, require_positions, save_checkpoint
+from utils.models.checkpoint import Provenance, build_lineage, save_checkpoint
+from utils.models.loading import require_positions
 from utils.data.loading import same_file_warning
 from utils.training.distributed import main_process_first
 from utils.run.errors import ToolkitError

@@ -148,7 +148,7 @@ def recover_interrupted_saves(folder: Path) -> list[Path]:
     destination again.
     Returns the folders removed or restored.
     """
-    from utils.models.checkpoint import CHECKPOINT_FILES  # utils.models.checkpoint imports torch and transformers
+    from utils.models.checkpoint import CHECKPOINT_FILES  # it imports torch and transformers
 
     candidates = list(folder.parent.glob(f".{folder.name}.partial-*")) + list(folder.parent.glob(f".{folder.name}.old-*"))
     candidates += [path for path in folder.rglob(".*") if path.is_dir() and STAGING_NAME.match(path.name)]
