@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from task2vec.fisher import diagonal_fisher, next_token_predictions, sample_labels  # noqa: E402
-from task2vec.layout import flatten, select_parameters  # noqa: E402
-from utils.data.loading import load_task_data  # noqa: E402
-from utils.models.tokenization import load_tokenizer  # noqa: E402
+from task2vec.fisher import diagonal_fisher, next_token_predictions, sample_labels
+from task2vec.layout import flatten, select_parameters
+from utils.data.loading import load_task_data
+from utils.models.tokenization import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 VOCAB = 50257

@@ -20,26 +20,24 @@ import argparse
 import json
 import platform
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-from transformers import GPT2Config, GPT2ForQuestionAnswering  # noqa: E402
+from transformers import GPT2Config, GPT2ForQuestionAnswering
 
-from utils.training.batching import length_grouped_batches  # noqa: E402
-from utils.data.loading import load_task_data  # noqa: E402
-from utils.training.objectives import SpanObjective  # noqa: E402
-from utils.qa.features import SpanFeatureConfig, span_features  # noqa: E402
-from utils.training.runtime import resolve_device, resolve_precision  # noqa: E402
-from utils.models.tokenization import load_tokenizer  # noqa: E402
-from utils.training.loop import autocast_context, build_optimizer, move_batch  # noqa: E402
+from utils.training.batching import length_grouped_batches
+from utils.data.loading import load_task_data
+from utils.training.objectives import SpanObjective
+from utils.qa.features import SpanFeatureConfig, span_features
+from utils.training.runtime import resolve_device, resolve_precision
+from utils.models.tokenization import load_tokenizer
+from utils.training.loop import autocast_context, build_optimizer, move_batch
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 MODELS = {"tiny": dict(n_layer=2, n_embd=128, n_head=4), "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12)}

@@ -13,19 +13,17 @@ import copy
 import json
 import multiprocessing
 import statistics
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-from transformers import GPT2Config, GPT2LMHeadModel  # noqa: E402
+from transformers import GPT2Config, GPT2LMHeadModel
 
-from utils.meta.reptile import ReptileBuffers, meta_parameters  # noqa: E402
+from utils.meta.reptile import ReptileBuffers, meta_parameters
 
 TASKS = 4
 EPSILON = 0.5

@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-import maml_qa  # noqa: E402
-from utils.data.synthetic_qa import meta_learning_family, write_family  # noqa: E402
-from utils.models.tiny_model import build_tiny_model  # noqa: E402
+import maml_qa
+from utils.data.synthetic_qa import meta_learning_family, write_family
+from utils.models.tiny_model import build_tiny_model
 
 WINDOWS = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
            "--features_cache_dir", "none", "--no_progress"]

@@ -13,24 +13,22 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import sys
 from pathlib import Path
 
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant  # noqa: E402
-from transformers import GPT2Config, GPT2ForSequenceClassification  # noqa: E402
+from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant
+from transformers import GPT2Config, GPT2ForSequenceClassification
 
-from utils.classification.objective import ClassificationObjective  # noqa: E402
-from utils.data.loading import load_task_data  # noqa: E402
-from utils.training.runtime import resolve_device, resolve_precision  # noqa: E402
-from utils.models.tokenization import load_tokenizer  # noqa: E402
-from utils.training.loop import build_optimizer  # noqa: E402
+from utils.classification.objective import ClassificationObjective
+from utils.data.loading import load_task_data
+from utils.training.runtime import resolve_device, resolve_precision
+from utils.models.tokenization import load_tokenizer
+from utils.training.loop import build_optimizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -17,22 +17,20 @@ number of sampled labels per position differs. The ratio is the noise floor at K
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from recording import provenance, write_result  # noqa: E402
+from recording import provenance, write_result
 
-from task2vec.analysis import (check_comparable, noise_floor_summary, noise_floor_verdict,  # noqa: E402
+from task2vec.analysis import (check_comparable, noise_floor_summary, noise_floor_verdict,
                                task_distance_table)
-from task2vec.cli import main as embed_main  # noqa: E402
-from task2vec.io import load_task_embedding  # noqa: E402
-from utils.models.tiny_model import build_tiny_model  # noqa: E402
+from task2vec.cli import main as embed_main
+from task2vec.io import load_task_embedding
+from utils.models.tiny_model import build_tiny_model
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 TASK_FILES = {

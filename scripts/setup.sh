@@ -18,7 +18,7 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 PY="$VENV/bin/python"
 
-want=$(cat requirements.txt scripts/setup.sh | sha256sum | cut -d' ' -f1)
+want=$(cat requirements.txt scripts/setup.sh pyproject.toml | sha256sum | cut -d' ' -f1)
 stamp="$VENV/.setup-stamp"
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
     exit 0
@@ -46,5 +46,13 @@ fi
 
 echo "setup: installing requirements.txt"
 "$PY" -m pip install -r requirements.txt
+# The project itself, editable: `utils` and `task2vec` import from anywhere (tests, benchmarks,
+# notebooks) without sys.path edits. Without a build-isolation download when setuptools is here.
+echo "setup: installing the project (pip install -e .)"
+if "$PY" -c "import setuptools" >/dev/null 2>&1; then
+    "$PY" -m pip install --no-deps --no-build-isolation -e . >/dev/null
+else
+    "$PY" -m pip install --no-deps -e . >/dev/null
+fi
 "$PY" -c "import torch, transformers, datasets; print(f'setup: torch {torch.__version__} (CUDA available: {torch.cuda.is_available()}), transformers {transformers.__version__}, datasets {datasets.__version__}')"
 echo "$want" > "$stamp"

@@ -7,7 +7,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from tests.conftest import REPO_ROOT, run_module
+from tests.conftest import run_module
 from utils.models.checkpoint import INCOMPLETE_MARKER, build_lineage, read_lineage, save_checkpoint, sha256_file
 from utils.models.loading import load_model
 from utils.run.errors import CheckpointError, HubUnavailableError
@@ -182,7 +182,6 @@ def test_killed_save_leaves_nothing_the_loader_accepts(tiny_checkpoint, tmp_path
     script = tmp_path / "killed_save.py"
     script.write_text(textwrap.dedent(f"""
         import os, sys
-        sys.path.insert(0, {str(REPO_ROOT)!r})
         from utils.models.checkpoint import build_lineage, save_checkpoint
         from utils.models.loading import load_model
 
