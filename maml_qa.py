@@ -10,24 +10,14 @@ from pathlib import Path
 
 from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
                        learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
-from utils.meta.args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES
+from utils.meta.args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, step_list
 from utils.qa.args import add_qa_args
+from utils.training.args import add_eval_batch_size_arg
 from utils.training.resume import add_allow_changed_args
 from utils.run.folder import hold_output_dir
 from utils.data.registry import parse_task_list, shared_data_warnings
 
 logger = logging.getLogger("maml_qa")
-
-
-def step_list(text: str) -> list[int]:
-    """argparse type: comma-separated positive integers, sorted."""
-    try:
-        steps = sorted({int(part) for part in text.split(",") if part.strip()})
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
-    if not steps or steps[0] <= 0:
-        raise argparse.ArgumentTypeError(f"expected positive step counts, got {text!r}")
-    return steps
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--eval_adapt_steps", type=step_list, default=[20],
                         help="Comma-separated adaptation step counts (e.g. 5,20,50): at each evaluation, F1 of every "
                              "held-out task from θ and after that many steps on its training data (θ restored).")
+    add_eval_batch_size_arg(parser)
     parser.add_argument("--max_eval_samples", type=positive_int, default=200,
                         help="Validation questions per evaluation task: a random subset drawn with --data_seed, "
                              "stratified by document (the ids go to data_subsets.json).")

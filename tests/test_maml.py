@@ -141,3 +141,19 @@ def test_classification_tasks_and_stray_files_are_refused(tmp_path):
     done = run_module("maml_qa.py", "--tasks", "squad,duorc-p", "--eval_tasks", "squad_v1", "--output_dir",
                       str(tmp_path / "w"))
     assert done.returncode == 2 and "--eval_tasks squad also in --tasks" in done.stderr and "held out" in done.stderr
+
+
+def test_stream_seeds_are_independent_per_seed_role_and_task():
+    """seed + 7 style arithmetic made run seed 0's held-out stream run seed 7's; the derived seeds do not
+    collide, and are SeedSequence([seed, crc32(role), crc32(task)]) computed here by hand."""
+    import zlib
+
+    import numpy as np
+
+    from utils.training.runtime import stream_seed
+
+    seeds = {(s, role, task): stream_seed(s, role, task) for s in (0, 7, 42) for role in ("meta-train", "held-out-support")
+             for task in ("squad", "quoref")}
+    assert len(set(seeds.values())) == len(seeds)
+    expected = np.random.SeedSequence([42, zlib.crc32(b"meta-train"), zlib.crc32(b"squad")]).generate_state(1, np.uint64)[0]
+    assert seeds[(42, "meta-train", "squad")] == int(expected) >> 1

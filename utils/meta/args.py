@@ -2,6 +2,19 @@
 parser, checks the flags and holds its run folder before torch and transformers load)."""
 from __future__ import annotations
 
+import argparse
+
 INNER_OPTIMIZERS = ("adam", "adamw", "sgd")
 INNER_STATE_CHOICES = ("reset", "carry")
 SAMPLING_CHOICES = ("uniform", "proportional")
+
+
+def step_list(text: str) -> list[int]:
+    """argparse type: comma-separated positive integers, sorted."""
+    try:
+        steps = sorted({int(part) for part in text.split(",") if part.strip()})
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not steps or steps[0] <= 0:
+        raise argparse.ArgumentTypeError(f"expected positive step counts, got {text!r}")
+    return steps

@@ -11,15 +11,14 @@ import torch
 from utils.models.checkpoint import Provenance, build_lineage, save_checkpoint
 from utils.models.loading import require_positions
 from utils.training.distributed import barrier, main_process_first
-from utils.meta.training import MetaSettings, MetaState, TaskStream, adapt, meta_train, read_meta_state, write_meta_state
+from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train, read_meta_state, write_meta_state
 from utils.run.outputs import JsonlLog, write_all_results, write_json, write_run_args
-from utils.qa.pipeline import (cache_dir_from, evaluate_qa, load_qa_model, load_qa_split, make_objective, qa_features,
-                               qa_settings)
-from utils.meta.reptile import make_inner_optimizer, meta_parameters
+from utils.qa.pipeline import cache_dir_from, load_qa_model, load_qa_split, make_objective, qa_features, qa_settings
+from utils.meta.evaluation import AdaptationSettings, HeldOutTask, evaluate_adaptation, support_stream
 from utils.training.resume import resolve_resume_args
 from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
-from utils.training.runtime import set_seed
+from utils.training.runtime import restore_rng_state, save_rng_state, set_seed, stream_seed
 from utils.data.registry import TaskSpec
 from utils.training.loop import LoopContext
 
@@ -56,7 +55,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
-    streams, eval_data, subsets = {}, {}, {}
+    streams, held_out, subsets = {}, {}, {}
     with main_process_first(dist_ctx):  # rank 0 tokenizes (and caches) first
         def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
             _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
@@ -64,48 +63,31 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
                 local_hint="--task_file NAME=PATH" if name == "train" else "--eval_file NAME=PATH")
             return records
 
-        for index, spec in enumerate(specs):
+        for spec in specs:
             rows = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
                                cache_dir=cache, name=spec.name)
-            streams[spec.name] = TaskStream(rows, args.inner_batch_size, seed=args.seed * 1000 + index)
+            streams[spec.name] = TaskStream(rows, args.inner_batch_size,
+                                            seed=stream_seed(args.seed, "meta-train", spec.name))
         for spec in eval_specs:
             support = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
                                   cache_dir=cache, name=spec.name)
             examples = split(spec, "validation", eval_files, args.max_eval_samples)
-            eval_data[spec.name] = (spec, TaskStream(support, args.inner_batch_size, seed=args.seed + 7), examples,
-                                    qa_features(examples, tokenizer, settings, training=False, cache_dir=cache,
-                                                name=spec.name))
+            held_out[spec.name] = HeldOutTask(spec, support_stream(support, args.inner_batch_size, args.seed, spec.name),
+                                              examples, qa_features(examples, tokenizer, settings, training=False,
+                                                                    cache_dir=cache, name=spec.name))
     objective = make_objective(settings, tokenizer)
     ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir, None, progress)
     meta = MetaSettings(iterations, args.meta_batch_size, inner_steps, args.inner_batch_size, args.inner_lr,
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,
                         args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every)
 
+    adaptation = AdaptationSettings(tuple(args.eval_adapt_steps), args.inner_optimizer, args.inner_lr,
+                                    args.max_grad_norm, args.per_device_eval_batch_size)
+
     def evaluate(step: int, restore=None) -> dict:
-        """F1 of each held-out task from θ and after each --eval_adapt_steps count of adaptation
-        steps (θ restored after each task)."""
-        metrics = {}
-        theta = [p.detach().clone() for p in meta_parameters(model)] if restore is None else None
-        for name, (spec, stream, examples, features) in eval_data.items():
-            task_settings = qa_settings(args, spec.version_2_with_negative)
-            curve = {}
-            done = evaluate_qa(model, tokenizer, spec, examples, features, task_settings, 32, ctx)
-            curve["f1_0"] = done[0]["eval_f1"] if done else None
-            optimizer = make_inner_optimizer(args.inner_optimizer, meta_parameters(model), args.inner_lr)
-            taken = 0
-            for target in args.eval_adapt_steps:
-                adapt(model, objective, optimizer, [stream.batch(j) for j in range(taken, target)], dist_ctx.device,
-                      precision, args.max_grad_norm)
-                taken = target
-                done = evaluate_qa(model, tokenizer, spec, examples, features, task_settings, 32, ctx)
-                curve[f"f1_{target}"] = done[0]["eval_f1"] if done else None
-            if restore is not None:
-                restore()
-            else:
-                with torch.no_grad():
-                    torch._foreach_copy_([p.data for p in meta_parameters(model)], theta)
-            metrics[name] = curve
-        return metrics
+        """F1 of each held-out task from θ and after each --eval_adapt_steps count (utils.meta.evaluation)."""
+        return evaluate_adaptation(model, tokenizer, objective, held_out,
+                                   lambda spec: qa_settings(args, spec.version_2_with_negative), adaptation, ctx, restore)
 
     def lineage() -> dict:
         return build_lineage(script=SCRIPT, task="+".join(s.name for s in specs), objective=args.objective,
@@ -118,29 +100,25 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         barrier(dist_ctx)
         if carried is not None:
             torch.save(carried.state_dict(), folder / f"inner_optimizer_{dist_ctx.rank}.pt")
-        torch.save({"cpu": torch.get_rng_state(), **({"cuda": torch.cuda.get_rng_state()} if torch.cuda.is_available() else {})},
-                   folder / f"rng_state_{dist_ctx.rank}.pt")
+        save_rng_state(folder, dist_ctx.rank)
         barrier(dist_ctx)
         if dist_ctx.is_main:
             write_meta_state(folder, MetaState(saved.step, saved.sampler, saved.positions, parent))
 
     if dist_ctx.is_main:
-        write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(eval_data), "resume": resumed,
+        write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(held_out), "resume": resumed,
                                        "num_train_iterations": iterations, "num_inner_steps": inner_steps,
                                        "training_rows": {n: len(s.lengths) for n, s in streams.items()},
                                        "world_size": dist_ctx.world_size, "model_dir": str(model_dir)})
         write_json(run_dir / "data_subsets.json", {name: info.to_dict() for name, info in subsets.items()})
     log = JsonlLog(run_dir / "meta_log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None
     if resume_dir is not None:  # dropout continues exactly where the interrupted run was
-        rng = torch.load(resume_dir / f"rng_state_{dist_ctx.rank}.pt", weights_only=True)
-        torch.set_rng_state(rng["cpu"])
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state(rng["cuda"])
+        restore_rng_state(resume_dir, dist_ctx.rank)
     state = meta_train(model, objective, streams, meta, dist_ctx=dist_ctx, precision=precision, output_dir=run_dir,
-                       log=log, evaluate=evaluate if eval_data else None, save=save,
+                       log=log, evaluate=evaluate if held_out else None, save=save,
                        state=MetaState(state.step, state.sampler, state.positions, parent), resume_from=resume_dir,
                        progress=progress)
-    final = evaluate(state.step) if eval_data else {}
+    final = evaluate(state.step) if held_out else {}
     results: dict = {}
     if dist_ctx.is_main:
         save_checkpoint(model, tokenizer, model_dir, lineage())

@@ -34,6 +34,12 @@ class LoopSettings:
     group_by_length: bool = True
 
 
+def add_eval_batch_size_arg(group: argparse._ActionsContainer) -> None:
+    """--per_device_eval_batch_size, for every script that evaluates (prediction only: no effect on results)."""
+    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=32,
+                       help="Sequences per device at evaluation (prediction only: results do not depend on it).")
+
+
 def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, batch_size: int, epochs: float,
                       weight_decay: float = 0.0, warmup_ratio: float = 0.0,
                       batch_flag: str = "--per_device_train_batch_size", epochs_flag: str = "--num_train_epochs",
@@ -57,7 +63,7 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
                        help="Train for exactly this many optimizer steps (overrides the epochs).")
     group.add_argument(batch_flag, dest="per_device_train_batch_size", type=positive_int, default=batch_size,
                        help="Sequences per device per micro-batch.")
-    group.add_argument("--per_device_eval_batch_size", type=positive_int, default=32, help="Sequences per device at evaluation.")
+    add_eval_batch_size_arg(group)
     group.add_argument("--gradient_accumulation_steps", type=positive_int, default=1,
                        help="Micro-batches per optimizer step (effective batch = batch × steps × processes).")
     group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0,

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import logging
 import random
+import zlib
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +14,6 @@ from utils.run.cli import DEVICE_CHOICES, PRECISION_CHOICES
 from utils.run.errors import ToolkitError
 
 logger = logging.getLogger(__name__)
-
 
 
 def set_seed(seed: int) -> None:
@@ -27,6 +28,44 @@ def set_seed(seed: int) -> None:
     torch.manual_seed(seed)
     if torch.cuda.is_available():
         torch.cuda.manual_seed_all(seed)
+
+
+def stream_seed(seed: int, role: str, name: str) -> int:
+    """A 63-bit seed for one named stream of a run (e.g. role "meta-train", name "squad"), independent
+    of every other stream of that run and of other runs' seeds: SeedSequence([seed, crc32(role),
+    crc32(name)]) rather than arithmetic such as seed + 7, which collides across seeds."""
+    sequence = np.random.SeedSequence([seed, zlib.crc32(role.encode()), zlib.crc32(name.encode())])
+    return int(sequence.generate_state(1, dtype=np.uint64)[0] >> np.uint64(1))
+
+
+def rng_state_file(folder: Path, rank: int) -> Path:
+    """Where process `rank` keeps its torch RNG state in a training checkpoint folder."""
+    return Path(folder) / f"rng_state_{rank}.pt"
+
+
+def save_rng_state(folder: Path, rank: int) -> None:
+    """Write torch's CPU (and CUDA) RNG state of this process into `folder`, so that a resumed run's
+    dropout continues exactly where the interrupted run was."""
+    state = {"cpu": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state()
+    torch.save(state, rng_state_file(folder, rank))
+
+
+def restore_rng_state(folder: Path, rank: int) -> None:
+    """Set torch's RNG state from `save_rng_state`'s file for this process.
+
+    Raises:
+        ToolkitError: no file for this rank (the checkpoint was written by fewer processes).
+    """
+    path = rng_state_file(folder, rank)
+    if not path.exists():
+        raise ToolkitError(f"{folder} was saved by a run with fewer processes (no {path.name}); resume "
+                           "with the same number of processes")
+    state = torch.load(path, weights_only=True)
+    torch.set_rng_state(state["cpu"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state(state["cuda"])
 
 
 def make_generator(seed: int, device: str | torch.device = "cpu") -> torch.Generator:
