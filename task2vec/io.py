@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +25,7 @@ import numpy as np
 
 from task2vec.reporting import json_safe
 from utils.run.errors import JSON_TOO_DEEP, DataError
-from utils.run.fs import exchange_paths
+from utils.run.fs import atomic_folder
 from utils.run.outputs import write_json
 from utils.data.registry import get_task
 
@@ -78,22 +77,13 @@ def save_task_embedding(emb_dir: str | os.PathLike, embedding: TaskEmbedding) ->
     """Write one task's folder (replacing a previous one) and return its path."""
     _check_shapes(embedding)
     destination = task_folder(emb_dir, embedding.task)
-    staging = destination.with_name(destination.name + ".partial")
-    if staging.exists():
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
     arrays = {EMBEDDING_FILE: embedding.vector, BATCHES_FILE: embedding.batches,
               RESEEDED_FILE: embedding.reseeded, BATCHES_RESEEDED_FILE: embedding.batches_reseeded}
-    for name, array in arrays.items():
-        if array is not None:
-            np.save(staging / name, np.asarray(array, dtype=np.float32), allow_pickle=False)
-    write_json(staging / METADATA_FILE, json_safe(embedding.metadata))  # strict JSON: NaN -> null with a reason
-    if destination.exists() and exchange_paths(staging, destination):
-        shutil.rmtree(staging)  # it now holds the previous embedding
-        return destination
-    if destination.exists():
-        shutil.rmtree(destination)
-    staging.rename(destination)
+    with atomic_folder(destination) as staging:
+        for name, array in arrays.items():
+            if array is not None:
+                np.save(staging / name, np.asarray(array, dtype=np.float32), allow_pickle=False)
+        write_json(staging / METADATA_FILE, json_safe(embedding.metadata))  # strict JSON: NaN -> null with a reason
     return destination
 
 

@@ -231,12 +231,12 @@ def test_failed_swap_puts_the_old_checkpoint_back(tiny_checkpoint, tmp_path, mon
     """Where the atomic exchange is unavailable, a failure between the two renames is undone."""
     import os
 
-    import utils.models.checkpoint as checkpoint
+    import utils.run.fs as fs
 
     loaded = load_model(tiny_checkpoint, "lm")
     destination = resave(loaded, tmp_path / "run", task=None, head="lm")
     before = sha256_file(destination / "model.safetensors")
-    monkeypatch.setattr(checkpoint, "exchange_paths", lambda a, b: False)
+    monkeypatch.setattr(fs, "exchange_paths", lambda a, b: False)
     real_replace = os.replace
     calls = []
 
@@ -246,7 +246,7 @@ def test_failed_swap_puts_the_old_checkpoint_back(tiny_checkpoint, tmp_path, mon
             raise OSError("disk went away")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", flaky_replace)
+    monkeypatch.setattr(fs.os, "replace", flaky_replace)
     lineage = build_lineage(script="t", task=None, objective=None, head="lm", seed=0, parent=loaded.provenance)
     with pytest.raises(OSError, match="disk went away"):
         save_checkpoint(loaded.model, loaded.tokenizer, destination, lineage)

@@ -8,7 +8,7 @@ import os
 import pytest
 
 from utils.run.errors import ToolkitError
-from utils.run.fs import exchange_paths
+from utils.run.fs import atomic_folder, exchange_paths
 from utils.run.folder import PREVIOUS_RUN_DIR, hold_run_folder, lock_path
 
 
@@ -116,3 +116,26 @@ def test_an_old_folder_set_aside_comes_back(tmp_path):
         pass
     assert (out / "run_args.json").read_text() == "old" and not aside.exists()
     assert (out / "model.safetensors").read_text() == "old" and (out / "checkpoint-5").is_dir()
+
+
+def test_atomic_folder_is_whole_or_absent_and_can_keep_a_finished_twin(tmp_path):
+    """One helper writes folders whole (the feature cache, task embeddings, checkpoints through
+    replace_folder): an error leaves the previous folder and no staging folder; keep_existing keeps a
+    folder another process finished first."""
+
+    target = tmp_path / "emb"
+    with atomic_folder(target) as staging:
+        (staging / "a.txt").write_text("first")
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as staging:
+            (staging / "a.txt").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (target / "a.txt").read_text() == "first"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]
+    with atomic_folder(target) as staging:
+        (staging / "b.txt").write_text("second")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]   # replaced whole, not merged
+    with atomic_folder(target, keep_existing=True) as staging:
+        (staging / "c.txt").write_text("twin")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["emb"]

@@ -6,15 +6,14 @@ import hashlib
 import inspect
 import json
 import logging
-import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import datasets
+
+from utils.run.fs import atomic_folder
 
 logger = logging.getLogger(__name__)
 
@@ -89,16 +88,8 @@ def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]
                           remove_columns=list(columns), keep_in_memory=True, desc=f"features {name}")
     if folder is None:
         return features
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
-    try:
-        with _no_datasets_bars():
-            features.save_to_disk(str(staging))
-        os.replace(staging, folder)
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not folder.exists():
-            raise
-        # Another process finished the same features first; theirs are identical.
+    # keep_existing: another process that finished the same features first wrote identical ones.
+    with atomic_folder(folder, keep_existing=True) as staging, _no_datasets_bars():
+        features.save_to_disk(str(staging))
     with _no_datasets_bars():
         return datasets.load_from_disk(str(folder))

@@ -17,8 +17,6 @@ import json
 import logging
 import os
 import shutil
-import tempfile
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +27,8 @@ from transformers import PreTrainedModel
 from utils.models.families import family_of
 from utils.models.tokenization import has_tokenizer_files
 from utils.run.errors import JSON_TOO_DEEP, CheckpointError
-from utils.run.fs import disk_full_error, exchange_paths, is_disk_full, make_shareable, require_free_space
+from utils.run.fs import (disk_full_error, is_disk_full, make_shareable, replace_folder, require_free_space,
+                          staging_folder)
 from utils.run.outputs import utc_now, write_json
 
 logger = logging.getLogger(__name__)
@@ -160,7 +159,7 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
     destination.parent.mkdir(parents=True, exist_ok=True)
     needed = checkpoint_bytes(model)
     require_free_space(destination.parent, needed, f"saving the checkpoint {destination}")
-    staging = Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+    staging = staging_folder(destination)
     make_shareable(staging)
     try:
         (staging / INCOMPLETE_MARKER).write_text("save in progress\n", encoding="utf-8")
@@ -196,25 +195,11 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
 
 
 def _move_into_place(staging: Path, destination: Path) -> None:
-    """Replace `destination` by the complete `staging` folder, keeping non-checkpoint files.
-
-    Where the system allows it the two folders are exchanged in one atomic step, so there is no
-    moment without a complete checkpoint at `destination`. Elsewhere the old folder is renamed
-    aside and the new one into place; a failure in between puts the old one back.
-    """
-    if not destination.exists():
-        os.replace(staging, destination)
+    """Replace `destination` by the complete `staging` folder (`replace_folder`), carrying the old
+    folder's non-checkpoint files (logs, results, intermediate checkpoints) over."""
+    old = replace_folder(staging, destination)
+    if old is None:
         return
-    if exchange_paths(staging, destination):
-        old = staging
-    else:
-        old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
-        os.replace(destination, old)
-        try:
-            os.replace(staging, destination)
-        except BaseException:
-            os.replace(old, destination)
-            raise
     for entry in old.iterdir():
         if entry.name not in CHECKPOINT_FILES and not (destination / entry.name).exists():
             os.replace(entry, destination / entry.name)

@@ -1,5 +1,5 @@
-"""File-system helpers: files written whole or not at all, an atomic exchange of two folders,
-permissions that follow the umask, and one clear error for a full disk."""
+"""File-system helpers: files and folders written whole or not at all, an atomic exchange of two
+folders, permissions that follow the umask, and one clear error for a full disk."""
 from __future__ import annotations
 
 import ctypes
@@ -8,6 +8,7 @@ import errno
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,66 @@ def exchange_paths(first: Path, second: Path) -> bool:
     if code in (errno.EINVAL, errno.ENOSYS, errno.ENOTSUP, errno.EOPNOTSUPP):
         return False
     raise OSError(code, os.strerror(code), str(first), None, str(second))
+
+
+def staging_folder(destination: Path) -> Path:
+    """A new hidden sibling of `destination` (`.NAME.partial-XXXX`) to assemble it in; the run
+    folder's recovery (utils.run.folder) knows the name and removes one left by a killed process."""
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    return Path(tempfile.mkdtemp(prefix=f".{destination.name}.partial-", dir=destination.parent))
+
+
+def replace_folder(staging: Path, destination: Path) -> Path | None:
+    """Put the complete folder `staging` at `destination` and return the previous `destination`,
+    moved aside for the caller to take files from and delete (None when there was none).
+
+    Where the system allows it the two are exchanged in one step, so there is no moment without a
+    complete folder at `destination`; elsewhere the old folder is renamed aside and the new one
+    into place, and a failure in between puts the old one back.
+    """
+    if not destination.exists():
+        os.replace(staging, destination)
+        return None
+    if exchange_paths(staging, destination):
+        return staging
+    old = destination.parent / f".{destination.name}.old-{uuid.uuid4().hex[:8]}"
+    os.replace(destination, old)
+    try:
+        os.replace(staging, destination)
+    except BaseException:
+        os.replace(old, destination)
+        raise
+    return old
+
+
+@contextmanager
+def atomic_folder(destination: str | os.PathLike, *, keep_existing: bool = False) -> Iterator[Path]:
+    """Write a folder whole or not at all: the block fills a hidden staging folder beside
+    `destination` (`staging_folder`), which then replaces `destination` (`replace_folder`, the
+    previous one deleted); on an error it is removed and `destination` is left as it was.
+
+    keep_existing: when `destination` exists by the end (another process wrote the same
+    content-addressed folder first), keep that one and discard this one.
+    """
+    destination = Path(destination)
+    staging = staging_folder(destination)
+    try:
+        yield staging
+        if keep_existing and destination.exists():
+            shutil.rmtree(staging)
+            return
+        try:
+            old = replace_folder(staging, destination)
+        except OSError:
+            if not (keep_existing and destination.exists()):
+                raise
+            shutil.rmtree(staging)  # another process finished between the check and the move
+            return
+        if old is not None:
+            shutil.rmtree(old)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
 
 
 @contextmanager
