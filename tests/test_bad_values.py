@@ -20,8 +20,8 @@ import TaskDiversity
 from task2vec import cli as task2vec_cli
 from task2vec.io import load_task_embedding
 from tests.conftest import REPO_ROOT, run_module
-from utils.data import loading as data_cli
-from utils.models import tiny_model
+from utils.data import cli as data_cli
+from utils import tiny_model
 from utils.qa import drop_metric, squad_metric
 from utils.results import seed_statistics
 from utils.models.loading import require_positions

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
-
-from torch import nn
+from typing import TYPE_CHECKING, Any
 
 from utils.run.errors import CheckpointError
+
+if TYPE_CHECKING:  # torch is not imported here: the commands' flag parsing reads FAMILIES before torch loads
+    from torch import nn
 
 # [start, end) ranges of a bias vector's coordinates.
 Ranges = tuple[tuple[int, int], ...]

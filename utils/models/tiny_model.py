@@ -1,9 +1,5 @@
 """A tiny causal LM of any family, built offline: the model the demo and the tests run on (DESIGN.md
-section 7).
-
-    python -m utils.tiny_model --output_dir tiny_gpt2 [--n_layer 2 --n_embd 32 ...]
-    python -m utils.tiny_model --output_dir tiny_gpt2 --tokenizer ../shared/data/tiny_gpt2
-    python -m utils.tiny_model --output_dir tiny_llama --family llama
+section 7). Its command line is `python -m utils.tiny_model` (utils/tiny_model.py).
 
 The tokenizer is a byte-level BPE trained on the text of `data/samples/` with GPT-2's pre- and
 post-processing (no prefix space, offsets not trimmed, `<|endoftext|>` as the last id and as bos,
@@ -17,7 +13,6 @@ classification heads.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,11 +23,9 @@ from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoConfig, GPTNeo
                           PreTrainedTokenizerFast)
 
 from utils.models.checkpoint import build_lineage, save_checkpoint
-from utils.run.cli import (add_output_args, add_progress_arg, add_seed_arg, positive_int, progress_enabled,
-                       silence_library_progress_bars, unit_interval_float)
+from utils.models.families import FAMILIES
 from utils.data.loading import load_task_data
 from utils.run.errors import ToolkitError
-from utils.run.folder import hold_run_folder
 from utils.data.samples import SAMPLE_FILES, SAMPLES_DIR
 from utils.models.tokenization import gpt2_style_backend, load_tokenizer, wrap_backend
 
@@ -67,7 +60,7 @@ def train_tokenizer(texts: Iterator[str], vocab_size: int) -> PreTrainedTokenize
     return wrap_backend(backend)
 
 
-FAMILY_CHOICES = ("gpt2", "gpt_neo", "gpt_neox", "llama")
+FAMILY_CHOICES = tuple(FAMILIES)
 
 
 def tiny_config(*, family: str = "gpt2", vocab_size: int, eos_token_id: int, n_layer: int, n_embd: int, n_head: int,
@@ -129,52 +122,3 @@ def build_tiny_model(output_dir: str | Path, *, family: str = "gpt2", n_layer: i
                             parent=None, extra={"family": family, "tokenizer_source": tokenizer_path or str(samples_dir),
                                                 "parameters": sum(p.numel() for p in model.parameters())})
     return save_checkpoint(model, tokenizer, output_dir, lineage)
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m utils.tiny_model`."""
-    parser = argparse.ArgumentParser(prog="python -m utils.tiny_model", description=__doc__.split("\n\n")[0])
-    add_output_args(parser)
-    group = parser.add_argument_group("model")
-    group.add_argument("--family", choices=FAMILY_CHOICES, default="gpt2",
-                       help="Model family (utils.models.families): gpt2 (default), gpt_neo, gpt_neox (Pythia's "
-                            "layout), llama (Llama / SmolLM / Qwen2's layout).")
-    group.add_argument("--n_layer", type=positive_int, default=2, help="Transformer blocks (any family).")
-    group.add_argument("--n_embd", type=positive_int, default=32, help="Hidden size.")
-    group.add_argument("--n_head", type=positive_int, default=2, help="Attention heads (divides --n_embd).")
-    group.add_argument("--n_positions", type=positive_int, default=512,
-                       help="Longest sequence, max_position_embeddings outside GPT-2 (QA windows need at least "
-                            "--max_seq_length).")
-    group.add_argument("--vocab_size", type=positive_int, default=1024,
-                       help="Vocabulary of the trained tokenizer (ignored with --tokenizer).")
-    group.add_argument("--dropout", type=unit_interval_float, default=0.1,
-                       help="Residual, embedding and attention dropout (GPT-2 uses 0.1).")
-    group.add_argument("--tokenizer", type=str, default=None,
-                       help="Reuse this tokenizer folder instead of training one on data/samples: a "
-                            "Hugging Face folder (e.g. ../shared/data/tiny_gpt2) or OpenAI's encoder.json "
-                            "+ vocab.bpe (e.g. ../shared/data/gpt2_tokenizer), both the real GPT-2 vocabulary.")
-    group.add_argument("--samples_dir", type=str, default=str(SAMPLES_DIR),
-                       help="Where the bundled samples are (text for the tokenizer).")
-    add_seed_arg(group)
-    add_progress_arg(group)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Build the tiny model into --output_dir; returns its sizes."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not 0.0 <= args.dropout < 1.0:
-        parser.error("--dropout must be in [0, 1)")
-    if not progress_enabled(args.no_progress):
-        silence_library_progress_bars()
-    with hold_run_folder(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
-        path = build_tiny_model(folder.path, family=args.family, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
-                                n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,
-                                tokenizer_path=args.tokenizer, samples_dir=Path(args.samples_dir),
-                                seed=args.seed)
-    summary = {"output_dir": str(path), **{k: getattr(args, k) for k in
-                                           ("family", "n_layer", "n_embd", "n_head", "n_positions")}}
-    summary["vocab_size"] = len(load_tokenizer(path))
-    logger.info("tiny %s model written to %s (vocabulary %d)", args.family, path, summary["vocab_size"])
-    return summary
