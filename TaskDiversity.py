@@ -17,7 +17,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from task2vec.analysis import ALLOW_FLAG, build_report, load_available_embeddings, load_embeddings, noise_floor_verdict
+from task2vec.analysis import build_report, noise_floor_verdict
+from task2vec.comparability import ALLOW_FLAG, load_available_embeddings, load_embeddings
 from task2vec.distances import DISTANCES
 from task2vec.reporting import (OUTPUT_FILES, condition_label, correlation_text, estimate_text, json_safe,
                                 noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap, ranking_lines,

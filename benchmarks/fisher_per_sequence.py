@@ -25,8 +25,9 @@ from recording import provenance, write_result
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from task2vec.fisher import diagonal_fisher, next_token_predictions, sample_labels
+from task2vec.fisher import diagonal_fisher, sample_labels
 from task2vec.layout import flatten, select_parameters
+from task2vec.predictions import next_token_predictions
 from utils.data.loading import load_task_data
 from utils.models.tokenization import load_tokenizer
 

@@ -37,7 +37,8 @@ from utils.training.objectives import SpanObjective
 from utils.qa.features import SpanFeatureConfig, span_features
 from utils.training.runtime import resolve_device, resolve_precision
 from utils.models.tokenization import load_tokenizer
-from utils.training.loop import autocast_context, build_optimizer, move_batch
+from utils.training.loop import autocast_context, move_batch
+from utils.training.schedule import build_optimizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 MODELS = {"tiny": dict(n_layer=2, n_embd=128, n_head=4), "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12)}

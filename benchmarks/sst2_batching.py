@@ -28,7 +28,7 @@ from utils.classification.objective import ClassificationObjective
 from utils.data.loading import load_task_data
 from utils.training.runtime import resolve_device, resolve_precision
 from utils.models.tokenization import load_tokenizer
-from utils.training.loop import build_optimizer
+from utils.training.schedule import build_optimizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from recording import provenance, write_result
 
-from task2vec.analysis import (check_comparable, noise_floor_summary, noise_floor_verdict,
-                               task_distance_table)
+from task2vec.analysis import noise_floor_summary, noise_floor_verdict, task_distance_table
+from task2vec.comparability import check_comparable
 from task2vec.cli import main as embed_main
 from task2vec.io import load_task_embedding
 from utils.models.tiny_model import build_tiny_model

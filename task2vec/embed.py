@@ -29,10 +29,12 @@ import torch
 
 from task2vec.distances import task2vec_distance
 from task2vec.diversity import corrected_data_diversity, data_diversity, noise_floor
-from task2vec.fisher import ESTIMATORS, OutputFn, Predictions, fisher_sums
+from task2vec.fisher import fisher_sums
 from task2vec.io import TaskEmbedding
 from task2vec.layout import (block_traces, build_layout, flatten, layout_digest, layout_manifest,
                              objective_exclusions, select_parameters)
+from task2vec.options import ESTIMATORS
+from task2vec.predictions import OutputFn, Predictions
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows

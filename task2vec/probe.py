@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutput
 
-from task2vec.fisher import OutputFn, Predictions, next_token_predictions
+from task2vec.predictions import OutputFn, Predictions, next_token_predictions
 from utils.classification.objective import ClassificationObjective
 from utils.training.objectives import CausalLMObjective, SpanObjective
 

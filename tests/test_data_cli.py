@@ -1,6 +1,5 @@
 """`python -m utils.data` as a user runs it: statistics on stdout, one-line errors on bad input."""
 import json
-import time
 
 import pytest
 
@@ -72,12 +71,10 @@ def test_tsv_with_a_missing_label(tmp_path):
                    str(path), "line 3", "field 'label'")
 
 
-def test_hub_name_offline_fails_within_seconds():
-    started = time.monotonic()
+def test_hub_name_offline_fails_with_one_line():
+    # How long it takes is measured by benchmarks/response_times.py.
     done = run_module("utils.data", "--task", "squad", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
-    elapsed = time.monotonic() - started
     one_line_error(done, "rajpurkar/squad", "--file")
-    assert elapsed < 60, elapsed
 
 
 def test_list_tasks():

@@ -1,6 +1,5 @@
-"""Without a network, Hub names fail at once with a message naming the local-file flags."""
-import time
-
+"""Without a network, Hub names fail with a message naming the local-file flags (how fast they fail is
+measured by benchmarks/response_times.py)."""
 import pytest
 
 from utils.data.loading import load_task_data
@@ -8,14 +7,12 @@ from utils.run.errors import HubUnavailableError
 from utils.models.hub import offline_mode_requested, require_hub
 
 
-def test_unreachable_hub_fails_at_once_naming_the_flags(monkeypatch):
+def test_unreachable_hub_fails_naming_the_flags(monkeypatch):
     for name in ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "TRANSFORMERS_OFFLINE"):
         monkeypatch.delenv(name, raising=False)
     assert not offline_mode_requested()
-    started = time.monotonic()
     with pytest.raises(HubUnavailableError) as err:
         load_task_data("duorc-s", "train", probe=lambda: False)
-    assert time.monotonic() - started < 2
     assert "--train_file / --validation_file" in str(err.value) and "ibm/duorc (SelfRC)" in str(err.value)
 
 

@@ -45,7 +45,6 @@ def executed(tmp_path_factory, tiny_checkpoint):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     nb.cells.append(nbformat.v4.new_code_cell(KERNEL_PROBE))
     env = {**os.environ, "T2V_SETTING": "demo", "T2V_EMB_DIR": str(emb_dir), "T2V_TINY_MODEL": str(tiny_checkpoint),
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
            # Tiny tensors: a second intra-op thread only waits for a core on a shared 2-core machine.
            "OMP_NUM_THREADS": "1"}
     client = nbclient.NotebookClient(nb, km=kernel_manager(), timeout=240, kernel_name="python3",

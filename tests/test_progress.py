@@ -15,7 +15,9 @@ from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train
 from utils.run.outputs import JsonlLog
 from utils.run.progress import Progress, format_duration
 from utils.training.runtime import resolve_precision
-from utils.training.loop import LoopContext, LoopSettings, predict, train
+from utils.training.args import LoopSettings
+from utils.training.inference import predict
+from utils.training.loop import LoopContext, train
 
 
 class FakeClock:

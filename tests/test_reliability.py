@@ -35,8 +35,9 @@ def log_lines(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_second_run_on_a_busy_folder_exits_at_once(tiny_checkpoint, tmp_path):
-    """Before, both runs succeeded and mixed their checkpoints and log lines."""
+def test_a_second_run_on_a_busy_folder_is_refused(tiny_checkpoint, tmp_path):
+    """Before, both runs succeeded and mixed their checkpoints and log lines. (How fast the refusal
+    comes is measured by benchmarks/response_times.py.)"""
     out = tmp_path / "run"
     command = [sys.executable, "run_intermediate_source_GPT2.py", "--model_name", str(tiny_checkpoint), *SQUAD,
                "--output_dir", str(out), "--logging_steps", "1"]
@@ -46,16 +47,13 @@ def test_a_second_run_on_a_busy_folder_exits_at_once(tiny_checkpoint, tmp_path):
     while not (out / "run_args.json").exists() and first.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     assert first.poll() is None, first.communicate()[1]
-    started = time.monotonic()
     second = subprocess.run([*command, "--max_steps", "5", "--overwrite_output_dir", "--seed", "2"], cwd=REPO_ROOT,
                             capture_output=True, text=True, timeout=120)
-    elapsed = time.monotonic() - started
     still_running = first.poll() is None
     _, first_err = first.communicate(timeout=300)
-    print(f"second run exited {second.returncode} after {elapsed:.2f} s (interpreter and imports included)")
     assert second.returncode == 2 and "Traceback" not in second.stderr
     assert f"in use by another run: pid {first.pid}" in second.stderr
-    assert still_running and elapsed < 2.0  # the refusal did not wait (about 0.3 s here, interpreter included)
+    assert still_running  # the refusal came while the first run was still running: it did not wait for it
     assert first.returncode == 0, first_err
     ids = {line.get("run_id") for line in log_lines(out / "log.jsonl")}
     assert len(ids) == 1 and None not in ids

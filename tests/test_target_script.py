@@ -1,7 +1,6 @@
 """run_target_task_GPT2_sst2_multiple.py end to end."""
 import csv
 import json
-import time
 
 import pytest
 
@@ -112,14 +111,13 @@ def test_real_learning_signal_on_sst2(shared_data, tmp_path):
     """A tiny random GPT-2 with the real tokenizer, 8,000 SST-2 sentences: dev accuracy >= 0.70."""
     tiny = build_tiny_model(tmp_path / "tiny_real_vocab", n_layer=2, n_embd=64, n_head=4, n_positions=128,
                             tokenizer_path=str(shared_data / "gpt2_tokenizer"), seed=0)
-    started = time.monotonic()
     summary = target.main(["--pretrained_model", str(tiny), "--train_file", str(shared_data / "sst2" / "train.tsv"),
                            "--validation_file", str(shared_data / "sst2" / "dev.tsv"), "--max_train_samples", "8000",
                            "--num_runs", "1", "--epochs", "2", "--batch_size", "32", "--learning_rate", "1e-3",
                            "--output_dir", str(tmp_path / "sst2"), "--features_cache_dir", "none"])
-    elapsed = time.monotonic() - started
     accuracy = summary["eval_accuracy"]["mean"]
-    print(f"SST-2 dev accuracy {accuracy:.4f} after {elapsed:.0f} s (8,000 sentences, 2 epochs, tiny GPT-2)")
+    # How long this run takes is measured by benchmarks/response_times.py.
+    print(f"SST-2 dev accuracy {accuracy:.4f} (8,000 sentences, 2 epochs, tiny GPT-2)")
     assert accuracy >= 0.70
 
 

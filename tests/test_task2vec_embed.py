@@ -13,7 +13,7 @@ from task2vec.distances import task2vec_distance
 from task2vec.embed import EmbeddingContext, EmbeddingSettings, batch_digests, embed_task, plan_batches
 from task2vec.io import load_task_embedding
 from task2vec.probe import HeadSettings
-from tests.conftest import REPO_ROOT, run_module
+from tests.conftest import run_module
 from utils.models.loading import load_model
 from utils.data.loading import load_task_data
 from utils.training.distributed import DistContext
@@ -117,7 +117,7 @@ def test_torchrun_over_two_processes_equals_one(tiny_checkpoint, tmp_path):
     embed_main([*common, "--output_dir", str(tmp_path / "single")])
     result = run_module("torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29531", "-m", "task2vec",
                         *common, "--output_dir", str(tmp_path / "double"),
-                        env={"OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO_ROOT)}, timeout=600)
+                        env={"OMP_NUM_THREADS": "1"}, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     for task in ("sst2", "quoref"):
         single, double = load_task_embedding(tmp_path / "single", task), load_task_embedding(tmp_path / "double", task)

@@ -6,8 +6,9 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from task2vec.fisher import diagonal_fisher, fisher_sums, next_token_predictions, sample_labels
+from task2vec.fisher import diagonal_fisher, fisher_sums, sample_labels
 from task2vec.layout import build_layout, flatten, objective_exclusions, select_parameters
+from task2vec.predictions import next_token_predictions
 from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_schedule, new_head)
 

@@ -12,8 +12,9 @@ from utils.training.batching import evaluation_batches, length_grouped_batches, 
 from utils.training.distributed import DistContext
 from utils.run.outputs import JsonlLog
 from utils.training.runtime import resolve_precision
-from utils.training.loop import (LoopContext, LoopSettings, build_optimizer, linear_schedule, plan_schedule,
-                            supervised_items, train)
+from utils.training.args import LoopSettings
+from utils.training.loop import LoopContext, supervised_items, train
+from utils.training.schedule import build_optimizer, linear_schedule, plan_schedule
 
 
 class TokenMean:

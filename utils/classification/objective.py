@@ -67,7 +67,7 @@ class ClassificationObjective:
         return F.cross_entropy(logits, batch["labels"])
 
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
-        """Per-row logits (for utils.training.loop.predict)."""
+        """Per-row logits (for utils.training.inference.predict)."""
         logits = pooled_logits(model, batch["input_ids"], batch["attention_mask"]).float()
         return list(logits.cpu().numpy())
 

@@ -37,8 +37,10 @@ from utils.results.seed_statistics import json_ready, summarize
 from utils.data.subsets import stratified_sample
 from utils.models.tokenization import truncation_note
 from utils.data.registry import TaskSpec
-from utils.training.loop import LoopContext, LoopSettings, plan_schedule, predict, train
-from utils.training.args import loop_settings
+from utils.training.inference import predict
+from utils.training.loop import LoopContext, train
+from utils.training.schedule import plan_schedule
+from utils.training.args import LoopSettings, loop_settings
 
 logger = logging.getLogger(__name__)
 

@@ -4,13 +4,10 @@ Sources, in order of preference (DESIGN.md section 5): an explicit local file (t
 original format, canonical JSON lines, a JSON array or JSON lines of Hub-schema rows, a GLUE TSV or
 a CSV) or a `datasets` save_to_disk folder; otherwise the task's Hugging Face Hub dataset.
 
-Command line (prints the adapter statistics as JSON):
-
-    python -m utils.data --task duorc-p --file ParaphraseRC_train.json [--to_jsonl out.jsonl]
+The command line over this module, `python -m utils.data`, is in `utils.data.cli`.
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import hashlib
 import json
@@ -21,13 +18,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from utils.data import adapters
-from utils.data.adapters import AdapterStats
-from utils.run.cli import add_column_args
+from utils.data.adapters import AdapterStats, adapt_canonical_classification, adapt_canonical_qa
+from utils.data.classification_adapters import adapt_classification_rows
+from utils.data.drop_adapters import adapt_drop_json, adapt_drop_rows
+from utils.data.duorc_adapters import adapt_duorc_json, adapt_duorc_rows
+from utils.data.squad_adapters import adapt_squad_json, adapt_squad_rows
 from utils.run.errors import JSON_TOO_DEEP, DataError
 from utils.models.hub import hub_reachable, hub_load_failed, require_hub
-from utils.data.records import has_training_span, read_jsonl, write_jsonl
-from utils.data.registry import SPLITS, TaskSpec, all_task_specs, get_task
+from utils.data.records import has_training_span, read_jsonl
+from utils.data.registry import SPLITS, TaskSpec, get_task
 
 logger = logging.getLogger(__name__)
 
@@ -188,25 +187,25 @@ def _adapt_rows(spec: TaskSpec, rows: list[tuple[Any, Any]], stats: AdapterStats
     if spec.kind == "classification":
         if text_column is None and {"text", "label", "id"} <= keys:
             stats.format += ":canonical"
-            return adapters.adapt_canonical_classification(spec, rows, stats)
+            return adapt_canonical_classification(spec, rows, stats)
         text = text_column or ("sentence" if "sentence" in keys else "text")
         label = label_column or ("label" if "label" in keys else None)
         stats.format += ":rows"
-        return adapters.adapt_classification_rows(spec, [(w, r) for w, r in rows], stats,
-                                                  text_column=text, label_column=label)
+        return adapt_classification_rows(spec, [(w, r) for w, r in rows], stats,
+                                         text_column=text, label_column=label)
     if "is_impossible" in keys:
         stats.format += ":canonical"
-        return adapters.adapt_canonical_qa(spec, rows, stats)
+        return adapt_canonical_qa(spec, rows, stats)
     plain = [row for _, row in rows]
     if spec.adapter == "duorc" and "plot" in keys:
         stats.format += ":hub_rows"
-        return adapters.adapt_duorc_rows(spec, plain, stats)
+        return adapt_duorc_rows(spec, plain, stats)
     if spec.adapter == "drop" and "answers_spans" in keys:
         stats.format += ":hub_rows"
-        return adapters.adapt_drop_rows(spec, plain, stats)
+        return adapt_drop_rows(spec, plain, stats)
     if spec.adapter in ("squad", "quoref", "mlqa") and {"context", "answers"} <= keys:
         stats.format += ":hub_rows"
-        return adapters.adapt_squad_rows(spec, plain, stats)
+        return adapt_squad_rows(spec, plain, stats)
     raise DataError(f"records with fields {sorted(keys)} are neither canonical QA records "
                     f"(id, context, question, answers, is_impossible) nor rows of the {spec.name} "
                     f"Hub dataset", file=stats.source, record=rows[0][0])
@@ -225,17 +224,17 @@ def _load_local(spec: TaskSpec, split: str, path: Path, text_column: str | None,
         raise DataError(f"looks like {_FORMAT_DESCRIPTIONS[fmt]}, but task {spec.name} reads {expected}, "
                         "canonical JSON lines or Hub rows", file=str(path))
     if fmt == "squad_json":
-        records = adapters.adapt_squad_json(spec, payload, stats)
+        records = adapt_squad_json(spec, payload, stats)
     elif fmt == "duorc_json":
-        records = adapters.adapt_duorc_json(spec, payload, stats)
+        records = adapt_duorc_json(spec, payload, stats)
     elif fmt == "drop_json":
-        records = adapters.adapt_drop_json(spec, payload, stats)
+        records = adapt_drop_json(spec, payload, stats)
     elif fmt in ("tsv", "csv"):
         header, rows = _table_rows(path, "\t" if fmt == "tsv" else ",")
         text = _pick_column(header, text_column, ("sentence", "text"), "text", path, required=True)
         label = _pick_column(header, label_column, ("label",), "label", path, required=False)
-        records = adapters.adapt_classification_rows(spec, rows, stats, text_column=text,
-                                                     label_column=label)
+        records = adapt_classification_rows(spec, rows, stats, text_column=text,
+                                            label_column=label)
     elif fmt == "jsonl":
         records = _adapt_rows(spec, list(read_jsonl(path)), stats, text_column, label_column)
     elif fmt == "json_rows":
@@ -358,65 +357,3 @@ def _content_digest(path: Path) -> str:
                 digest.update(block)
         digest.update(b"\0")
     return digest.hexdigest()
-
-
-# ----------------------------------------------------------------------------- command line
-
-def build_parser() -> argparse.ArgumentParser:
-    """The command line of `python -m utils.data`."""
-    parser = argparse.ArgumentParser(
-        prog="python -m utils.data",
-        description="Load a task's data through its adapter, print what was kept and dropped (JSON), "
-                    "and optionally write the canonical records.")
-    parser.add_argument("--task", type=str, default=None,
-                        help="Task name or alias, e.g. squad, squad_v2, duorc-p, 'duorc;SelfRC', drop, "
-                             "quoref, mlqa_en, sst2 (see --list_tasks).")
-    parser.add_argument("--file", type=str, default=None,
-                        help="Local data file or save_to_disk folder. Without it the task's Hugging "
-                             "Face Hub dataset is used (needs a network or a populated cache).")
-    parser.add_argument("--split", type=str, default="train", choices=SPLITS,
-                        help="Logical split; only matters for Hub datasets and saved DatasetDicts.")
-    parser.add_argument("--to_jsonl", type=str, default=None,
-                        help="Write the canonical records here as JSON lines.")
-    parser.add_argument("--stats_file", type=str, default=None,
-                        help="Also write the statistics to this file (e.g. adapter_stats.json).")
-    add_column_args(parser)
-    parser.add_argument("--compact", action="store_true",
-                        help="Print the statistics on one line instead of indented JSON.")
-    parser.add_argument("--list_tasks", action="store_true",
-                        help="Print the task registry as JSON and exit.")
-    return parser
-
-
-def registry_table() -> list[dict]:
-    """The registry as plain dicts, for --list_tasks."""
-    return [{"name": s.name, "aliases": list(s.aliases), "kind": s.kind,
-             "version_2_with_negative": s.version_2_with_negative, "hub_id": s.hub_id,
-             "hub_config": s.hub_config, "hub_splits": dict(s.hub_splits), "adapter": s.adapter,
-             "metric": s.metric,
-             "label_names": list(s.label_names) if s.label_names else None, "notes": s.notes}
-            for s in all_task_specs()]
-
-
-def main(argv: list[str] | None = None) -> dict:
-    """Print (and optionally write) the adapter statistics of one file; returns them."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if args.list_tasks:
-        table = registry_table()
-        print(json.dumps(table, indent=2))
-        return {"tasks": table}
-    if args.task is None:
-        parser.error("--task is required (or --list_tasks)")
-    data = load_task_data(args.task, args.split, args.file, text_column=args.text_column,
-                          label_column=args.label_column, local_hint="--file PATH")
-    stats = data.stats.to_dict()
-    if args.to_jsonl:
-        write_jsonl(args.to_jsonl, data.records)
-        stats["written_to"] = args.to_jsonl
-    text = json.dumps(stats, indent=2)
-    if args.stats_file:
-        Path(args.stats_file).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.stats_file).write_text(text + "\n", encoding="utf-8")
-    print(json.dumps(stats) if args.compact else text)
-    return stats

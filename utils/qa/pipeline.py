@@ -26,7 +26,8 @@ from utils.data.subsets import SubsetInfo, stratified_sample
 from utils.qa.metrics import official_predictions, score_qa
 from utils.data.registry import TaskSpec
 from utils.models.tokenization import truncation_note
-from utils.training.loop import LoopContext, predict
+from utils.training.inference import predict
+from utils.training.loop import LoopContext
 
 logger = logging.getLogger(__name__)
 

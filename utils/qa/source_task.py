@@ -22,7 +22,8 @@ from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
 from utils.training.runtime import set_seed
 from utils.data.registry import TaskSpec
-from utils.training.loop import LoopContext, plan_schedule, read_trainer_state, resolve_resume_dir, train
+from utils.training.loop import LoopContext, read_trainer_state, resolve_resume_dir, train
+from utils.training.schedule import plan_schedule
 from utils.training.args import loop_settings
 
 logger = logging.getLogger(__name__)

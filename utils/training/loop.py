@@ -1,10 +1,11 @@
 """The one training loop of the project (QA, classification, and Reptile's inner steps).
 
 Plain PyTorch: AdamW without weight decay on biases and LayerNorm weights, linear warm-up then
-linear decay, gradient accumulation and clipping, bf16/fp16 autocast on GPU, length-grouped
-dynamically padded batches, evaluation and checkpoints every N steps with a rotation limit,
-exact resumption, and a stop with a message on a non-finite loss. Under `torchrun` /
-`accelerate launch` it trains data-parallel with DDP; only rank 0 writes.
+linear decay (both in `utils.training.schedule`), gradient accumulation and clipping, bf16/fp16
+autocast on GPU, length-grouped dynamically padded batches, evaluation and checkpoints every N
+steps with a rotation limit, exact resumption, and a stop with a message on a non-finite loss.
+Under `torchrun` / `accelerate launch` it trains data-parallel with DDP; only rank 0 writes.
+Inference over a set of rows (`predict`) is in `utils.training.inference`.
 """
 from __future__ import annotations
 
@@ -17,25 +18,25 @@ from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
-from utils.training.batching import evaluation_batches, length_grouped_batches, shard_for_training
-from utils.training.distributed import DistContext, all_reduce_sum, barrier, gather_to_main
+from utils.training.batching import length_grouped_batches, shard_for_training
+from utils.training.distributed import DistContext, all_reduce_sum, barrier
 from utils.run.errors import ToolkitError
 from utils.run.fs import disk_full_error, is_disk_full, require_free_space
 from utils.run.outputs import JsonlLog, read_json_object, write_json
 from utils.run.progress import PROGRESS_INTERVAL_S, Progress
-from utils.training.runtime import Precision
+from utils.training.runtime import Precision, restore_rng_state, save_rng_state
 from utils.training.args import LoopSettings
+from utils.training.schedule import build_optimizer, linear_schedule, optimizer_parameters, plan_schedule
 
 logger = logging.getLogger(__name__)
 
 CHECKPOINT_PREFIX = "checkpoint-"
 TRAINER_STATE_FILE = "trainer_state.json"
-NO_DECAY = ("bias", "ln_", "layernorm", "layer_norm", "LayerNorm")
 
 
 class Objective(Protocol):
@@ -64,56 +65,6 @@ class TrainState:
     run_shape: dict | None = None
     history: list[dict] = field(default_factory=list)
 
-
-@dataclass(frozen=True)
-class Schedule:
-    """Derived sizes of a run (recorded in run_args.json)."""
-
-    batches_per_epoch: int
-    steps_per_epoch: int
-    total_steps: int
-    warmup_steps: int
-    effective_batch_size: int
-
-
-def plan_schedule(num_rows: int, settings: LoopSettings, world_size: int) -> Schedule:
-    """Steps per epoch and in total; --max_steps wins over --num_train_epochs.
-
-    Raises:
-        ToolkitError: there is not one full batch per process.
-    """
-    batches = math.ceil(num_rows / settings.per_device_train_batch_size) // world_size
-    if batches == 0:
-        raise ToolkitError(f"{num_rows} training rows do not make one batch of "
-                           f"{settings.per_device_train_batch_size} per process ({world_size} processes)")
-    steps_per_epoch = max(1, batches // settings.gradient_accumulation_steps)
-    total = settings.max_steps if settings.max_steps else math.ceil(settings.num_train_epochs * steps_per_epoch)
-    return Schedule(batches_per_epoch=batches, steps_per_epoch=steps_per_epoch, total_steps=total,
-                    warmup_steps=int(round(settings.warmup_ratio * total)),
-                    effective_batch_size=settings.per_device_train_batch_size
-                    * settings.gradient_accumulation_steps * world_size)
-
-
-def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
-                    device: torch.device, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights are not decayed. Fused kernels on GPU."""
-    decay, no_decay = [], []
-    for name, parameter in model.named_parameters():
-        if parameter.requires_grad:
-            (no_decay if any(marker in name for marker in NO_DECAY) else decay).append(parameter)
-    groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device.type == "cuda")
-
-
-def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
-                    ) -> torch.optim.lr_scheduler.LambdaLR:
-    """lr × step/warmup during warm-up, then linear decay to 0 at `total_steps`."""
-    def factor(step: int) -> float:
-        if step < warmup_steps:
-            return (step + 1) / (warmup_steps + 1)
-        return max(0.0, (total_steps - step) / max(1, total_steps - warmup_steps))
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
 def autocast_context(precision: Precision, device: torch.device):
@@ -200,18 +151,11 @@ def _save_training_checkpoint(folder: Path, state: TrainState, optimizer, schedu
             shutil.rmtree(folder, ignore_errors=True)
             raise disk_full_error(f"saving the training checkpoint {folder}", folder.parent, needed) from None
     barrier(context)
-    rng = {"cpu": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        rng["cuda"] = torch.cuda.get_rng_state()
-    torch.save(rng, folder / f"rng_state_{context.rank}.pt")
+    save_rng_state(folder, context.rank)
     barrier(context)
     if context.is_main:
         write_json(folder / TRAINER_STATE_FILE, asdict(state))
 
-
-def optimizer_parameters(optimizer: torch.optim.Optimizer) -> list[torch.Tensor]:
-    """Every parameter the optimizer updates."""
-    return [parameter for group in optimizer.param_groups for parameter in group["params"]]
 
 
 def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
@@ -243,14 +187,7 @@ def _restore_training_checkpoint(folder: Path, optimizer, scheduler, scaler, con
         group["lr"] = peak * factor(scheduler.last_epoch)
     if scaler is not None and (folder / "scaler.pt").exists():
         scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-    rng_file = folder / f"rng_state_{context.rank}.pt"
-    if not rng_file.exists():
-        raise ToolkitError(f"{folder} was saved by a run with fewer processes (no {rng_file.name}); resume "
-                           "with the same number of processes")
-    rng = torch.load(rng_file, weights_only=True)
-    torch.set_rng_state(rng["cpu"])
-    if "cuda" in rng and torch.cuda.is_available():
-        torch.cuda.set_rng_state(rng["cuda"])
+    restore_rng_state(folder, context.rank)
     return read_trainer_state(folder)
 
 
@@ -434,44 +371,3 @@ def _log_window(window: dict, state: TrainState, scheduler, ctx: LoopContext, ba
             ctx.log.log(event)
         bar.set_postfix(loss=f"{event['loss']:.4f}", tok_s=f"{event['tokens_per_second']:.0f}")
     window.update(loss=0.0, steps=0, tokens=0.0, time=time.perf_counter())
-
-
-# ----------------------------------------------------------------------------- inference
-
-@torch.no_grad()
-def predict(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int],
-            forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], list[Any]],
-            collate: Callable[[list[dict]], dict[str, torch.Tensor]], batch_size: int, ctx: LoopContext,
-            desc: str = "evaluating") -> list[Any] | None:
-    """Run `forward` over every row exactly once (sharded over ranks, length-sorted batches).
-
-    `forward(model, batch)` returns one output per row of the batch. Returns the outputs in row
-    order on rank 0, None on the other ranks.
-    """
-    was_training = model.training
-    model.eval()
-    batches = evaluation_batches(lengths, batch_size, ctx.dist.rank, ctx.dist.world_size)
-    mine: list[tuple[int, Any]] = []
-    main = ctx.dist.is_main
-    with Progress(len(batches), desc, bar=ctx.progress and main, unit="batch", leave=False,
-                  log=ctx.log.log if ctx.log is not None and main else None,
-                  interval_s=ctx.progress_interval_s if main else None) as progress:
-        for indices in batches:
-            batch = move_batch(collate([rows[i] for i in indices]), ctx.device)
-            with autocast_context(ctx.precision, ctx.device):
-                outputs = forward(model, batch)
-            mine.extend(zip(indices, outputs))
-            progress.update()
-    model.train(was_training)
-    gathered = gather_to_main(ctx.dist, mine)
-    if gathered is None:
-        return None
-    ordered: list[Any] = [None] * len(rows)
-    seen = 0
-    for part in gathered:
-        for index, output in part:
-            ordered[index] = output
-            seen += 1
-    if seen != len(rows):
-        raise RuntimeError(f"evaluation covered {seen} rows, expected {len(rows)}")
-    return ordered

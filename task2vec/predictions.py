@@ -1,0 +1,122 @@
+"""What a probe predicts for a batch, the softmax outputs the Fisher estimators differentiate.
+
+`Predictions` holds a mask of the predictions that count, the data's labels and either the logits
+or (for a vocabulary-sized LM head) the features and the head that give them; the estimators read
+the softmax of the counted predictions in chunks (`probability_chunks`) so that (B, P, V) logits
+are never formed. `next_token_predictions` is a causal LM's; other probes' are in `task2vec.probe`.
+The estimators themselves are in `task2vec.fisher` and `task2vec.fisher_engine`.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """What a probe predicts for a batch: the softmax outputs whose log-likelihood is differentiated.
+
+    Either `logits` is given, or the logits are a linear map of `features` (a vocabulary-sized LM
+    head): logits = features @ head_weight.T + head_bias. The factored form lets the estimators
+    work on a few hundred positions at a time instead of holding (B, P, V) logits, their softmax
+    and their gradient for a 50,257-word vocabulary.
+    """
+
+    mask: torch.Tensor                      # (B, P) bool, True where the prediction counts
+    targets: torch.Tensor                   # (B, P) long, the data's labels (any value where mask is False)
+    logits: torch.Tensor | None = None      # (B, P, C)
+    features: torch.Tensor | None = None    # (B, P, d)
+    head_weight: torch.Tensor | None = None  # (C, d)
+    head_bias: torch.Tensor | None = None    # (C,)
+
+    @property
+    def factored(self) -> bool:
+        """True when the logits are given as features and a linear head."""
+        return self.logits is None
+
+    def full_logits(self) -> torch.Tensor:
+        """(B, P, C) logits (computed from the features when factored)."""
+        if self.logits is not None:
+            return self.logits
+        return F.linear(self.features.to(self.head_weight.dtype), self.head_weight, self.head_bias)
+
+
+OutputFn = Callable[[nn.Module, dict[str, torch.Tensor]], Predictions]
+
+
+def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
+    """A causal LM's next-token predictions: position t predicts token t+1.
+
+    Position t counts iff both t and t+1 are real tokens. Batches must be right-padded: GPT-2 has
+    absolute positions, counted from the first column. The model must compute its logits as
+    `get_output_embeddings()` applied to the last hidden state of `base_model` (GPT-2 and most HF
+    causal LMs do; `check_factored_head` verifies it).
+
+    Raises:
+        ValueError: a row with padding before a real token.
+    """
+    if bool((batch["attention_mask"][:, 1:] > batch["attention_mask"][:, :-1]).any()):
+        raise ValueError("the attention mask has padding before real tokens; pad on the right")
+    hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
+    head = model.get_output_embeddings()
+    real = batch["attention_mask"].bool()                                                        # (B, T)
+    return Predictions(real[:, :-1] & real[:, 1:], batch["input_ids"][:, 1:], features=hidden[:, :-1],
+                       head_weight=head.weight, head_bias=head.bias)
+
+
+@torch.no_grad()
+def check_factored_head(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> None:
+    """Raise ValueError unless model(...).logits == output_embeddings(base_model(...)) on one sequence."""
+    # The first positions of one sequence suffice: a wrong head shows at every position.
+    row = {"input_ids": input_ids[:1, :16], "attention_mask": attention_mask[:1, :16]}
+    direct = model(**row).logits[:, :-1]
+    factored = next_token_predictions(model, row).full_logits()
+    if not torch.allclose(direct, factored, rtol=1e-4, atol=1e-4 * float(direct.abs().max())):
+        raise ValueError(f"{type(model).__name__} does not compute its logits as its output embeddings applied to "
+                         "the base model's last hidden state; the next-token Fisher cannot use it as a probe")
+
+
+HEAD_CHUNK_ELEMENTS = 1 << 22  # logits formed for at most this many (position, class) pairs at a time
+
+
+def _head_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, probabilities) of the counted predictions, a few hundred rows at a time, in row-major order.
+
+    The probabilities live in one buffer reused for every chunk (a fresh multi-megabyte tensor per
+    chunk costs more in page faults than the softmax itself): use each before asking for the next.
+    """
+    dtype = accumulator_dtype(predictions.features)
+    counted = predictions.features.detach()[predictions.mask].to(dtype)                         # (N, d)
+    weight_t = predictions.head_weight.detach().to(dtype).T                                     # (d, C)
+    bias = None if predictions.head_bias is None else predictions.head_bias.detach().to(dtype)
+    step = max(1, HEAD_CHUNK_ELEMENTS // weight_t.size(1))
+    buffer = torch.empty(min(step, counted.size(0)), weight_t.size(1), dtype=dtype, device=counted.device)
+    for start in range(0, counted.size(0), step):
+        rows = slice(start, min(start + step, counted.size(0)))
+        probs = buffer[:rows.stop - rows.start]                                                 # (n, C)
+        torch.mm(counted[rows], weight_t, out=probs)
+        if bias is not None:
+            probs += bias
+        probs -= probs.amax(dim=-1, keepdim=True)
+        probs.exp_()
+        probs /= probs.sum(dim=-1, keepdim=True)
+        yield rows, probs
+
+
+def probability_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
+    """(rows, softmax probabilities) of the counted predictions, chunked when the head is factored."""
+    if predictions.factored:
+        yield from _head_chunks(predictions)
+        return
+    logits = predictions.logits.detach()[predictions.mask]                                      # (N, C)
+    yield slice(0, logits.size(0)), torch.softmax(logits.to(accumulator_dtype(logits)), dim=-1)
+
+
+def accumulator_dtype(tensor: torch.Tensor) -> torch.dtype:
+    """The dtype the estimators compute in for values computed from `tensor`: fp32, or fp64 for fp64."""
+    # Squared gradients underflow in half precision; float64 models (tests) keep float64.
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
