@@ -210,7 +210,10 @@ def test_an_unknown_family_is_refused_with_the_known_ones():
     assert family_of({}, "x").name == "gpt2"
 
 
-@pytest.mark.parametrize("family", FAMILY_CHOICES)
+# Seven seconds a command (the interpreter and torch): llama in the fast tier, the others with the slow ones
+# (tiny_folders builds every family in-process anyway).
+@pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "llama" else [pytest.mark.slow])
+                                    for f in FAMILY_CHOICES])
 def test_the_tiny_model_command_builds_each_family(family, tmp_path):
     result = run_module("utils.tiny_model", "--family", family, "--output_dir", str(tmp_path / family),
                         "--n_layer", "1", "--no_progress")
