@@ -47,11 +47,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from recording import provenance, write_result  # noqa: E402
 
 from utils.data.loading import load_task_data  # noqa: E402
-from utils.data.records import write_jsonl  # noqa: E402
 from utils.data.samples import sample_file  # noqa: E402
-from utils.data.synthetic_qa import SyntheticTask, synthetic_records  # noqa: E402
+from utils.data.synthetic_qa import write_learnable_task  # noqa: E402
 from utils.models.hub import OFFLINE_VARIABLES  # noqa: E402
-from utils.models.tiny_model import build_tiny_model, train_tokenizer  # noqa: E402
+from utils.models.tiny_model import build_tiny_model  # noqa: E402
 from utils.run.errors import HubUnavailableError  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -161,14 +160,8 @@ def busy_folder_refusal(repeats: int, workdir: Path) -> dict:
 def synthetic_task(workdir: Path) -> tuple[Path, Path]:
     """Synthetic QA files and a tiny model whose tokenizer was trained on that text (tests/test_qa_script.py)."""
     folder = workdir / "synthetic"
-    task = SyntheticTask("event")
-    train = synthetic_records(task, 10000, seed=1)
-    write_jsonl(folder / "train.jsonl", train)
-    write_jsonl(folder / "dev.jsonl", synthetic_records(task, 200, seed=2))
-    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
-    train_tokenizer(iter(texts), 400).save_pretrained(str(folder / "tokenizer"))
-    model = build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
-                             tokenizer_path=str(folder / "tokenizer"), seed=0)
+    folder.mkdir(parents=True, exist_ok=True)
+    model = write_learnable_task(folder)
     return folder, model
 
 

@@ -11,10 +11,9 @@ from safetensors.torch import load_file
 import run_intermediate_source_GPT2 as script
 from tests.conftest import REPO_ROOT, run_module
 from utils.models.checkpoint import read_lineage
-from utils.data.records import write_jsonl
 from utils.data.samples import sample_file
-from utils.data.synthetic_qa import SyntheticTask, synthetic_records
-from utils.models.tiny_model import build_tiny_model, train_tokenizer
+from utils.data.synthetic_qa import write_learnable_task
+from utils.models.tiny_model import build_tiny_model
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none", "--logging_steps", "50", "--warmup_ratio", "0.1", "--weight_decay", "0"]
@@ -24,15 +23,7 @@ SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length"
 def synthetic(tmp_path_factory):
     """Synthetic QA files and a tiny model whose tokenizer was trained on that text."""
     folder = tmp_path_factory.mktemp("synthetic")
-    task = SyntheticTask("event")
-    train = synthetic_records(task, 10000, seed=1)
-    write_jsonl(folder / "train.jsonl", train)
-    write_jsonl(folder / "dev.jsonl", synthetic_records(task, 200, seed=2))
-    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
-    train_tokenizer(iter(texts), 400).save_pretrained(str(folder / "tokenizer"))
-    model = build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
-                             tokenizer_path=str(folder / "tokenizer"), seed=0)
-    return folder, model
+    return folder, write_learnable_task(folder)
 
 
 def curve(output_dir):

@@ -106,3 +106,21 @@ def write_family(folder: Path, family: dict[str, SyntheticTask], *, train_exampl
         files += ["--task_file", f"{name}={folder / f'{name}_train.jsonl'}"]
     train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
     return files
+
+
+def write_learnable_task(folder: Path, *, train_examples: int = 10000, dev_examples: int = 200,
+                         vocab_size: int = 400) -> Path:
+    """Write one synthetic task (`train.jsonl`, `dev.jsonl`) and a tiny GPT-2 (2 layers, 64 wide, no
+    dropout, `tiny/`) whose tokenizer was trained on its text, into `folder`; return the model's
+    folder. The task the QA learning checks (tests/test_qa_script.py) and their timing benchmark
+    (benchmarks/response_times.py) train on."""
+    from utils.models.tiny_model import build_tiny_model, train_tokenizer  # deferred: it imports transformers
+
+    task = SyntheticTask("event")
+    train = synthetic_records(task, train_examples, seed=1)
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "dev.jsonl", synthetic_records(task, dev_examples, seed=2))
+    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
+    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
+    return build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
+                            tokenizer_path=str(folder / "tokenizer"), seed=0)
