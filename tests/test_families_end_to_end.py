@@ -78,17 +78,3 @@ def test_the_study_runs_on_a_tiny_model_of_each_family(family, tmp_path):
     report = json.loads((tmp_path / "diversity" / "diversity.json").read_text())
     assert len(report["subsets"]) == 3 and all(0 < s["diversity"] <= 1 for s in report["subsets"])
 
-
-@pytest.mark.slow
-def test_real_learning_signal_on_sst2_with_a_tiny_llama(shared_data, tmp_path):
-    """As tests/test_target_script.py's GPT-2 check: a tiny random Llama-style model (RMSNorm, rotary,
-    SwiGLU, untied output) with the real GPT-2 tokenizer, 8,000 SST-2 sentences: dev accuracy >= 0.70."""
-    tiny = build_tiny_model(tmp_path / "tiny_llama_real_vocab", family="llama", n_layer=2, n_embd=64, n_head=4,
-                            n_positions=128, tokenizer_path=str(shared_data / "gpt2_tokenizer"), seed=0)
-    summary = target.main(["--pretrained_model", str(tiny), "--train_file", str(shared_data / "sst2" / "train.tsv"),
-                           "--validation_file", str(shared_data / "sst2" / "dev.tsv"), "--max_train_samples", "8000",
-                           "--num_runs", "1", "--epochs", "2", "--batch_size", "32", "--learning_rate", "1e-3",
-                           "--output_dir", str(tmp_path / "sst2"), "--features_cache_dir", "none"])
-    accuracy = summary["eval_accuracy"]["mean"]
-    print(f"SST-2 dev accuracy {accuracy:.4f} (8,000 sentences, 2 epochs, tiny Llama)")
-    assert accuracy >= 0.70
