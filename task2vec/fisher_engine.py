@@ -115,13 +115,14 @@ def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs
 
 def rms_normalized(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """x / sqrt(mean(x**2) + eps) over the last axis, rounded as the module rounds it: transformers'
-    RMSNorms (`variance_epsilon`) compute in fp32 and cast back, torch's nn.RMSNorm in x's dtype
-    (eps None: that dtype's machine epsilon). The weight's gradient is sum_t delta_t * this."""
-    if hasattr(module, "variance_epsilon"):
-        xf = x.float()
-        return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + module.variance_epsilon)).to(x.dtype)
-    eps = module.eps if module.eps is not None else torch.finfo(x.dtype).eps
-    return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps)
+    RMSNorms (`variance_epsilon`) compute in fp32 and cast back; torch's nn.RMSNorm computes half
+    precision in fp32 too, with fp32's machine epsilon when its eps is None. The weight's gradient is
+    sum_t delta_t * this."""
+    xf = x.float() if x.dtype in (torch.float16, torch.bfloat16) or hasattr(module, "variance_epsilon") else x
+    eps = getattr(module, "variance_epsilon", None)
+    if eps is None:
+        eps = module.eps if module.eps is not None else torch.finfo(xf.dtype).eps
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype)
 
 
 @dataclass(frozen=True)

@@ -4,10 +4,12 @@ brute-force per-sequence loop, with exactly the structurally zero coordinates le
 from __future__ import annotations
 
 import json
+import shutil
 
 import pytest
 import torch
-from transformers import AutoModelForCausalLM, Qwen2Config
+from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, MistralConfig, Qwen2Config,
+                          Qwen3Config)
 
 from task2vec.fisher import fisher_sums, sample_labels
 from task2vec.layout import build_layout, flatten, layout_manifest, objective_exclusions, select_parameters
@@ -25,12 +27,17 @@ VOCAB = 40
 
 
 def tiny_lm(family: str, seed: int = 0) -> torch.nn.Module:
-    """A float64 tiny LM of `family` without dropout; "qwen2" is the llama family with q/k/v biases
-    and tied embeddings."""
+    """A float64 tiny LM of `family` without dropout. Three more members of the llama family: "qwen2" (q/k/v
+    biases, tied embeddings), "qwen3" (RMSNorm of each head's queries and keys, over a (B, T, heads, 8)
+    input), "mistral" (sliding-window attention)."""
+    common = dict(vocab_size=VOCAB, hidden_size=16, intermediate_size=24, num_hidden_layers=2, num_attention_heads=2,
+                  num_key_value_heads=1, max_position_embeddings=16, bos_token_id=0, eos_token_id=0, pad_token_id=0)
     if family == "qwen2":
-        config = Qwen2Config(vocab_size=VOCAB, hidden_size=16, intermediate_size=24, num_hidden_layers=2,
-                             num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=16,
-                             tie_word_embeddings=True, bos_token_id=0, eos_token_id=0, pad_token_id=0)
+        config = Qwen2Config(**common, tie_word_embeddings=True)
+    elif family == "qwen3":
+        config = Qwen3Config(**common, head_dim=8, tie_word_embeddings=False)
+    elif family == "mistral":
+        config = MistralConfig(**common, sliding_window=4, tie_word_embeddings=False)
     else:
         config = tiny_config(family=family, vocab_size=VOCAB, eos_token_id=0, n_layer=2, n_embd=16, n_head=2,
                              n_positions=16, dropout=0.0)
@@ -61,7 +68,8 @@ def probe_batches(lm: torch.nn.Module) -> dict[str, tuple[ProbeModel, dict]]:
                    batch) for kind, batch in batches.items()}
 
 
-FISHER_FAMILIES = [*FAMILY_CHOICES, "qwen2"]
+FISHER_FAMILIES = [*FAMILY_CHOICES, "qwen2", "qwen3", "mistral"]
+LLAMA_LIKE = ("llama", "qwen2", "qwen3", "mistral")
 
 
 @pytest.mark.parametrize("family", FISHER_FAMILIES)
@@ -72,7 +80,7 @@ def test_fisher_hooks_equal_the_per_sequence_loop_for_every_head(family):
         exclude = objective_exclusions(probe, probe.body_prefix, "lm" if kind == "lm" else "task", ("bias",))
         covered = select_parameters(probe, probe.body_prefix, ("bias",), exclude)
         kinds = {p.kind for p in covered}
-        assert ("rmsnorm" in kinds) == (family in ("llama", "qwen2")), kinds
+        assert ("rmsnorm" in kinds) == (family in LLAMA_LIKE), kinds
         assert ("conv1d" in kinds) == (family == "gpt2"), kinds
         for estimator in ("empirical", "mc"):
             labels = None
@@ -114,10 +122,12 @@ def test_the_layout_leaves_out_exactly_the_structurally_zero_coordinates(family)
         excluded = named[name].excluded if name in named else ()
         expected = torch.cat([torch.arange(s, e) for s, e in excluded]) if excluded else torch.zeros(0, dtype=torch.long)
         assert torch.equal(coordinates, expected), (family, name, coordinates.tolist(), excluded)
-    counted = {"gpt2": 2, "gpt_neo": 0, "gpt_neox": 2, "llama": 0, "qwen2": 0}[family]
+    counted = {"gpt2": 2, "gpt_neox": 2}.get(family, 0)
     assert sum(bool(p.excluded) for p in named.values()) == counted
     if family == "gpt_neox":   # head_size 8, a quarter rotated: 6 unrotated key dimensions per head
         assert named["gpt_neox.layers.0.attention.query_key_value.bias"].excluded == ((10, 16), (34, 40))
+    if family == "qwen3":      # the per-head norms are covered like the others
+        assert "model.layers.0.self_attn.k_norm.weight" in named
 
     for kind, (probe, batch) in probe_batches(lm).items():
         objective = "lm" if kind == "lm" else "task"
@@ -176,6 +186,29 @@ def test_a_chain_through_every_head_keeps_every_backbone_tensor_bit_identical(fa
         previous = loaded
     assert previous.head == "lm"
     assert len(json.loads((parent / "lineage.json").read_text())["chain"]) == 5
+
+
+@pytest.mark.parametrize("family", ["gpt_neox", "llama"])
+def test_a_saved_qa_checkpoint_loads_with_plain_transformers(family, tiny_folders, tmp_path):
+    """Saved with the names the head model uses: transformers alone loads the backbone (a Llama QA head calls
+    it `transformer`; saving in transformers' "original format" would write `model.*` and leave it random)."""
+    qa = load_model(tiny_folders[family], "qa")
+    folder = save_checkpoint(qa.model, qa.tokenizer, tmp_path / "qa",
+                             build_lineage(script="test", task=None, objective=None, head="qa", seed=0,
+                                           parent=qa.provenance))
+    plain, info = AutoModelForQuestionAnswering.from_pretrained(folder, output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    reference = qa.model.state_dict()
+    assert all(torch.equal(value, reference[name]) for name, value in plain.state_dict().items())
+
+
+def test_a_config_without_model_type_loads_as_gpt2(tiny_folders, tmp_path):
+    folder = tmp_path / "old_gpt2"
+    shutil.copytree(tiny_folders["gpt2"], folder)
+    config = json.loads((folder / "config.json").read_text())
+    del config["model_type"]
+    (folder / "config.json").write_text(json.dumps(config))
+    assert load_model(folder, "lm").family.name == "gpt2"
 
 
 @pytest.mark.parametrize("family", ["gpt_neox", "llama"])

@@ -163,7 +163,10 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
     make_shareable(staging)
     try:
         (staging / INCOMPLETE_MARKER).write_text("save in progress\n", encoding="utf-8")
-        model.save_pretrained(staging)
+        # The weights as the model names them: transformers would otherwise undo at saving the renames
+        # used at loading (key_mapping: a Llama QA head's backbone is `transformer`, its LM's `model`), and
+        # a QA checkpoint would load into plain AutoModelForQuestionAnswering with a random backbone.
+        model.save_pretrained(staging, save_original_format=False)
         tokenizer.save_pretrained(staging)
         for written in staging.iterdir():
             make_shareable(written)  # some writers create private (0600) files

@@ -51,14 +51,18 @@ def _gpt2_key_bias(model: nn.Module, module_name: str) -> Ranges:
 
 def _neox_unrotated_key_bias(model: nn.Module, module_name: str) -> Ranges:
     """GPT-NeoX's fused `query_key_value` bias is, per head h, [q_h | k_h | v_h] of `head_size` each.
-    Rotary positions turn only the first `rotary_ndims` dimensions of q and k; in the others the key
-    bias adds q_i·b to every logit of query i, which the softmax ignores. Those coordinates, per head."""
+    Rotary positions turn only the first dimensions of q and k: as many as the cos/sin tables are wide,
+    2 * ceil(rotary_ndims / 2) (one inverse frequency per pair); in the others the key bias adds q_i·b
+    to every logit of query i, which the softmax ignores. Those coordinates, per head."""
     parent_name, _, child = module_name.rpartition(".")
     if child != "query_key_value":
         return ()
     attention = model.get_submodule(parent_name)
     head_size, rotary = getattr(attention, "head_size", None), getattr(attention, "rotary_ndims", None)
-    if head_size is None or rotary is None or rotary >= head_size:
+    if head_size is None or rotary is None:
+        return ()
+    rotary = 2 * ((rotary + 1) // 2)
+    if rotary >= head_size:
         return ()
     heads = model.get_submodule(module_name).bias.shape[0] // (3 * head_size)
     return tuple((h * 3 * head_size + head_size + rotary, h * 3 * head_size + 2 * head_size) for h in range(heads))
@@ -79,7 +83,8 @@ class ModelFamily:
 FAMILIES: Mapping[str, ModelFamily] = {family.name: family for family in (
     ModelFamily("gpt2", ("gpt2",), ("transformer",), ("lm_head.",), ("n_positions",), _gpt2_key_bias),
     ModelFamily("gpt_neo", ("gpt_neo",), ("transformer",), ("lm_head.",), ("max_position_embeddings",)),
-    ModelFamily("gpt_neox", ("gpt_neox",), ("gpt_neox",), ("embed_out.",), ("max_position_embeddings",),
+    # GPT-NeoX's LM head is `embed_out` on disk (Pythia) and `lm_head` in transformers 5's model.
+    ModelFamily("gpt_neox", ("gpt_neox",), ("gpt_neox",), ("embed_out.", "lm_head."), ("max_position_embeddings",),
                 _neox_unrotated_key_bias),
     ModelFamily("llama", ("llama", "qwen2", "qwen3", "mistral"), ("model", "transformer"), ("lm_head.",),
                 ("max_position_embeddings",)),

@@ -186,7 +186,10 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
     try:
         raw = read_model_config(load_from) if provenance.sha256 else PretrainedConfig.get_config_dict(load_from)[0]
         family = family_of(raw, source)
-        cls = head_class(AutoConfig.from_pretrained(load_from), head, source)
+        # From the raw dict: a config without model_type (old GPT-2 files) is GPT-2's, as family_of says.
+        model_type = raw.get("model_type") or family.model_types[0]
+        config = AutoConfig.for_model(model_type, **{k: v for k, v in raw.items() if k != "model_type"})
+        cls = head_class(config, head, source)
         # Mismatched shapes are let through here and judged by check_loading_info, which allows
         # them only in the new head (e.g. a classifier with another number of labels).
         model, info = cls.from_pretrained(
