@@ -132,11 +132,14 @@ def check_loading_info(info: dict, head: str, source: str) -> None:
                               "hidden size, heads)? Restore the config.json saved with the weights")
 
 
-def _head_config(head: str, label_names: tuple[str, ...] | None) -> dict[str, Any]:
+def _head_config(head: str, label_names: tuple[str, ...] | None, regression: bool = False) -> dict[str, Any]:
     if head != "classification":
         return {}
+    if regression:
+        # One output, read as a score (MSE); problem_type set so the model's own loss agrees.
+        return {"num_labels": 1, "id2label": {0: "score"}, "label2id": {"score": 0}, "problem_type": "regression"}
     if not label_names:
-        raise ValueError("a classification head needs label_names")
+        raise ValueError("a classification head needs label_names (or regression=True)")
     return {
         "num_labels": len(label_names),
         "id2label": dict(enumerate(label_names)),
@@ -154,7 +157,8 @@ def is_local_path(name_or_path: str | os.PathLike) -> bool:
 
 def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tuple[str, ...] | None = None,
                local_hint: str = "--model_name PATH_TO_A_LOCAL_CHECKPOINT",
-               probe: Callable[[], bool] = hub_reachable, allow_new_lm_head: bool = False) -> LoadedModel:
+               probe: Callable[[], bool] = hub_reachable, allow_new_lm_head: bool = False,
+               regression: bool = False) -> LoadedModel:
     """Load a checkpoint folder (ours or any `save_pretrained` folder) or a Hub name into a head.
 
     The new head (if any) is initialised from torch's global generator, so call `set_seed` first.
@@ -163,6 +167,8 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
     set to match.
 
     Args:
+        regression: with head "classification", a one-output head for a real-valued target
+            (`label_names` unused).
         allow_new_lm_head: with head "lm", accept a checkpoint without LM head weights (a chain
             through a QA or classification head of a family with untied embeddings) and start a
             random one; for uses that never read the LM head (Task2Vec's task objective).
@@ -195,7 +201,7 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         model, info = cls.from_pretrained(
             load_from, output_loading_info=True, use_safetensors=True, dtype=torch.float32,
             ignore_mismatched_sizes=True, key_mapping=key_mapping(family, cls.base_model_prefix) or None,
-            **_head_config(head, label_names))
+            **_head_config(head, label_names, regression))
         tokenizer = load_tokenizer(load_from) if provenance.sha256 else AutoTokenizer.from_pretrained(load_from)
     except OSError as err:
         if provenance.sha256 is None:
