@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> dict:
     spec = get_task(args.dataset_name)
     if spec.kind != "classification":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; use run_intermediate_source_GPT2.py")
+    if spec.metric != "accuracy":
+        # The summary, the selection and the results table are in accuracy; a target scored by another
+        # metric would be reported in the wrong one.
+        parser.error(f"--dataset_name {spec.name}: its official metric is {spec.metric}, and this script reports "
+                     "accuracy only for now; it runs the accuracy-scored targets (sst2, mnli, mnli-mm, qnli, rte, "
+                     "wnli, and tasks of your own files)")
     seeds = resolve_seeds(args.num_runs, args.seeds)
     output_dir = Path(args.output_dir or f"target_{spec.name}_{Path(args.pretrained_model.rstrip('/')).name}")
     with hold_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=args.resume,

@@ -16,12 +16,14 @@ echo "== 1/6 tiny $FAMILY model, built offline -> $OUT/$TINY"
 "$PY" -m utils.tiny_model --family "$FAMILY" --output_dir "$OUT/$TINY" --overwrite_output_dir --no_progress
 
 echo "== 2/6 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
-for task in squad squad_v2 duorc-p duorc-s drop quoref mlqa_en sst2; do
-    for split in train validation; do
-        file=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', '$split'))")
-        "$PY" -m utils.data --task "$task" --split "$split" --file "$file" --compact \
-            --stats_file "$OUT/adapter_stats/${task}_${split}.json"
-    done
+# Every task of utils.data.samples.SAMPLE_FILES (the QA samples and every GLUE target), both splits.
+"$PY" -c "from utils.data.samples import SAMPLE_FILES, sample_file
+for task in SAMPLE_FILES:
+    for split in ('train', 'validation'):
+        print(task, split, sample_file(task, split))" |
+while read -r task split file; do
+    "$PY" -m utils.data --task "$task" --split "$split" --file "$file" --compact \
+        --stats_file "$OUT/adapter_stats/${task}_${split}.json" < /dev/null
 done
 echo "== 3/6 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
 parent="$OUT/$TINY"

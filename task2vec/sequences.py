@@ -21,7 +21,7 @@ import numpy as np
 from utils.run.errors import ToolkitError
 from utils.qa.features import SpanFeatureConfig, span_features
 from utils.qa.generative import ANSWER_PREFIX, GenerativeConfig, generative_features
-from utils.classification.objective import classification_features
+from utils.classification.objective import classification_features, join_pair
 from task2vec.options import OBJECTIVES
 from utils.data.registry import TaskSpec
 
@@ -62,14 +62,23 @@ def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int
     if room < 1:
         raise ToolkitError(f"--max_length {max_length} leaves no room for the sentence before the label word")
     # One token more than kept tells a cut sentence (see utils.classification.objective.classification_features).
-    encoded = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
-                        max_length=room + 1)["input_ids"]
+    first = tokenizer([r["text"] for r in records], add_special_tokens=False, truncation=True,
+                      max_length=room + 1)["input_ids"]
+    cut = [len(sentence) > room for sentence in first]
+    encoded = [sentence[:room] for sentence in first]
+    if records and "text_pair" in records[0]:   # a pair: text <eos> text_pair, cut longest-first to `room`
+        if room < 3:
+            raise ToolkitError(f"--max_length {max_length} leaves no room for a sentence pair before the label word")
+        second = tokenizer([r["text_pair"] for r in records], add_special_tokens=False, truncation=True,
+                           max_length=room + 1)["input_ids"]
+        joined = [join_pair(a, b, tokenizer.eos_token_id, room) for a, b in zip(first, second)]
+        encoded, cut = [ids for ids, _ in joined], [was_cut for _, was_cut in joined]
     rows, ids = [], []
     for record, sentence in zip(records, encoded):
         if sentence:
-            rows.append({"input_ids": sentence[:room] + prefix + words[record["label"]]})
+            rows.append({"input_ids": sentence + prefix + words[record["label"]]})
             ids.append(record["id"])
-    truncated = sum(1 for sentence in encoded if len(sentence) > room)
+    truncated = sum(cut)
     return TaskRows(rows, ids, len(records) - len(rows), truncated, room)
 
 
@@ -91,7 +100,8 @@ def _span_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows
 
 
 def _classification_task_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRows:
-    features = classification_features(_columns(records, ("text", "label")), tokenizer, max_length)
+    keys = ("text", "text_pair", "label") if records and "text_pair" in records[0] else ("text", "label")
+    features = classification_features(_columns(records, keys), tokenizer, max_length)
     rows = [{"input_ids": ids, "labels": label} for ids, label in zip(features["input_ids"], features["labels"])]
     return TaskRows(rows, [r["id"] for r in records], 0, sum(features["truncated"]), max_length)
 
@@ -106,6 +116,9 @@ def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: st
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if spec.kind == "classification":
+        if spec.is_regression:
+            raise ToolkitError(f"{spec.name} is a regression target: the probe's heads are softmax classifiers "
+                               "(a Gaussian head for a real-valued score is not built yet); embed a class task")
         unlabelled = sum(1 for r in records if r["label"] < 0)
         if unlabelled:
             raise ToolkitError(f"{spec.name}: {unlabelled} records have no label (a test split?); "

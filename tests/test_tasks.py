@@ -12,7 +12,18 @@ EXPECTED_NAMES = {
     "drop": "drop", "quoref": "quoref",
     "mlqa_en": "mlqa_en", "mlqa_de": "mlqa_de", "mlqa_es": "mlqa_es",
     "sst2": "sst2", "glue": "sst2", "glue;sst2": "sst2",
+    # The GLUE targets (issue 13), in the same style.
+    "cola": "cola", "glue;cola": "cola",
+    "mrpc": "mrpc", "glue;mrpc": "mrpc",
+    "stsb": "stsb", "sts-b": "stsb", "glue;stsb": "stsb",
+    "qqp": "qqp", "glue;qqp": "qqp",
+    "mnli": "mnli", "mnli-m": "mnli", "mnli_matched": "mnli", "glue;mnli": "mnli",
+    "mnli-mm": "mnli-mm", "mnli_mismatched": "mnli-mm", "glue;mnli_mismatched": "mnli-mm",
+    "qnli": "qnli", "glue;qnli": "qnli",
+    "rte": "rte", "glue;rte": "rte", "glue-rte": "rte",
+    "wnli": "wnli", "glue;wnli": "wnli",
 }
+GLUE_TASKS = ["cola", "sst2", "mrpc", "stsb", "qqp", "mnli", "mnli-mm", "qnli", "rte", "wnli"]
 
 
 @pytest.mark.parametrize("name,canonical", sorted(EXPECTED_NAMES.items()))
@@ -23,7 +34,7 @@ def test_every_design_name_and_alias_resolves(name, canonical):
 
 def test_registry_lists_exactly_the_design_tasks():
     assert sorted(list_tasks()) == sorted(set(EXPECTED_NAMES.values()))
-    assert list_tasks("classification") == ["sst2"]
+    assert list_tasks("classification") == GLUE_TASKS
 
 
 @pytest.mark.parametrize("name,kind,v2", [

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 # task -> its metrics, the primary one first (GLUE: CoLA Matthews correlation; MRPC and QQP F1 and
-# accuracy; STS-B Pearson and Spearman; the others accuracy).
+# accuracy; STS-B Pearson and Spearman; the others accuracy). mnli-mm is MNLI on its mismatched dev set.
 GLUE_METRICS: Mapping[str, tuple[str, ...]] = {
     "cola": ("matthews_correlation",),
     "sst2": ("accuracy",),
@@ -34,6 +34,7 @@ GLUE_METRICS: Mapping[str, tuple[str, ...]] = {
     "stsb": ("pearson", "spearmanr"),
     "qqp": ("f1", "accuracy"),
     "mnli": ("accuracy",),
+    "mnli-mm": ("accuracy",),
     "qnli": ("accuracy",),
     "rte": ("accuracy",),
     "wnli": ("accuracy",),

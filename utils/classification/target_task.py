@@ -240,7 +240,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
     note = same_file_warning(args.train_file, args.validation_file)
     if note and dist_ctx.is_main:
         logger.warning(note)
-    columns = {"text_column": args.text_column, "label_column": args.label_column}
+    columns = {"text_column": args.text_column, "label_column": args.label_column,
+               "text_pair_column": args.text_pair_column}
     train_data = load_task_data(spec, "train", args.train_file, **columns)
     eval_data = load_task_data(spec, "validation", args.validation_file, **columns)
     require_labels(train_data.records, "training", train_data.stats.source)

@@ -208,14 +208,31 @@ def adapt_canonical_qa(spec: TaskSpec, rows: Iterable[tuple[int, Any]], stats: A
 
 def adapt_canonical_classification(spec: TaskSpec, rows: Iterable[tuple[int, Any]],
                                    stats: AdapterStats) -> list[dict]:
-    """Canonical classification records (JSON lines {id, text, label}), checked strictly."""
-    num_labels = len(spec.label_names or ())
-    records = [validate_classification_record(row, num_labels, file=stats.source, where=f"line {n}")
+    """Canonical classification records (JSON lines {id, text, label}, plus text_pair for a pair
+    task; a regression task's label a score), checked strictly against the task."""
+    records = [validate_classification_record(row, spec.label_space, file=stats.source, where=f"line {n}",
+                                              text_pair=spec.text_pair_required)
                for n, row in rows]
-    counts = Counter(record["label"] for record in records)
     for _ in records:
         stats.keep()
-    for label, count in sorted(counts.items()):
-        name = "unlabelled" if label == UNLABELLED else (spec.label_names or ())[label]
-        stats.note(f"label_{name}", count)
+    note_label_counts(spec, [record["label"] for record in records], stats)
     return records
+
+
+# A regression task's scores are counted in this many equal bins of its range (adapter_stats.json).
+SCORE_BINS = 5
+
+
+def note_label_counts(spec: TaskSpec, labels: list[int | float], stats: AdapterStats) -> None:
+    """Note how many records have each label (`label_NAME`, `label_unlabelled`), or for a regression
+    task how many scores fall in each fifth of its range (`score_LOW-HIGH`, the last bin closed)."""
+    if spec.regression_range is None:
+        for label, count in sorted(Counter(labels).items()):
+            name = "unlabelled" if label == UNLABELLED else (spec.label_names or ())[label]
+            stats.note(f"label_{name}", count)
+        return
+    low, high = spec.regression_range
+    width = (high - low) / SCORE_BINS
+    counts = Counter(min(int((score - low) // width), SCORE_BINS - 1) for score in labels)
+    for index, count in sorted(counts.items()):
+        stats.note(f"score_{low + index * width:g}-{low + (index + 1) * width:g}", count)

@@ -1,6 +1,7 @@
 """`python -m utils.data`: load a task's data through its adapter and print what was kept and dropped.
 
     python -m utils.data --task duorc-p --file ParaphraseRC_train.json [--to_jsonl out.jsonl]
+    python -m utils.data --task rte --split validation --file RTE/dev.tsv
     python -m utils.data --list_tasks
 
 The statistics are printed as JSON (and optionally written to a file); the loading itself is in
@@ -9,12 +10,13 @@ The statistics are printed as JSON (and optionally written to a file); the loadi
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
 from utils.data.loading import load_task_data
 from utils.data.records import write_jsonl
-from utils.data.registry import SPLITS, all_task_specs
+from utils.data.registry import SPLITS, TableLayout, all_task_specs
 from utils.run.cli import add_column_args
 
 
@@ -26,12 +28,14 @@ def build_parser() -> argparse.ArgumentParser:
                     "and optionally write the canonical records.")
     parser.add_argument("--task", type=str, default=None,
                         help="Task name or alias, e.g. squad, squad_v2, duorc-p, 'duorc;SelfRC', drop, "
-                             "quoref, mlqa_en, sst2 (see --list_tasks).")
+                             "quoref, mlqa_en, sst2, cola, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli "
+                             "(see --list_tasks).")
     parser.add_argument("--file", type=str, default=None,
                         help="Local data file or save_to_disk folder. Without it the task's Hugging "
                              "Face Hub dataset is used (needs a network or a populated cache).")
     parser.add_argument("--split", type=str, default="train", choices=SPLITS,
-                        help="Logical split; only matters for Hub datasets and saved DatasetDicts.")
+                        help="Logical split; only matters for Hub datasets and saved DatasetDicts (validation "
+                             "is MNLI's validation_matched for mnli, validation_mismatched for mnli-mm).")
     parser.add_argument("--to_jsonl", type=str, default=None,
                         help="Write the canonical records here as JSON lines.")
     parser.add_argument("--stats_file", type=str, default=None,
@@ -50,8 +54,17 @@ def registry_table() -> list[dict]:
              "version_2_with_negative": s.version_2_with_negative, "hub_id": s.hub_id,
              "hub_config": s.hub_config, "hub_splits": dict(s.hub_splits), "adapter": s.adapter,
              "metric": s.metric,
-             "label_names": list(s.label_names) if s.label_names else None, "notes": s.notes}
+             "label_names": list(s.label_names) if s.label_names else None,
+             "text_pair_required": s.text_pair_required, "is_regression": s.is_regression,
+             "regression_range": list(s.regression_range) if s.regression_range else None,
+             "table": _layout_table(s.table) if s.table else None, "notes": s.notes}
             for s in all_task_specs()]
+
+
+def _layout_table(layout: TableLayout) -> dict:
+    """A task's TableLayout as plain JSON values (lists, not tuples)."""
+    return {key: list(value) if isinstance(value, tuple) else value
+            for key, value in dataclasses.asdict(layout).items()}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -65,7 +78,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.task is None:
         parser.error("--task is required (or --list_tasks)")
     data = load_task_data(args.task, args.split, args.file, text_column=args.text_column,
-                          label_column=args.label_column, local_hint="--file PATH")
+                          text_pair_column=args.text_pair_column, label_column=args.label_column,
+                          local_hint="--file PATH")
     stats = data.stats.to_dict()
     if args.to_jsonl:
         write_jsonl(args.to_jsonl, data.records)

@@ -82,7 +82,7 @@ def build_features(records: list[dict], fn: Callable[[dict[str, list], list[int]
         if all("gold" in record for record in records):
             columns += ("gold",)
     else:
-        columns = ("id", "text", "label")
+        columns = ("id", "text", "text_pair", "label") if records and "text_pair" in records[0] else ("id", "text", "label")
     source = datasets.Dataset.from_dict({column: [record[column] for record in records] for column in columns})
     features = source.map(fn, batched=True, batch_size=batch_size, with_indices=True,
                           remove_columns=list(columns), keep_in_memory=True, desc=f"features {name}")

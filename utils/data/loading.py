@@ -8,7 +8,6 @@ The command line over this module, `python -m utils.data`, is in `utils.data.cli
 """
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import logging
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from utils.data.adapters import AdapterStats, adapt_canonical_classification, adapt_canonical_qa
-from utils.data.classification_adapters import adapt_classification_rows
+from utils.data.classification_adapters import adapt_classification_rows, adapt_table, resolve_columns
 from utils.data.drop_adapters import adapt_drop_json, adapt_drop_rows
 from utils.data.duorc_adapters import adapt_duorc_json, adapt_duorc_rows
 from utils.data.squad_adapters import adapt_squad_json, adapt_squad_rows
@@ -126,53 +125,11 @@ def detect_format(path: Path, payload: Any = None) -> str:
                     "records", file=str(path))
 
 
-def _table_rows(path: Path, delimiter: str) -> tuple[list[str], list[tuple[str, dict]]]:
-    """Header and ("line N", row) pairs of a TSV/CSV; a short row is an error naming its line."""
-    # GLUE sentences contain bare quotes, so TSVs are read without quote processing.
-    quoting = csv.QUOTE_NONE if delimiter == "\t" else csv.QUOTE_MINIMAL
-    rows = []
-    line_number = 1
-    # utf-8-sig: a table saved by Excel starts with a byte-order mark, which would otherwise become
-    # part of the first column's name ("\ufeffsentence") and hide that column.
-    with open(path, encoding="utf-8-sig", newline="") as handle:
-        try:
-            reader = csv.reader(handle, delimiter=delimiter, quoting=quoting)
-            header = [name.strip() for name in next(reader, [])]
-            if not header:
-                raise DataError("is empty (no header line)", file=str(path))
-            for line_number, values in enumerate(reader, start=2):
-                if not values or all(not value.strip() for value in values):
-                    continue
-                if len(values) < len(header):
-                    raise DataError(f"has {len(values)} of {len(header)} columns", file=str(path),
-                                    record=f"line {line_number}", field=header[len(values)])
-                rows.append((f"line {line_number}", dict(zip(header, values))))
-        except UnicodeDecodeError as err:
-            raise DataError(f"not UTF-8 text (near line {line_number + 1}, byte {err.start})", file=str(path)) from None
-        except csv.Error as err:
-            raise DataError(f"unreadable table at line {line_number + 1}: {err}", file=str(path)) from None
-    return header, rows
-
-
-def _pick_column(header: list[str], wanted: str | None, candidates: tuple[str, ...], what: str,
-                 path: Path, required: bool) -> str | None:
-    if wanted is not None:
-        if wanted not in header:
-            raise DataError(f"has no column {wanted!r} (columns: {header})", file=str(path))
-        return wanted
-    for name in candidates:
-        if name in header:
-            return name
-    if required:
-        raise DataError(f"has no {what} column (looked for {list(candidates)}; columns: {header}); "
-                        f"name it with --text_column", file=str(path))
-    return None
-
-
 # ----------------------------------------------------------------------------- dispatch
 
 def _adapt_rows(spec: TaskSpec, rows: list[tuple[Any, Any]], stats: AdapterStats,
-                text_column: str | None, label_column: str | None) -> list[dict]:
+                text_column: str | None, label_column: str | None,
+                text_pair_column: str | None = None) -> list[dict]:
     """Records given row by row (JSON lines, JSON arrays, saved datasets, the Hub)."""
     if not rows:
         return []
@@ -185,14 +142,14 @@ def _adapt_rows(spec: TaskSpec, rows: list[tuple[Any, Any]], stats: AdapterStats
             raise DataError(f"expected a JSON object, got {type(row).__name__}", file=stats.source, record=where)
     keys = set(first)
     if spec.kind == "classification":
-        if text_column is None and {"text", "label", "id"} <= keys:
+        if text_column is None and text_pair_column is None and {"text", "label", "id"} <= keys:
             stats.format += ":canonical"
             return adapt_canonical_classification(spec, rows, stats)
-        text = text_column or ("sentence" if "sentence" in keys else "text")
-        label = label_column or ("label" if "label" in keys else None)
+        columns = resolve_columns(spec, list(first), file=stats.source, where=rows[0][0], text_column=text_column,
+                                  text_pair_column=text_pair_column, label_column=label_column)
         stats.format += ":rows"
-        return adapt_classification_rows(spec, [(w, r) for w, r in rows], stats,
-                                         text_column=text, label_column=label)
+        return adapt_classification_rows(spec, rows, stats, text_column=columns.text, label_column=columns.label,
+                                         text_pair_column=columns.text_pair)
     if "is_impossible" in keys:
         stats.format += ":canonical"
         return adapt_canonical_qa(spec, rows, stats)
@@ -212,7 +169,7 @@ def _adapt_rows(spec: TaskSpec, rows: list[tuple[Any, Any]], stats: AdapterStats
 
 
 def _load_local(spec: TaskSpec, split: str, path: Path, text_column: str | None,
-                label_column: str | None) -> TaskData:
+                label_column: str | None, text_pair_column: str | None = None) -> TaskData:
     if not path.exists():
         raise DataError("file not found", file=str(path))
     payload = read_json(path) if path.suffix.lower() == ".json" and path.is_file() else None
@@ -230,19 +187,15 @@ def _load_local(spec: TaskSpec, split: str, path: Path, text_column: str | None,
     elif fmt == "drop_json":
         records = adapt_drop_json(spec, payload, stats)
     elif fmt in ("tsv", "csv"):
-        header, rows = _table_rows(path, "\t" if fmt == "tsv" else ",")
-        text = _pick_column(header, text_column, ("sentence", "text"), "text", path, required=True)
-        label = _pick_column(header, label_column, ("label",), "label", path, required=False)
-        records = adapt_classification_rows(spec, rows, stats, text_column=text,
-                                            label_column=label)
+        records = adapt_table(spec, path, fmt, stats, text_column, label_column, text_pair_column)
     elif fmt == "jsonl":
-        records = _adapt_rows(spec, list(read_jsonl(path)), stats, text_column, label_column)
+        records = _adapt_rows(spec, list(read_jsonl(path)), stats, text_column, label_column, text_pair_column)
     elif fmt == "json_rows":
         records = _adapt_rows(spec, [(f"[{i}]", row) for i, row in enumerate(payload)], stats,
-                              text_column, label_column)
+                              text_column, label_column, text_pair_column)
     else:  # saved_dataset
         records = _adapt_rows(spec, _saved_dataset_rows(spec, split, path), stats, text_column,
-                              label_column)
+                              label_column, text_pair_column)
     return TaskData(spec, split, records, stats)
 
 
@@ -262,7 +215,7 @@ def _saved_dataset_rows(spec: TaskSpec, split: str, path: Path) -> list[tuple[in
 
 
 def _load_hub(spec: TaskSpec, split: str, text_column: str | None, label_column: str | None,
-              local_hint: str, probe: Callable[[], bool]) -> TaskData:
+              text_pair_column: str | None, local_hint: str, probe: Callable[[], bool]) -> TaskData:
     name = spec.hub_id + (f" ({spec.hub_config})" if spec.hub_config else "")
     require_hub(f"dataset {name}", local_hint, probe=probe)
     import datasets  # deferred: see _saved_dataset_rows
@@ -274,13 +227,13 @@ def _load_hub(spec: TaskSpec, split: str, text_column: str | None, label_column:
     source = f"hub:{spec.hub_id}" + (f"/{spec.hub_config}" if spec.hub_config else "") + \
         f"[{spec.hub_split(split)}]"
     stats = AdapterStats(task=spec.name, source=source, format="hub", split=split)
-    records = _adapt_rows(spec, list(enumerate(loaded)), stats, text_column, label_column)
+    records = _adapt_rows(spec, list(enumerate(loaded)), stats, text_column, label_column, text_pair_column)
     return TaskData(spec, split, records, stats)
 
 
 def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.PathLike | None = None, *,
                    text_column: str | None = None, label_column: str | None = None,
-                   local_hint: str = DEFAULT_LOCAL_HINT,
+                   text_pair_column: str | None = None, local_hint: str = DEFAULT_LOCAL_HINT,
                    probe: Callable[[], bool] = hub_reachable) -> TaskData:
     """Canonical records of one split of a task, from `file` if given, else from the Hub.
 
@@ -288,13 +241,17 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
         task: a registered task name or alias, or its spec.
         split: "train" or "validation" (mapped to the Hub's split names by the registry).
         file: a local file or save_to_disk folder; None means the task's Hub dataset.
-        text_column, label_column: column names for classification tables, when not the defaults
-            (`sentence` or `text`; `label`).
+        text_column, text_pair_column, label_column: column (or row field) names of a
+            classification table, when not the task's own: by default its original TSV's columns
+            (TableLayout), its Hub fields, then `sentence` or `text` (`text` and `text_pair` for a
+            sentence-pair task) and `label`. A table whose columns are named this way needs no code.
         local_hint: the flag(s) named in the error when the Hub cannot be reached.
         probe: the Hub reachability check (tests pass one that needs no network).
 
     Raises:
-        DataError: the file is missing, malformed or holds a record the task cannot use.
+        DataError: the file is missing, malformed (a line with the wrong number of columns, a
+            column the task needs missing) or holds a record the task cannot use (a label outside
+            its label space); the message names the file, the line or record and the field.
         UnknownTaskError: `task` is not registered.
         HubUnavailableError: no file and no Hub.
     """
@@ -302,9 +259,9 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     if file is not None:
-        data = _load_local(spec, split, Path(file), text_column, label_column)
+        data = _load_local(spec, split, Path(file), text_column, label_column, text_pair_column)
     else:
-        data = _load_hub(spec, split, text_column, label_column, local_hint, probe)
+        data = _load_hub(spec, split, text_column, label_column, text_pair_column, local_hint, probe)
     if data.stats.records_read == 0:
         raise DataError("holds no records", file=data.stats.source)
     if data.stats.kept == 0:

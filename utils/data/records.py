@@ -19,11 +19,15 @@ cannot learn from it (`has_training_span`). So has an answerable question whose 
 empty: the adapters give it no located span.
 
 Classification record: {"id": str, "text": str, "label": int}; label -1 marks an unlabelled
-example (e.g. the GLUE test file), which training refuses.
+example (e.g. the GLUE test file), which training refuses. A sentence-pair task's record also has
+"text_pair": str, never empty (MNLI's hypothesis, QQP's second question, ...); a single-text task's
+record has none. A regression task's label is a float score in the task's range (STS-B: [0, 5]);
+a regression task has no unlabelled records.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -149,23 +153,78 @@ def validate_qa_record(record: Any, *, file: str | None, where: str | int) -> di
     return {**record, "id": str(record_id), "is_impossible": impossible}
 
 
-def validate_classification_record(record: Any, num_labels: int, *, file: str | None,
-                                   where: str | int) -> dict:
-    """Check one canonical classification record (label in [0, num_labels) or -1 = unlabelled).
+def validate_classification_record(record: Any, labels: int | tuple[float, float], *, file: str | None,
+                                   where: str | int, text_pair: bool = False) -> dict:
+    """Check one canonical classification record against its task's label space and text fields.
+
+    Args:
+        labels: the number of classes (a label is an int in [0, labels) or -1 = unlabelled), or a
+            regression task's score range (low, high): a label is then a number in it, returned as
+            a float.
+        text_pair: the task reads a pair of texts: the record must have a non-empty string
+            `text_pair`; otherwise it must have none.
+
+    Returns:
+        {"id", "text", "label"} plus "text_pair" for a pair task (other fields are dropped).
 
     Raises:
-        DataError: a missing or mistyped field, or a label outside the task's label set.
+        DataError: a missing or mistyped field, an empty or unexpected `text_pair`, or a label
+            outside the task's label space.
     """
     if not isinstance(record, dict):
         raise DataError(f"expected a JSON object, got {type(record).__name__}", file=file, record=where)
     record_id = _require(record, "id", (str, int), file=file, where=where)
     where = str(record_id)
     text = _require(record, "text", str, file=file, where=where)
+    out: dict[str, Any] = {"id": str(record_id), "text": text}
+    if text_pair:
+        second = _require(record, "text_pair", str, file=file, where=where)
+        if not second.strip():
+            raise DataError("the second text of a sentence-pair task is empty", file=file, record=where,
+                            field="text_pair")
+        out["text_pair"] = second
+    elif "text_pair" in record:
+        raise DataError("this task reads one text; the record has a second one (a sentence-pair task's "
+                        "record?)", file=file, record=where, field="text_pair")
+    if isinstance(labels, tuple):
+        out["label"] = score_label(_require(record, "label", (int, float), file=file, where=where), labels,
+                                   file=file, where=where, field="label")
+        return out
     label = _require(record, "label", int, file=file, where=where)
-    if label != UNLABELLED and not 0 <= label < num_labels:
-        raise DataError(f"label {label} is outside 0..{num_labels - 1}", file=file, record=where,
+    if label != UNLABELLED and not 0 <= label < labels:
+        raise DataError(f"label {label} is outside 0..{labels - 1}", file=file, record=where,
                         field="label")
-    return {"id": str(record_id), "text": text, "label": label}
+    out["label"] = label
+    return out
+
+
+def score_label(value: Any, score_range: tuple[float, float], *, file: str | None, where: str | int,
+                field: str) -> float:
+    """A regression label: a finite number in [low, high], as a float (a number or a numeric string).
+
+    Raises:
+        DataError: not a number, not finite, or outside the range (a regression task has no
+            unlabelled records, so GLUE's -1 for a hidden test score is refused too).
+    """
+    low, high = score_range
+    if isinstance(value, bool):
+        raise DataError("expected a number (a score), got a boolean", file=file, record=where, field=field)
+    if isinstance(value, str):
+        if not value.strip():
+            raise DataError("label is missing", file=file, record=where, field=field)
+        try:
+            value = float(value)
+        except ValueError:
+            raise DataError(f"score {value.strip()!r} is not a number", file=file, record=where,
+                            field=field) from None
+    score = float(value)
+    if not math.isfinite(score):
+        raise DataError(f"score {score} is not a finite number", file=file, record=where, field=field)
+    if not low <= score <= high:
+        hint = " (a regression task has no unlabelled records)" if score == UNLABELLED else ""
+        raise DataError(f"score {score:g} is outside [{low:g}, {high:g}]{hint}", file=file, record=where,
+                        field=field)
+    return score
 
 
 def read_jsonl(path: str | os.PathLike) -> Iterator[tuple[int, Any]]:

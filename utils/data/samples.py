@@ -25,6 +25,17 @@ SAMPLE_FILES: Mapping[str, Mapping[str, str]] = MappingProxyType({
     "mlqa_en": {"train": "mlqa/test-context-en-question-en.json",
                 "validation": "mlqa/dev-context-en-question-en.json"},
     "sst2": {"train": "sst2/train.tsv", "validation": "sst2/dev.tsv"},
+    # The other GLUE targets, each in its original TSV layout (data/samples/README.md).
+    "cola": {"train": "glue/cola/train.tsv", "validation": "glue/cola/dev.tsv"},
+    "mrpc": {"train": "glue/mrpc/train.tsv", "validation": "glue/mrpc/dev.tsv"},
+    "stsb": {"train": "glue/stsb/train.tsv", "validation": "glue/stsb/dev.tsv"},
+    "qqp": {"train": "glue/qqp/train.tsv", "validation": "glue/qqp/dev.tsv"},
+    # MNLI's two tasks share its training file and differ in the dev file.
+    "mnli": {"train": "glue/mnli/train.tsv", "validation": "glue/mnli/dev_matched.tsv"},
+    "mnli-mm": {"train": "glue/mnli/train.tsv", "validation": "glue/mnli/dev_mismatched.tsv"},
+    "qnli": {"train": "glue/qnli/train.tsv", "validation": "glue/qnli/dev.tsv"},
+    "rte": {"train": "glue/rte/train.tsv", "validation": "glue/rte/dev.tsv"},
+    "wnli": {"train": "glue/wnli/train.tsv", "validation": "glue/wnli/dev.tsv"},
 })
 SST2_UNLABELLED_TEST = "sst2/test.tsv"
 

@@ -39,8 +39,10 @@ def sample_texts(samples_dir: Path = SAMPLES_DIR) -> Iterator[str]:
     for task, files in SAMPLE_FILES.items():
         for split, relative in files.items():
             for record in load_task_data(task, split, samples_dir / relative).records:
-                pieces = [record["text"]] if "text" in record else \
-                    [record["context"], record["question"], *record["answers"]["text"]]
+                if "text" in record:   # a classification record: one text, or a pair
+                    pieces = [record["text"], *([record["text_pair"]] if "text_pair" in record else [])]
+                else:
+                    pieces = [record["context"], record["question"], *record["answers"]["text"]]
                 for piece in pieces:
                     if piece not in seen:
                         seen.add(piece)

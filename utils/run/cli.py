@@ -81,11 +81,16 @@ def add_task_file_arg(group: argparse._ActionsContainer, tasks: str) -> None:
 
 
 def add_column_args(group: argparse._ActionsContainer) -> None:
-    """--text_column, --label_column."""
+    """--text_column, --text_pair_column, --label_column."""
     group.add_argument("--text_column", type=str, default=None,
-                       help="Text column of a TSV/CSV/JSONL classification table (default: sentence or text).")
+                       help="Text column of a TSV/CSV/JSONL classification table (default: the task's original TSV "
+                            "column or Hub field, then sentence or text; text for a sentence-pair task).")
+    group.add_argument("--text_pair_column", type=str, default=None,
+                       help="Second-text column of a sentence-pair task's table (default: the task's original TSV "
+                            "column or Hub field, then text_pair).")
     group.add_argument("--label_column", type=str, default=None,
-                       help="Label column of a TSV/CSV/JSONL classification table (default: label, if present).")
+                       help="Label column of a TSV/CSV/JSONL classification table (default: the task's original TSV "
+                            "column, then label, if present; a regression task needs one).")
 
 
 def add_data_file_args(parser: argparse.ArgumentParser) -> None:
