@@ -104,10 +104,13 @@ def add_data_file_args(parser: argparse.ArgumentParser) -> None:
                        help="Local evaluation data, in any format --train_file accepts.")
     group.add_argument("--max_train_samples", type=positive_int, default=None,
                        help="Train on a random subset of N examples (after the adapter), drawn with --data_seed "
-                            "and stratified by document (article, passage, movie); the ids go to data_subsets.json.")
+                            "and stratified: QA by document (article, passage, movie), classification by class, "
+                            "regression by 5 quantile bins of the labels; each stratum gets its proportional "
+                            "share. The ids and the rule go to data_subsets.json.")
     group.add_argument("--max_eval_samples", type=positive_int, default=None,
-                       help="Evaluate on a random subset of N examples, drawn as --max_train_samples. Scores on a "
-                            "subset are not the official whole-set numbers.")
+                       help="Evaluate on a random subset of N examples, drawn and stratified as --max_train_samples "
+                            "(by document, class or label bin). Scores on a subset are not the official whole-set "
+                            "numbers.")
     add_data_seed_arg(group)
 
 
