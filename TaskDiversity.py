@@ -1,4 +1,4 @@
-"""Rank subsets of source tasks by their Task2Vec diversity, and relate it to target accuracy.
+"""Rank subsets of source tasks by their Task2Vec diversity, and relate it to the target's score.
 
     python TaskDiversity.py --emb_dir TaskEmb --source_tasks 'squad,squad_v2,duorc-p,duorc-s,drop' \
         --target_task sst2 --subset_size 3 [--results_table results.csv]
@@ -21,7 +21,7 @@ from task2vec.analysis import build_report, noise_floor_verdict
 from task2vec.comparability import ALLOW_FLAG, load_available_embeddings, load_embeddings
 from task2vec.distances import DISTANCES
 from task2vec.reporting import (OUTPUT_FILES, condition_label, correlation_text, estimate_text, json_safe,
-                                noise_floor_lines, plot_accuracy_vs_diversity, plot_distance_heatmap, ranking_lines,
+                                noise_floor_lines, plot_score_vs_diversity, plot_distance_heatmap, ranking_lines,
                                 write_matrix_csv, write_points_csv, write_subsets_csv)
 from task2vec.transfer import read_results_table, tasks_in_results
 from utils.run.cli import add_output_args, open_unit_interval_float, positive_int, run_entry_point, seed_int, task_name
@@ -48,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="task2vec: Task2Vec normalised cosine of unit-mean embeddings; cosine: plain cosine.")
     parser.add_argument("--results_table", type=str, default=None,
                         help="CSV written by run_target_task_GPT2_sst2_multiple.py --results_table: group its "
-                             "rows for --target_task by condition and correlate accuracy with the diversities.")
+                             "rows for --target_task by condition and correlate the target's primary metric with the diversities.")
     parser.add_argument("--confidence", type=open_unit_interval_float, default=0.95,
                         help="Coverage of the confidence intervals (jackknife over tasks or batches; t over seeds).")
     parser.add_argument(ALLOW_FLAG, action="store_true",
@@ -89,7 +89,7 @@ def write_outputs(output_dir: Path, report: dict, safe: dict, *, plots: bool) ->
     if plots:
         plot_distance_heatmap(output_dir / "task_distances.png", table["tasks"], table["matrix"], report["distance"])
         if "transfer" in report:
-            plot_accuracy_vs_diversity(output_dir / "accuracy_vs_diversity.png", report["transfer"], report["target"])
+            plot_score_vs_diversity(output_dir / "score_vs_diversity.png", report["transfer"], report["target"])
 
 
 def print_report(report: dict) -> None:
@@ -116,14 +116,14 @@ def print_report(report: dict) -> None:
               f"source set(s){repeated}")
         if condition["baseline"] is not None:
             base = condition["baseline"]
-            print(f"  no source: {base['mean_accuracy']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
+            print(f"  no source: {base['mean']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
                   f"over {base['n_seeds']} seeds")
         for point in points:
             if point["runs_share_seeds"]:
                 print(f"  warning: runs of {'+'.join(point['sources'])} from one checkpoint share seeds; they are "
                       "pooled as if independent")
         for group in condition["chain_orders"]:
-            orders = "; ".join(f"{o['source_tasks']} {o['mean_accuracy']:.4f} ({o['n_seeds']} seeds)"
+            orders = "; ".join(f"{o['source_tasks']} {o['mean']:.4f} ({o['n_seeds']} seeds)"
                                for o in group["orders"])
             print(f"  chain orders of {'+'.join(group['sources'])}: {orders}")
         correlations = condition["correlations"]
@@ -132,7 +132,7 @@ def print_report(report: dict) -> None:
             print(f"  no correlation: {correlation_text(next(iter(correlations.values())))}")
             continue
         for name, corr in correlations.items():
-            print(f"  accuracy vs {name}: {correlation_text(corr)}")
+            print(f"  {condition['condition']['metric']} vs {name}: {correlation_text(corr)}")
             if corr["warning"]:
                 print(f"    warning: {corr['warning']}")
 

@@ -1,5 +1,6 @@
-"""Fine-tune one checkpoint on a classification target (SST-2 by default) several times, once per
-seed, and report every run with mean, standard deviation and a 95% confidence interval.
+"""Fine-tune one checkpoint on a classification or regression target (SST-2 by default; any GLUE task)
+several times, once per seed, and report every run with mean, standard deviation and a 95% confidence
+interval of the target's own metrics.
 
     python run_target_task_GPT2_sst2_multiple.py --pretrained_model ./pretrained_model_duorc-p
 """
@@ -14,6 +15,7 @@ from utils.training.resume import add_allow_changed_args
 from utils.run.folder import hold_output_dir
 from utils.classification.args import SAVE_MODEL_CHOICES, SELECTIONS, resolve_seeds
 from utils.data.registry import get_task
+from utils.results.table import legacy_table_problem
 from utils.training.args import add_training_args
 
 
@@ -23,7 +25,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Checkpoint to start every run from: 'gpt2' (Hub) or a folder written by "
                              "run_intermediate_source_GPT2.py, maml_qa.py or save_pretrained (LM, QA or "
                              "classification head; a new classification head is created).")
-    parser.add_argument("--dataset_name", type=task_name, default="sst2", help="Classification target task.")
+    parser.add_argument("--dataset_name", type=task_name, default="sst2",
+                        help="Target task: a GLUE task (cola, sst2, mrpc, stsb, qqp, mnli, mnli-mm, qnli, rte, wnli; "
+                             "spellings such as glue;rte), reported on its primary metric (python -m utils.data "
+                             "--list_tasks).")
     add_output_args(parser, required=False, output_help="Where runs/, summary.json and run_args.json go (default: "
                                                         "target_<task>_<name of --pretrained_model>).")
     parser.add_argument("--resume", action="store_true",
@@ -36,14 +41,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max_length", type=positive_int, default=128, help="Sentences are cut to this many tokens.")
     add_column_args(parser)
     parser.add_argument("--selection", type=str, default="holdout", choices=SELECTIONS,
-                        help="holdout: keep the epoch with the best accuracy on a hold-out taken from the training "
-                             "data (never the reported validation set); last: the last epoch.")
+                        help="holdout: keep the epoch with the best primary metric (accuracy, Matthews "
+                             "correlation, F1 or Pearson) on a hold-out taken from the training data (never the "
+                             "reported validation set); last: the last epoch.")
     parser.add_argument("--holdout_size", type=positive_int, default=1000,
                         help="Hold-out sentences (at most a tenth of the training data).")
     parser.add_argument("--save_model", type=str, default="none", choices=SAVE_MODEL_CHOICES,
                         help="Save each run's model (runs/seed_S/model): the selected epoch, the last one, or none.")
     parser.add_argument("--results_table", type=str, default=None,
-                        help="Append one row for this invocation (source chain, seeds, mean, std, CI) to this CSV.")
+                        help="Append one row for this invocation (source chain, seeds, primary metric with its "
+                             "mean, std, CI) to this CSV.")
     add_features_cache_arg(parser)
     add_data_file_args(parser)
     add_training_args(parser, learning_rate=2e-5, batch_size=32, epochs=3.0, warmup_ratio=0.06,
@@ -59,12 +66,9 @@ def main(argv: list[str] | None = None) -> dict:
     spec = get_task(args.dataset_name)
     if spec.kind != "classification":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; use run_intermediate_source_GPT2.py")
-    if spec.metric != "accuracy":
-        # The summary, the selection and the results table are in accuracy; a target scored by another
-        # metric would be reported in the wrong one.
-        parser.error(f"--dataset_name {spec.name}: its official metric is {spec.metric}, and this script reports "
-                     "accuracy only for now; it runs the accuracy-scored targets (sst2, mnli, mnli-mm, qnli, rte, "
-                     "wnli, and tasks of your own files)")
+    problem = legacy_table_problem(args.results_table, spec.name, spec.metric) if args.results_table else None
+    if problem:   # before any training, which could not be recorded
+        parser.error(problem)
     seeds = resolve_seeds(args.num_runs, args.seeds)
     output_dir = Path(args.output_dir or f"target_{spec.name}_{Path(args.pretrained_model.rstrip('/')).name}")
     with hold_output_dir(output_dir, overwrite=args.overwrite_output_dir, resuming=args.resume,

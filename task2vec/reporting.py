@@ -16,9 +16,10 @@ from task2vec.diversity import ALL_SET_STATISTICS, CORRECTED, SET_STATISTICS
 # Files TaskDiversity.py writes; an overwritten folder loses them first, so that a plot of an
 # earlier run with --results_table cannot sit beside the results of a run without one.
 OUTPUT_FILES = ("diversity.json", "diversity.csv", "task_distances.csv", "task_distances_corrected.csv",
-                "task_distances.png", "accuracy_vs_diversity.png", "correlations.json", "transfer_points.csv")
-POINT_COLUMNS = ("algorithm", "max_train_samples", "selection", "objectives", "base_model", "sources", "orders",
-                 "lines", "duplicate_lines", "n_runs", "n_seeds", "mean_accuracy", "std_accuracy", "ci_low", "ci_high",
+                "task_distances.png", "score_vs_diversity.png", "correlations.json", "transfer_points.csv")
+# mean, std, ci_low, ci_high: of the target's metric (the `metric` column) over the pooled seeds.
+POINT_COLUMNS = ("algorithm", "metric", "max_train_samples", "selection", "objectives", "base_model", "sources",
+                 "orders", "lines", "duplicate_lines", "n_runs", "n_seeds", "mean", "std", "ci_low", "ci_high",
                  *ALL_SET_STATISTICS)
 
 
@@ -87,7 +88,7 @@ def _cell(value: Any) -> Any:
 def write_subsets_csv(path: Path, subsets: Sequence[dict]) -> None:
     """diversity.csv: one row per subset, in the report's ranking, raw and corrected statistics.
 
-    No accuracy here: the accuracies of a source set belong to an experimental condition
+    No target score here: the scores of a source set belong to an experimental condition
     (transfer_points.csv), and pooling them over conditions would mix experiments.
     """
     with open(path, "w", newline="", encoding="utf-8") as handle:
@@ -141,8 +142,8 @@ def plot_distance_heatmap(path: Path, tasks: Sequence[str], matrix: Sequence[Seq
 
 
 def condition_label(condition: Mapping[str, str]) -> str:
-    """A short description of a condition, e.g. "sequential, max_train_samples 1000, holdout, lm"."""
-    parts = [condition["algorithm"]]
+    """A short description of a condition, e.g. "sequential, accuracy, max_train_samples 1000, holdout, lm"."""
+    parts = [condition["algorithm"], condition["metric"]]
     parts.append(f"max_train_samples {condition['max_train_samples'] or 'all'}")
     parts += [condition[key] for key in ("selection", "objectives", "base_model") if condition[key]]
     return ", ".join(parts)
@@ -164,7 +165,7 @@ def x_statistic(condition: Mapping[str, Any]) -> str:
     return corrected if values and all(not math.isnan(v) for v in values) else "diversity"
 
 
-def plot_accuracy_vs_diversity(path: Path, transfer: Mapping[str, Any], target: str) -> None:
+def plot_score_vs_diversity(path: Path, transfer: Mapping[str, Any], target: str) -> None:
     """PNG: one panel per condition; one point per source set with its CI over seeds, the plain
     model as a reference line (its CI shaded), and the correlation with n and its exact p."""
     from matplotlib.figure import Figure
@@ -179,7 +180,7 @@ def plot_accuracy_vs_diversity(path: Path, transfer: Mapping[str, Any], target: 
         x_name = x_statistic(condition)
         points = [p for p in condition["points"] if not math.isnan(p[x_name])]
         x = [p[x_name] for p in points]
-        y = np.array([p["mean_accuracy"] for p in points])
+        y = np.array([p["mean"] for p in points])
         low = np.array([p["ci_low"] for p in points])
         high = np.array([p["ci_high"] for p in points])
         bars = np.nan_to_num(np.vstack([y - low, high - y]), nan=0.0)   # a point of one seed has no bar
@@ -189,7 +190,7 @@ def plot_accuracy_vs_diversity(path: Path, transfer: Mapping[str, Any], target: 
                           xytext=(3, 3), textcoords="offset points")
         baseline = condition["baseline"]
         if baseline is not None:
-            axes.axhline(baseline["mean_accuracy"], color="grey", linestyle="--",
+            axes.axhline(baseline["mean"], color="grey", linestyle="--",
                          label=f"no source ({baseline['n_seeds']} seeds)")
             if not math.isnan(baseline["ci_low"]):
                 axes.axhspan(baseline["ci_low"], baseline["ci_high"], color="grey", alpha=0.15)
@@ -204,7 +205,7 @@ def plot_accuracy_vs_diversity(path: Path, transfer: Mapping[str, Any], target: 
         axes.set_title(title, fontsize=8)
         axes.set_xlabel(f"{x_name.replace('_', ' ')} of the source tasks"
                         + (" (noise floor removed)" if x_name != "diversity" else ""))
-        axes.set_ylabel(f"mean {target} accuracy (95% CI over seeds)")
+        axes.set_ylabel(f"mean {target} {condition['condition']['metric']} (95% CI over seeds)")
     figure.suptitle("one point per source set; rows of a set pooled, repeats counted once; exact permutation p",
                     fontsize=8)
     figure.tight_layout(rect=(0, 0, 1, 1 - 0.35 / figure.get_figheight()))   # room for the suptitle

@@ -8,9 +8,10 @@ Every row that cannot be joined is listed with its reason, never dropped silentl
 
 The rules that keep the correlations honest:
 
-- Rows are grouped by CONDITION: target, base model (the first link of source_chain), max train
-  samples, selection, objectives and training algorithm. Rows of different conditions are never
-  pooled: a different data budget or algorithm is a different experiment.
+- Rows are grouped by CONDITION: target, the metric it is scored by (the row's primary metric;
+  accuracy in a table of the accuracy-only version), base model (the first link of source_chain),
+  max train samples, selection, objectives and training algorithm. Rows of different conditions are
+  never pooled: a different data budget, metric or algorithm is a different experiment.
 - The training algorithm comes from the source_tasks cell (ALGORITHMS): "none" for an empty cell
   (the plain model: the reference line of its condition, never a point), "sequential" for one or
   more single-task steps (a chain; one step is a chain of one), "reptile" for one step of several
@@ -39,14 +40,16 @@ from scipy import stats
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
 from utils.run.errors import DataError, UnknownTaskError
-from utils.results.table import RESULTS_TABLE_COLUMNS, read_rows
+from utils.results.table import RESULTS_TABLE_KEY_COLUMNS, existing_columns, read_rows, row_score
 from utils.data.registry import get_task
 
 CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.classification.target_task.chain_description writes them
 REPTILE_SEPARATOR = "+"  # tasks of one Reptile step, as maml_qa.py records them
 CHAIN_LINK = " > "       # links of source_chain, the base model first
 ALGORITHMS = ("none", "sequential", "reptile", "mixed")
-CONDITION_KEYS = ("target_task", "base_model", "max_train_samples", "selection", "objectives", "algorithm")
+CONDITION_KEYS = ("target_task", "metric", "base_model", "max_train_samples", "selection", "objectives", "algorithm")
+# The keys of a plain model's condition (no source: no objectives, no algorithm).
+BASELINE_KEYS = CONDITION_KEYS[:5]
 
 
 def parse_source_tasks(text: str) -> list[str]:
@@ -82,13 +85,21 @@ def training_algorithm(text: str) -> str:
 def read_results_table(path: str | os.PathLike) -> list[dict]:
     """Rows of the CSV run_target_task_GPT2_sst2_multiple.py --results_table appends to.
 
-    Each row is a dict of its columns plus "line" (its line number in the file).
+    Each row is a dict of its columns plus "line" (its line number in the file). Tables of the
+    accuracy-only version (utils.results.table.LEGACY_RESULTS_TABLE_COLUMNS) are read too.
 
     Raises:
-        DataError: the file is missing, empty, lacks columns of RESULTS_TABLE_COLUMNS, or has a
-            malformed row (its line number is given).
+        DataError: the file is missing, empty, lacks columns of RESULTS_TABLE_KEY_COLUMNS or any
+            score column, or has a malformed row (its line number is given).
     """
-    return read_rows(path, RESULTS_TABLE_COLUMNS, flag="--results_table", writer="run_target_task_GPT2_sst2_multiple.py")
+    writer = "run_target_task_GPT2_sst2_multiple.py"
+    rows = read_rows(path, RESULTS_TABLE_KEY_COLUMNS, flag="--results_table", writer=writer)
+    header = existing_columns(path) or ()
+    if not {"primary_metric", "mean_primary", "std_primary"} <= set(header) and \
+            not {"mean_accuracy", "std_accuracy"} <= set(header):
+        raise DataError(f"not a table written by {writer} --results_table (no score columns: neither "
+                        "primary_metric, mean_primary, std_primary nor mean_accuracy, std_accuracy)", file=str(path))
+    return rows
 
 
 def _row_sources(row: dict, target: str) -> tuple[list[str] | None, str | None]:
@@ -134,7 +145,7 @@ def _number(row: dict, column: str, file: str, *, integer: bool = False, require
 def row_condition(row: Mapping[str, Any], target: str) -> dict[str, str]:
     """The experimental condition of a row (CONDITION_KEYS; see the module docstring)."""
     base = (row.get("source_chain") or "").split(CHAIN_LINK)[0].strip()
-    return {"target_task": target, "base_model": Path(base).name if base else "",
+    return {"target_task": target, "metric": row_score(row)[0], "base_model": Path(base).name if base else "",
             "max_train_samples": (row.get("max_train_samples") or "").strip(),
             "selection": (row.get("selection") or "").strip(), "objectives": (row.get("objectives") or "").strip(),
             "algorithm": training_algorithm(row.get("source_tasks") or "")}
@@ -156,12 +167,12 @@ def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target
 
     Returns:
         (joined, skipped). joined: line, source_tasks, sources, n_sources, condition, the run
-        summary (pretrained_model, seeds, n, mean_accuracy, std_accuracy, output_dir) and
+        summary (pretrained_model, seeds, n, metric, mean and std of the metric, output_dir) and
         ALL_SET_STATISTICS (NaN for the plain model). skipped: line, target_task, source_tasks and
         the reason.
 
     Raises:
-        DataError: a mean_accuracy, n or std_accuracy that is not a number.
+        DataError: a mean, n or std cell that is not a number.
     """
     reseeded = reseeded or {}
     joined, skipped = [], []
@@ -170,10 +181,11 @@ def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target
         absent = [name for name in sources or [] if name not in vectors]
         if sources is not None and absent:
             reason = "; ".join(missing.get(name, f"no embedding loaded for {name!r}") for name in absent)
+        metric, mean_column, std_column = row_score(row)
         if reason is None:
-            accuracy = _number(row, "mean_accuracy", file, required=False)
-            if not math.isfinite(accuracy):
-                reason = f"mean_accuracy is {row['mean_accuracy']!r}"
+            mean = _number(row, mean_column, file, required=False)
+            if not math.isfinite(mean):
+                reason = f"{mean_column} ({metric}) is {row.get(mean_column)!r}"
         if reason is not None:
             skipped.append({"line": row["line"], "target_task": row["target_task"],
                             "source_tasks": row["source_tasks"], "reason": reason})
@@ -183,8 +195,8 @@ def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target
         joined.append({"line": row["line"], "source_tasks": row["source_tasks"], "sources": sources,
                        "n_sources": len(sources), "condition": row_condition(row, target),
                        "pretrained_model": row.get("pretrained_model", ""), "seeds": row.get("seeds", ""),
-                       "n": _number(row, "n", file, integer=True), "mean_accuracy": accuracy,
-                       "std_accuracy": _number(row, "std_accuracy", file, required=False), **statistics,
+                       "n": _number(row, "n", file, integer=True), "metric": metric, "mean": mean,
+                       "std": _number(row, std_column, file, required=False), **statistics,
                        "output_dir": row.get("output_dir", "")})
     return joined, skipped
 
@@ -201,8 +213,8 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     may be NaN). std and CI are NaN when N = 1, or when a run of several seeds lacks its std.
     """
     n = np.array([run["n"] for run in runs], dtype=np.float64)
-    means = np.array([run["mean_accuracy"] for run in runs], dtype=np.float64)
-    stds = np.array([run["std_accuracy"] for run in runs], dtype=np.float64)
+    means = np.array([run["mean"] for run in runs], dtype=np.float64)
+    stds = np.array([run["std"] for run in runs], dtype=np.float64)
     total = float(n.sum())
     mean = float((n * means).sum() / total)
     within = np.where(n > 1, (n - 1) * np.square(stds), 0.0)
@@ -210,7 +222,7 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     if total > 1 and np.all(np.isfinite(within)):
         std = math.sqrt(float(within.sum() + (n * np.square(means - mean)).sum()) / (total - 1))
     half = float(stats.t.ppf((1 + confidence) / 2, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
-    return {"n_seeds": int(total), "mean_accuracy": mean, "std_accuracy": std,
+    return {"n_seeds": int(total), "mean": mean, "std": std,
             "ci_low": mean - half, "ci_high": mean + half}
 
 
@@ -252,7 +264,7 @@ def source_set_point(rows: Sequence[Mapping[str, Any]], confidence: float) -> di
 
 
 def chain_orders(rows: Sequence[Mapping[str, Any]], confidence: float) -> list[dict]:
-    """For each source_tasks order of one set: its lines and pooled accuracy (the order analysis)."""
+    """For each source_tasks order of one set: its lines and pooled score (the order analysis)."""
     by_order: dict[str, list] = {}
     for row in rows:
         by_order.setdefault(row["source_tasks"], []).append(row)
@@ -265,15 +277,15 @@ def _condition_key(condition: Mapping[str, str]) -> tuple:
 
 
 def baselines(joined: Sequence[Mapping[str, Any]], confidence: float) -> list[dict]:
-    """The plain model's accuracy per (target, base model, max train samples, selection)."""
+    """The plain model's score per (target, metric, base model, max train samples, selection)."""
     groups: dict[tuple, list] = {}
     for row in joined:
         if row["condition"]["algorithm"] == "none":
-            groups.setdefault(_condition_key(row["condition"])[:4], []).append(row)
+            groups.setdefault(_condition_key(row["condition"])[:len(BASELINE_KEYS)], []).append(row)
     result = []
     for key, rows in groups.items():
         runs, duplicates = distinct_runs(rows)
-        result.append({"condition": dict(zip(CONDITION_KEYS[:4], key)), "lines": [row["line"] for row in rows],
+        result.append({"condition": dict(zip(BASELINE_KEYS, key)), "lines": [row["line"] for row in rows],
                        "duplicate_lines": duplicates, **pooled_summary(runs, confidence)})
     return result
 
@@ -299,18 +311,18 @@ def transfer_analysis(joined: Sequence[Mapping[str, Any]], confidence: float = 0
             by_set.setdefault(frozenset(row["sources"]), []).append(row)
         points = sorted((source_set_point(group, confidence) for group in by_set.values()),
                         key=lambda point: point["sources"])
-        reference = next((b for b in references if tuple(b["condition"].values()) == key[:4]), None)
-        accuracy = [point["mean_accuracy"] for point in points]
+        reference = next((b for b in references if tuple(b["condition"].values()) == key[:len(BASELINE_KEYS)]), None)
+        scores = [point["mean"] for point in points]
         conditions.append({
             "condition": dict(zip(CONDITION_KEYS, key)), "n_rows": len(rows), "points": points,
             "baseline": reference,
             "chain_orders": [{"sources": sorted(group[0]["sources"]), "orders": chain_orders(group, confidence)}
                              for group in by_set.values() if len({row["source_tasks"] for row in group}) > 1],
-            "correlations": {name: correlate([point[name] for point in points], accuracy, seed)
+            "correlations": {name: correlate([point[name] for point in points], scores, seed)
                              for name in ALL_SET_STATISTICS}})
     return {"rules": RULES, "conditions": conditions, "baselines": references}
 
 
-RULES = ("one point per distinct source set within a condition (target, base model, max train samples, selection, "
-         "objectives, algorithm); rows of a set pooled over their seeds, repeated rows counted once, chain orders "
+RULES = ("one point per distinct source set within a condition (target, metric, base model, max train samples, "
+         "selection, objectives, algorithm); rows of a set pooled over their seeds, repeated rows counted once, chain orders "
          "pooled (listed under chain_orders); n = distinct source sets; p = exact permutation p-value")

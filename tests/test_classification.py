@@ -9,11 +9,11 @@ from scipy import stats
 
 from utils.models.loading import load_model
 from utils.classification.objective import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
-from utils.results.seed_statistics import bootstrap_difference, compare, summarize
+from utils.results.seed_statistics import bootstrap_difference, bootstrap_metric_difference, compare, summarize
 from utils.data.subsets import stratified_sample
 from utils.classification.args import resolve_seeds
 from utils.classification.target_task import split_holdout
-from utils.run.errors import ToolkitError
+from utils.run.errors import DataError, ToolkitError
 
 LABELS = ("negative", "positive")
 
@@ -119,6 +119,51 @@ def test_bootstrap_is_exact_on_a_constant_difference():
     a = np.zeros((4, 50), dtype=int)
     b = np.ones((4, 50), dtype=int)
     assert bootstrap_difference(a, b, samples=200, seed=0) == (1.0, 1.0)
+
+
+def test_metric_bootstrap_equals_a_brute_force_loop_and_the_accuracy_path():
+    """The recomputing bootstrap against a loop written here with scipy (Pearson) and against the
+    0/1-cell bootstrap for accuracy (same generator calls, so the same interval)."""
+    rng = np.random.default_rng(3)
+    labels = rng.uniform(0, 5, size=30)
+    a = labels + rng.normal(0, 2.0, size=(3, 30))
+    b = labels + rng.normal(0, 1.0, size=(3, 30))
+    low, high, undefined = bootstrap_metric_difference(labels, a, b, "pearson", samples=300, seed=7)
+    draw = np.random.default_rng(7)
+    expected = []
+    for _ in range(300):
+        rows, columns = draw.integers(3, size=3), draw.integers(30, size=30)
+        expected.append(np.mean([stats.pearsonr(labels[columns], b[s, columns])[0]
+                                 - stats.pearsonr(labels[columns], a[s, columns])[0] for s in rows]))
+    assert undefined == 0
+    assert (low, high) == (pytest.approx(np.quantile(expected, 0.025)), pytest.approx(np.quantile(expected, 0.975)))
+    classes = rng.integers(0, 2, size=40)
+    guess_a, guess_b = rng.integers(0, 2, size=(4, 40)), rng.integers(0, 2, size=(4, 40))
+    assert bootstrap_metric_difference(classes, guess_a, guess_b, "accuracy", samples=200, seed=1)[:2] == \
+        pytest.approx(bootstrap_difference(guess_a == classes, guess_b == classes, samples=200, seed=1))
+
+
+def test_comparison_defaults_to_the_primary_metric_and_refuses_other_targets(tmp_path):
+    def summary(folder, target, values):
+        runs = []
+        for seed, (scores, correlation) in values.items():
+            run_dir = folder / "runs" / f"seed_{seed}"
+            run_dir.mkdir(parents=True)
+            run_dir.joinpath("predictions.jsonl").write_text("".join(
+                json.dumps({"id": str(i), "label": float(i), "prediction": float(x)}) + "\n" for i, x in enumerate(scores)))
+            runs.append({"seed": seed, "eval_pearson": correlation, "predictions": f"runs/seed_{seed}/predictions.jsonl"})
+        folder.joinpath("summary.json").write_text(json.dumps({"target_task": target, "primary_metric": "pearson",
+                                                               "runs": runs}))
+        return folder / "summary.json"
+
+    a = summary(tmp_path / "a", "stsb", {1: ([0, 2, 1, 3], 0.8), 2: ([1, 0, 2, 3], 0.6)})
+    b = summary(tmp_path / "b", "stsb", {1: ([0, 1, 2, 3], 1.0), 2: ([0, 1, 3, 2], 0.9)})
+    result = compare(a, b, bootstrap=50)
+    assert result["metric"] == "eval_pearson" and result["paired_differences"] == pytest.approx([0.2, 0.3])
+    assert result["bootstrap"]["samples"] == 50 and "ci_low" in result["bootstrap"]
+    other = summary(tmp_path / "c", "cola", {1: ([0, 1, 2, 3], 1.0)})
+    with pytest.raises(DataError, match="different targets"):
+        compare(a, other, bootstrap=0)
 
 
 def test_seeds_subsets_and_holdout():

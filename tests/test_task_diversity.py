@@ -19,7 +19,7 @@ from task2vec.correction import corrected_distance
 from task2vec.transfer import parse_source_tasks, training_algorithm
 from tests.conftest import REPO_ROOT, run_module
 from utils.run.errors import DataError, ToolkitError, UnknownTaskError
-from utils.results.table import RESULTS_TABLE_COLUMNS
+from utils.results.table import LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS
 
 SOURCES = ("squad", "squad_v2", "duorc-p", "duorc-s", "drop")
 TARGET = "sst2"
@@ -161,7 +161,7 @@ def test_subsets_match_an_independent_computation(emb_dir, tmp_path):
         rows = list(csv.DictReader(handle))
     assert [row["tasks"] for row in rows] == [";".join(entry["tasks"]) for entry in expected]
     assert float(rows[0]["diversity"]) == result["subsets"][0]["diversity"]
-    assert "mean_accuracy" not in rows[0]   # accuracies belong to a condition: transfer_points.csv
+    assert "mean" not in rows[0]   # accuracies belong to a condition: transfer_points.csv
 
 
 def test_subsets_are_ranked_by_the_corrected_diversity_when_every_task_has_a_floor(tmp_path):
@@ -196,45 +196,55 @@ RESULT_DEFAULTS = {"created_at": "2025-01-01T00:00:00+00:00", "pretrained_model"
                    "objectives": "lm", "max_train_samples": "", "selection": "holdout"}
 
 
-def write_results_table(path: Path, rows: list[dict]) -> None:
+def write_results_table(path: Path, rows: list[dict], version: str = "legacy") -> None:
     """Rows of the target script's results table; each dict gives target_task, source_tasks and
-    either `accuracies` (the per-seed values: n, mean, std (ddof 1), min, max follow) or mean_accuracy."""
+    either `accuracies` (the per-seed values: n, mean, std (ddof 1), min, max follow) or mean.
+
+    version "legacy": the accuracy-only columns of earlier versions; "current": RESULTS_TABLE_COLUMNS,
+    the score in the *_primary columns (`metric`, default accuracy, names it)."""
+    columns = LEGACY_RESULTS_TABLE_COLUMNS if version == "legacy" else RESULTS_TABLE_COLUMNS
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=RESULTS_TABLE_COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
-            cells = {column: "" for column in RESULTS_TABLE_COLUMNS} | RESULT_DEFAULTS
-            values = row.get("accuracies", [row.get("mean_accuracy", 0.9)] * 3)
+            cells = {column: "" for column in columns} | RESULT_DEFAULTS
+            values = row.get("accuracies", [row.get("mean", 0.9)] * 3)
             std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-            cells |= {"n": len(values), "mean_accuracy": float(np.mean(values)), "std_accuracy": std,
-                      "min_accuracy": min(values), "max_accuracy": max(values),
-                      "seeds": ";".join(str(13 + 8 * i) for i in range(len(values))),
+            if version == "legacy":
+                cells |= {"mean_accuracy": float(np.mean(values)), "std_accuracy": std,
+                          "min_accuracy": min(values), "max_accuracy": max(values)}
+            else:
+                cells |= {"primary_metric": row.get("metric", "accuracy"), "mean_primary": float(np.mean(values)),
+                          "std_primary": std, "min_primary": min(values), "max_primary": max(values)}
+            cells |= {"n": len(values), "seeds": ";".join(str(13 + 8 * i) for i in range(len(values))),
                       "output_dir": f"runs/{row['source_tasks']}",
                       "source_chain": " > ".join(["gpt2", *filter(None, row["source_tasks"].split(";"))])}
-            cells |= {key: value for key, value in row.items() if key != "accuracies"}
+            cells |= {key: value for key, value in row.items() if key not in ("accuracies", "mean", "metric")}
             writer.writerow(cells)
 
 
 JOIN_TABLE = [  # lines 2.. of the file
-    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean_accuracy": 0.911},
-    {"target_task": TARGET, "source_tasks": "squad+squad_v2+duorc-s", "mean_accuracy": 0.905},
-    {"target_task": TARGET, "source_tasks": "squad", "mean_accuracy": 0.899},
-    {"target_task": TARGET, "source_tasks": "", "mean_accuracy": 0.893},
-    {"target_task": TARGET, "source_tasks": "duorc-p;drop", "mean_accuracy": 0.917},
-    {"target_task": TARGET, "source_tasks": "squad;quoref", "mean_accuracy": 0.902},   # quoref: no embedding
-    {"target_task": TARGET, "source_tasks": "squad;not_a_task", "mean_accuracy": 0.90},  # unknown name
-    {"target_task": "glue;sst2", "source_tasks": "duorc_s;drop", "mean_accuracy": 0.921},  # aliases resolve
-    {"target_task": "quoref", "source_tasks": "squad;squad_v2", "mean_accuracy": 0.5},    # another target
-    {"target_task": TARGET, "source_tasks": "squad_v2;duorc-s;drop", "mean_accuracy": 0.915},
-    {"target_task": TARGET, "source_tasks": "squad;mlqa_en", "mean_accuracy": 0.908},  # outside --source_tasks
-    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean_accuracy": 0.911},  # appended again
+    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean": 0.911},
+    {"target_task": TARGET, "source_tasks": "squad+squad_v2+duorc-s", "mean": 0.905},
+    {"target_task": TARGET, "source_tasks": "squad", "mean": 0.899},
+    {"target_task": TARGET, "source_tasks": "", "mean": 0.893},
+    {"target_task": TARGET, "source_tasks": "duorc-p;drop", "mean": 0.917},
+    {"target_task": TARGET, "source_tasks": "squad;quoref", "mean": 0.902},   # quoref: no embedding
+    {"target_task": TARGET, "source_tasks": "squad;not_a_task", "mean": 0.90},  # unknown name
+    {"target_task": "glue;sst2", "source_tasks": "duorc_s;drop", "mean": 0.921},  # aliases resolve
+    {"target_task": "quoref", "source_tasks": "squad;squad_v2", "mean": 0.5},    # another target
+    {"target_task": TARGET, "source_tasks": "squad_v2;duorc-s;drop", "mean": 0.915},
+    {"target_task": TARGET, "source_tasks": "squad;mlqa_en", "mean": 0.908},  # outside --source_tasks
+    {"target_task": TARGET, "source_tasks": "squad;squad_v2;duorc-p", "mean": 0.911},  # appended again
 ]
 
 
-def test_results_table_join(emb_dir, tmp_path):
+@pytest.mark.parametrize("version", ["legacy", "current"])
+def test_results_table_join(version, emb_dir, tmp_path):
+    """Tables of both versions (accuracy-only columns, and the primary-metric columns) join alike."""
     folder, vectors = emb_dir
     table = tmp_path / "results.csv"
-    write_results_table(table, JOIN_TABLE)
+    write_results_table(table, JOIN_TABLE, version)
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table)))
 
     assert [row["line"] for row in result["joined_results"]] == [2, 3, 4, 5, 6, 9, 11, 12, 13]
@@ -254,13 +264,14 @@ def test_results_table_join(emb_dir, tmp_path):
     sequential = conditions["sequential"]
     chain = next(p for p in sequential["points"] if p["sources"] == sorted(["squad", "squad_v2", "duorc-p"]))
     assert chain["lines"] == [2, 13] and chain["duplicate_lines"] == [13] and chain["n_seeds"] == 3
-    assert sequential["baseline"]["lines"] == [5] and sequential["baseline"]["mean_accuracy"] == pytest.approx(0.893)
+    assert sequential["baseline"]["lines"] == [5] and sequential["baseline"]["mean"] == pytest.approx(0.893)
+    assert sequential["condition"]["metric"] == "accuracy" and sequential["baseline"]["condition"]["metric"] == "accuracy"
     output = tmp_path / "out"
     assert json.loads((output / "correlations.json").read_text()) == result["transfer"]
     with open(output / "transfer_points.csv", newline="", encoding="utf-8") as handle:
         points = list(csv.DictReader(handle))
     assert len(points) == sum(len(c["points"]) for c in result["transfer"]["conditions"])
-    for name in ("task_distances.png", "accuracy_vs_diversity.png"):
+    for name in ("task_distances.png", "score_vs_diversity.png"):
         assert (output / name).stat().st_size > 0
 
 
@@ -326,8 +337,8 @@ def test_conditions_give_one_point_per_source_set_and_exact_p_values(emb_dir, tm
             seeds = [value for _, accuracies in runs for value in accuracies]
             assert point["n_runs"] == len(runs) and point["n_seeds"] == len(seeds)
             assert len(point["duplicate_lines"]) == len(runs)            # every run appended twice
-            assert point["mean_accuracy"] == pytest.approx(np.mean(seeds), rel=1e-12)
-            assert point["std_accuracy"] == pytest.approx(np.std(seeds, ddof=1), rel=1e-9)
+            assert point["mean"] == pytest.approx(np.mean(seeds), rel=1e-12)
+            assert point["std"] == pytest.approx(np.std(seeds, ddof=1), rel=1e-9)
             half = stats.t.ppf(0.975, len(seeds) - 1) * np.std(seeds, ddof=1) / math.sqrt(len(seeds))
             assert point["ci_low"] == pytest.approx(np.mean(seeds) - half, rel=1e-9)
             assert point["orders"] == [order for order, _ in runs]
@@ -337,10 +348,10 @@ def test_conditions_give_one_point_per_source_set_and_exact_p_values(emb_dir, tm
         for sources, group in ordered.items():
             runs = dict(sets[next(s for s in sets if tuple(sorted(s)) == sources)])
             for order in group["orders"]:
-                assert order["mean_accuracy"] == pytest.approx(np.mean(runs[order["source_tasks"]]), rel=1e-12)
-        assert condition["baseline"]["mean_accuracy"] == pytest.approx(0.855)
+                assert order["mean"] == pytest.approx(np.mean(runs[order["source_tasks"]]), rel=1e-12)
+        assert condition["baseline"]["mean"] == pytest.approx(0.855)
         x_all = [points[tuple(sorted(s))] for s in sets]
-        accuracy = [point["mean_accuracy"] for point in x_all]
+        accuracy = [point["mean"] for point in x_all]
         for statistic in ("diversity", "diversity_with_target", "distance_to_target", "diversity_corrected"):
             x = [point[statistic] for point in x_all]
             corr = condition["correlations"][statistic]
@@ -367,7 +378,7 @@ def test_conditions_give_one_point_per_source_set_and_exact_p_values(emb_dir, tm
     again = TaskDiversity.main(base_args(folder, tmp_path / "again", "--results_table", str(table), "--no_plots"))
     for first, second in zip(result["transfer"]["conditions"], again["transfer"]["conditions"]):
         assert first["correlations"] == second["correlations"]
-        assert [p["mean_accuracy"] for p in first["points"]] == [p["mean_accuracy"] for p in second["points"]]
+        assert [p["mean"] for p in first["points"]] == [p["mean"] for p in second["points"]]
 
 
 @pytest.mark.slow
@@ -423,6 +434,25 @@ def test_too_few_rows_give_nan_with_a_reason(emb_dir, tmp_path):
     assert corr["n"] == 2 and corr["spearman_rho"] is None and "at least 3" in corr["reason"]
 
 
+def test_rows_scored_by_different_metrics_are_different_conditions(emb_dir, tmp_path):
+    """A row's metric is part of its condition: Pearson rows never pool with accuracy rows, and the
+    plain model of one metric is never the baseline of the other."""
+    folder, _ = emb_dir
+    table = tmp_path / "results.csv"
+    rows = [{"target_task": TARGET, "source_tasks": "squad;drop", "accuracies": [0.9, 0.91]},
+            {"target_task": TARGET, "source_tasks": "", "accuracies": [0.88, 0.87]},
+            {"target_task": TARGET, "source_tasks": "squad;drop", "accuracies": [0.4, 0.5], "metric": "pearson"},
+            {"target_task": TARGET, "source_tasks": "duorc-p", "accuracies": [0.3, 0.35], "metric": "pearson"}]
+    write_results_table(table, rows, "current")
+    result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table), "--no_plots"))
+    by_metric = {c["condition"]["metric"]: c for c in result["transfer"]["conditions"]}
+    assert set(by_metric) == {"accuracy", "pearson"}
+    assert sorted(p["mean"] for p in by_metric["pearson"]["points"]) == pytest.approx([0.325, 0.45])
+    assert by_metric["accuracy"]["baseline"]["mean"] == pytest.approx(0.875) and by_metric["pearson"]["baseline"] is None
+    with open(tmp_path / "out" / "transfer_points.csv", newline="", encoding="utf-8") as handle:
+        assert sorted(row["metric"] for row in csv.DictReader(handle)) == ["accuracy", "pearson", "pearson"]
+
+
 def test_a_single_seed_row_reads_nan_spread(emb_dir, tmp_path):
     """A one-seed run has std and interval "nan" in the table; its point has no interval."""
     folder, _ = emb_dir
@@ -431,8 +461,8 @@ def test_a_single_seed_row_reads_nan_spread(emb_dir, tmp_path):
                                  "ci95_low": "nan", "ci95_high": "nan"}])
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table)))
     (point,) = result["transfer"]["conditions"][0]["points"]
-    assert point["n_seeds"] == 1 and point["mean_accuracy"] == 0.9
-    assert point["std_accuracy"] is None and point["ci_low"] is None
+    assert point["n_seeds"] == 1 and point["mean"] == 0.9
+    assert point["std"] is None and point["ci_low"] is None
 
 
 def test_parse_source_tasks():
@@ -551,11 +581,11 @@ def test_existing_output_dir_needs_overwrite(emb_dir, tmp_path):
     folder, _ = emb_dir
     output = tmp_path / "out"
     output.mkdir()
-    (output / "accuracy_vs_diversity.png").write_bytes(b"old")
+    (output / "score_vs_diversity.png").write_bytes(b"old")
     with pytest.raises(ToolkitError, match="--overwrite_output_dir"):
         TaskDiversity.main(base_args(folder, output, "--no_plots"))
     TaskDiversity.main(base_args(folder, output, "--no_plots", "--overwrite_output_dir"))
-    assert not (output / "accuracy_vs_diversity.png").exists()  # an earlier run's figure is not left behind
+    assert not (output / "score_vs_diversity.png").exists()  # an earlier run's figure is not left behind
 
 
 # --- as a user runs it -------------------------------------------------------------------------
@@ -571,10 +601,10 @@ def test_script_as_a_user_runs_it(emb_dir, tmp_path):
     ranking = [line for line in done.stdout.splitlines() if line.startswith(" 1. ") or line.startswith("10. ")]
     assert len(ranking) == 2
     assert "noise floor" in done.stdout and "verdict: " in done.stdout
-    assert "Condition sequential, max_train_samples all, holdout, lm, gpt2: 14 row(s) -> 5 source set(s) (7 repeated rows counted once)" in done.stdout
+    assert "Condition sequential, accuracy, max_train_samples all, holdout, lm, gpt2: 14 row(s) -> 5 source set(s) (7 repeated rows counted once)" in done.stdout
     assert "chain orders of squad+squad_v2: squad;squad_v2 0.9000 (3 seeds); squad_v2;squad 0.9300" in done.stdout
     output = tmp_path / "diversity_out"
-    for name in ("task_distances.png", "accuracy_vs_diversity.png"):
+    for name in ("task_distances.png", "score_vs_diversity.png"):
         assert (output / name).stat().st_size > 1000, name
         assert (output / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     report = json.loads((output / "diversity.json").read_text(encoding="utf-8"))
@@ -587,8 +617,8 @@ def test_runs_sharing_seeds_are_flagged_and_rerun_rows_are_duplicates():
     def row(line, seeds, output_dir="runs/a", pretrained="ckpt"):
         values = [0.9, 0.91, 0.92][:len(seeds.split(";"))]
         return {"line": line, "source_tasks": "squad;drop", "sources": ["squad", "drop"], "pretrained_model": pretrained,
-                "seeds": seeds, "output_dir": output_dir, "n": len(values), "mean_accuracy": float(np.mean(values)),
-                "std_accuracy": float(np.std(values, ddof=1)),
+                "seeds": seeds, "output_dir": output_dir, "n": len(values), "mean": float(np.mean(values)),
+                "std": float(np.std(values, ddof=1)),
                 **{name: 0.1 for name in ("diversity", "diversity_with_target", "distance_to_target",
                                           "diversity_corrected", "diversity_with_target_corrected",
                                           "distance_to_target_corrected")}}

@@ -1,14 +1,16 @@
-"""One classification target, fine-tuned from the same checkpoint once per seed (the pieces of
-run_target_task_GPT2_sst2_multiple.py, and its body: `run_target`).
+"""One classification or regression target, fine-tuned from the same checkpoint once per seed (the
+pieces of run_target_task_GPT2_sst2_multiple.py, and its body: `run_target`).
 
 Every run starts again from the checkpoint; runs differ only by seed, which fixes the new head's
-initialisation, the data order and dropout. The epoch is chosen on a hold-out taken from the
-training data (never on the validation set that is reported), or the last epoch is used.
+initialisation, the data order and dropout. The epoch is chosen on the target's primary metric
+(utils.classification.evaluation) over a hold-out taken from the training data (never on the
+validation set that is reported), or the last epoch is used.
 """
 from __future__ import annotations
 
 import argparse
 import logging
+import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,21 +21,20 @@ import torch
 
 from utils.models.checkpoint import build_lineage, save_checkpoint
 from utils.models.loading import LoadedModel, load_model, require_positions
-from utils.classification.objective import (ClassificationObjective, classification_features, classification_report,
-                                  softmax_cross_entropy)
+from utils.classification.evaluation import evaluation_results, predictions_of, primary_metric, selection_score
+from utils.classification.objective import ClassificationObjective, RegressionObjective, classification_features
+from utils.classification.summary import append_results_table, build_summary
 from utils.data.loading import load_task_data, same_file_warning
 from utils.training.distributed import barrier, broadcast_from_main, main_process_first
 from utils.run.errors import ToolkitError
 from utils.data.feature_cache import build_features, source_digest, tokenizer_digest
-from utils.run.outputs import JsonlLog, read_json_object, utc_now, write_all_results, write_json, write_run_args
+from utils.run.outputs import JsonlLog, read_json_object, write_all_results, write_json, write_run_args
 from utils.run.progress import Progress
 from utils.data.records import UNLABELLED, write_jsonl
-from utils.results.table import RESULTS_TABLE_COLUMNS, append_row
 from utils.training.resume import RESULT_NEUTRAL_ARGS, resolve_resume_args
 from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
 from utils.training.runtime import set_seed
-from utils.results.seed_statistics import json_ready, summarize
 from utils.data.subsets import stratified_sample
 from utils.models.tokenization import truncation_note
 from utils.data.registry import TaskSpec
@@ -69,7 +70,9 @@ class TargetData:
     eval_records: list[dict]
 
 
-def _logits(model, rows, objective: ClassificationObjective, batch_size: int, ctx: LoopContext) -> np.ndarray | None:
+def _outputs(model, rows, objective: ClassificationObjective | RegressionObjective, batch_size: int,
+             ctx: LoopContext) -> np.ndarray | None:
+    """(N, C) logits, or (N, 1) regression scores, of `rows` in their order (None off rank 0)."""
     outputs = predict(model, rows, list(rows["length"]), objective.forward, objective.collate, batch_size, ctx)
     return None if outputs is None else np.stack(outputs)
 
@@ -79,23 +82,25 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
     """Fine-tune one copy of the checkpoint with `seed`; write the run's files; return its results
     (on rank 0; None elsewhere)."""
     set_seed(seed)  # before loading: the new head's initialisation draws from it
-    loaded: LoadedModel = load_model(pretrained, "classification", label_names=spec.label_names)
+    loaded: LoadedModel = load_model(pretrained, "classification", label_names=spec.label_names,
+                                     regression=spec.is_regression)
     model = loaded.model.to(ctx.device)
-    objective = ClassificationObjective(loaded.tokenizer.pad_token_id)
+    objective = target_objective(spec, loaded.tokenizer.pad_token_id)
     schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size)
-    best: dict[str, Any] = {"accuracy": -1.0, "epoch": None, "state": None, "curve": []}
+    holdout_key = f"holdout_{primary_metric(spec)}"
+    best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None, "curve": []}
 
     def holdout_step(current: torch.nn.Module) -> dict:
-        """After each epoch: hold-out accuracy; remember the weights of the best epoch."""
+        """After each epoch: the hold-out's primary metric; remember the weights of the best epoch."""
         epoch = len(best["curve"]) + 1
-        logits = _logits(current, data.holdout_rows, objective, settings.per_device_eval_batch_size, ctx)
-        accuracy = None if logits is None else float(np.mean(logits.argmax(1) == np.asarray(data.holdout_rows["labels"])))
-        accuracy = broadcast_from_main(ctx.dist, accuracy)
-        best["curve"].append(accuracy)
-        if accuracy > best["accuracy"]:
-            best.update(accuracy=accuracy, epoch=epoch,
+        outputs = _outputs(current, data.holdout_rows, objective, settings.per_device_eval_batch_size, ctx)
+        score = None if outputs is None else selection_score(spec, np.asarray(data.holdout_rows["labels"]), outputs)
+        score = broadcast_from_main(ctx.dist, score)
+        best["curve"].append(score if math.isfinite(score) else None)
+        if best["epoch"] is None or score > best["score"]:
+            best.update(score=score, epoch=epoch,
                         state={k: v.detach().to("cpu", copy=True) for k, v in current.state_dict().items()})
-        return {"epoch": epoch, "holdout_accuracy": accuracy}
+        return {"epoch": epoch, holdout_key: best["curve"][-1]}
 
     per_epoch = LoopSettings(**{**settings.__dict__, "eval_steps": schedule.steps_per_epoch}) \
         if selection == "holdout" else settings
@@ -109,42 +114,56 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         model.load_state_dict(best["state"])
     if save_model == "best" and ctx.dist.is_main:
         _save_run_model(model, loaded, spec, seed, run_dir)
-    logits = _logits(model, data.eval_rows, objective, settings.per_device_eval_batch_size, ctx)
-    if logits is None:
+    outputs = _outputs(model, data.eval_rows, objective, settings.per_device_eval_batch_size, ctx)
+    if outputs is None:
         return None
     labels = np.asarray(data.eval_rows["labels"])
-    predictions = logits.argmax(1)
-    report = classification_report(labels, predictions, spec.label_names)
-    results = {f"eval_{key}": value for key, value in report.items()}
-    results.update({"eval_loss": softmax_cross_entropy(logits, labels), "eval_samples": len(labels),
-                    "train_loss": train_metrics["train_loss"], "train_steps": train_metrics["train_steps"],
-                    "selection": selection, "selected_epoch": best["epoch"] if selection == "holdout" else None,
-                    "holdout_accuracy": best["accuracy"] if selection == "holdout" else None,
-                    "holdout_curve": best["curve"] if selection == "holdout" else None, "seed": seed})
+    results = {"primary_metric": primary_metric(spec), **evaluation_results(spec, labels, outputs)}
+    holdout = selection == "holdout"
+    results.update({"eval_samples": len(labels), "train_loss": train_metrics["train_loss"],
+                    "train_steps": train_metrics["train_steps"], "selection": selection,
+                    "selected_epoch": best["epoch"] if holdout else None,
+                    holdout_key: (best["score"] if math.isfinite(best["score"]) else None) if holdout else None,
+                    "holdout_curve": best["curve"] if holdout else None, "seed": seed})
     # Timings vary from run to run; they go to the log so that all_results.json is reproducible.
     ctx.log.log({"event": "train_end", **train_metrics})
-    write_jsonl(run_dir / "predictions.jsonl",
-                ({"id": record["id"], "label": int(label), "prediction": int(prediction),
-                  "logits": [float(x) for x in row]}
-                 for record, label, prediction, row in zip(data.eval_records, labels, predictions, logits)))
+    write_jsonl(run_dir / "predictions.jsonl", prediction_rows(spec, data.eval_records, labels, outputs))
     write_all_results(run_dir, results)  # last: its presence marks the seed as finished
     return results
 
 
-def finished_seed(run_dir: Path) -> dict | None:
+def target_objective(spec: TaskSpec, pad_token_id: int) -> ClassificationObjective | RegressionObjective:
+    """Cross-entropy over the classes, or mean squared error of a regression target's score."""
+    return RegressionObjective(pad_token_id) if spec.is_regression else ClassificationObjective(pad_token_id)
+
+
+def prediction_rows(spec: TaskSpec, records: list[dict], labels: np.ndarray, outputs: np.ndarray):
+    """predictions.jsonl rows: id, label, prediction and the logits (a class task) or the score."""
+    predictions = predictions_of(outputs, spec.is_regression)
+    for record, label, prediction, row in zip(records, labels, predictions, outputs):
+        if spec.is_regression:
+            yield {"id": record["id"], "label": float(label), "prediction": float(prediction)}
+        else:
+            yield {"id": record["id"], "label": int(label), "prediction": int(prediction),
+                   "logits": [float(x) for x in row]}
+
+
+def finished_seed(run_dir: Path, spec: TaskSpec) -> dict | None:
     """The results of a seed an earlier invocation finished (its all_results.json, written last),
     or None.
 
     Raises:
-        ToolkitError: the file is there but unreadable (not a finished seed of this script).
+        ToolkitError: the file is there but unreadable (not a finished seed of this script for
+            this target).
     """
     path = run_dir / "all_results.json"
     results = read_json_object(path, f"delete {run_dir} to run that seed again")
     if results is None:
         return None
-    if "eval_accuracy" not in results:
-        raise ToolkitError(f"{path} holds no eval_accuracy: not a finished seed of this script; delete {run_dir} "
-                           "to run that seed again")
+    key = f"eval_{primary_metric(spec)}"
+    if key not in results:
+        raise ToolkitError(f"{path} holds no {key}: not a finished seed of this script on {spec.name}; delete "
+                           f"{run_dir} to run that seed again")
     return results
 
 
@@ -159,67 +178,6 @@ def _save_run_model(model, loaded: LoadedModel, spec: TaskSpec, seed: int, run_d
     lineage = build_lineage(script="run_target_task_GPT2_sst2_multiple.py", task=spec.name, objective="classification",
                             head="classification", seed=seed, parent=loaded.provenance)
     save_checkpoint(model, loaded.tokenizer, run_dir / "model", lineage)
-
-
-def chain_description(lineage: dict | None, pretrained: str) -> dict[str, str]:
-    """Source chain ("gpt2 > squad > squad_v2"), its tasks and objectives, for tables."""
-    if not lineage:
-        return {"source_chain": pretrained, "source_tasks": "", "objectives": ""}
-    chain = lineage.get("chain", [])
-    names = [entry.get("task") or Path(str(entry.get("path") or entry.get("script"))).name for entry in chain]
-    tasks = [entry["task"] for entry in chain if entry.get("task")]
-    objectives = sorted({entry["objective"] for entry in chain if entry.get("objective")})
-    return {"source_chain": " > ".join(names), "source_tasks": ";".join(tasks), "objectives": ";".join(objectives)}
-
-
-def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
-                  output_dir: Path) -> dict:
-    """summary.json: every run, mean / std / 95% t-interval / min / max of accuracy and macro-F1
-    (std and interval null with a single run)."""
-    accuracies = [run["eval_accuracy"] for run in runs]
-    return {
-        "target_task": spec.name,
-        "pretrained_model": pretrained,
-        "lineage": lineage,
-        **chain_description(lineage, pretrained),
-        "seeds": [run["seed"] for run in runs],
-        "runs": [{"seed": run["seed"], "eval_accuracy": run["eval_accuracy"], "eval_macro_f1": run["eval_macro_f1"],
-                  "eval_loss": run["eval_loss"], "selected_epoch": run["selected_epoch"],
-                  "results": f"runs/seed_{run['seed']}/all_results.json",
-                  "predictions": f"runs/seed_{run['seed']}/predictions.jsonl"} for run in runs],
-        "eval_accuracy": json_ready(summarize(accuracies)),
-        "eval_macro_f1": json_ready(summarize([run["eval_macro_f1"] for run in runs])),
-        "settings": settings,
-        "output_dir": str(output_dir.resolve()),
-        "created_at": utc_now(),
-    }
-
-
-def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
-    """Append one row for this invocation to a CSV (header written once, and checked after), all
-    or nothing and under a lock (utils.results.table).
-
-    With a single run the std and CI cells read "nan": there is no estimate of the spread.
-
-    Raises:
-        ToolkitError: the file exists with other columns, or the append failed (file unchanged).
-    """
-    accuracy = summary["eval_accuracy"]
-    row = {"created_at": summary["created_at"], "target_task": summary["target_task"],
-           "pretrained_model": summary["pretrained_model"], "source_chain": summary["source_chain"],
-           "source_tasks": summary["source_tasks"], "objectives": summary["objectives"],
-           "max_train_samples": "" if max_train_samples is None else max_train_samples, "selection": selection,
-           "seeds": ";".join(str(s) for s in summary["seeds"]), "n": accuracy["n"],
-           "mean_accuracy": accuracy["mean"], "std_accuracy": _cell(accuracy["std"]),
-           "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
-           "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"],
-           "output_dir": summary["output_dir"]}
-    append_row(path, RESULTS_TABLE_COLUMNS, row, flag="--results_table")
-
-
-def _cell(value: float | None) -> float | str:
-    """A statistic for the CSV; "nan" where it is undefined (one run)."""
-    return "nan" if value is None else value
 
 
 def run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], folder: RunFolder | None,
@@ -252,7 +210,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
     eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
 
-    reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names)
+    reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names,
+                           regression=spec.is_regression)
     require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
     tokenizer = reference.tokenizer
     cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
@@ -285,11 +244,12 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
                     args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
     runs = []
+    metric = primary_metric(spec)
     with Progress(len(seeds), "seeds", bar=progress and dist_ctx.is_main, unit="seed",
                   interval_s=60.0 if dist_ctx.is_main else None) as seed_progress:
         for seed in seeds:
             run_dir = output_dir / "runs" / f"seed_{seed}"
-            result = finished_seed(run_dir) if args.resume else None
+            result = finished_seed(run_dir, spec) if args.resume else None
             if result is not None:
                 logger.info("seed %d: finished by an earlier invocation; reusing %s", seed, run_dir / "all_results.json")
             else:
@@ -305,8 +265,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
                                   save_model=args.save_model, run_dir=run_dir, ctx=ctx)
             if result is not None:
                 runs.append(result)
-                logger.info("seed %d: accuracy %.4f, macro-F1 %.4f (epoch %s)", seed, result["eval_accuracy"],
-                            result["eval_macro_f1"], result["selected_epoch"])
+                logger.info("seed %d: %s %s (epoch %s)", seed, metric, _shown(result[f"eval_{metric}"]),
+                            result["selected_epoch"])
             seed_progress.update()
     summary: dict = {}
     if dist_ctx.is_main:
@@ -315,11 +275,17 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         write_json(output_dir / "summary.json", summary)
         if args.results_table:
             append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
-        acc = summary["eval_accuracy"]
-        if acc["n"] > 1:
-            logger.info("%s accuracy over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, acc["n"], acc["mean"],
-                        acc["std"], acc["ci_low"], acc["ci_high"])
+        score = summary[f"eval_{metric}"]
+        if score["mean"] is None:
+            logger.warning("%s %s: %s", spec.name, metric, score["reason"])
+        elif score["n"] > 1:
+            logger.info("%s %s over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, metric, score["n"],
+                        score["mean"], score["std"], score["ci_low"], score["ci_high"])
         else:
-            logger.info("%s accuracy of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
-                        spec.name, acc["mean"])
+            logger.info("%s %s of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
+                        spec.name, metric, score["mean"])
     return summary
+
+
+def _shown(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"

@@ -2,9 +2,11 @@
 
     python -m utils.seed_statistics A/summary.json B/summary.json [--bootstrap 10000]
 
-prints the difference of B against A: mean difference, the difference paired by seed, a paired
-t-test and a Wilcoxon signed-rank test, and a bootstrap confidence interval that resamples seeds
-and, within them, evaluation examples (both systems on the same draws).
+prints the difference of B against A on the target's primary metric (or --metric): mean
+difference, the difference paired by seed, a paired t-test and a Wilcoxon signed-rank test, and a
+bootstrap confidence interval that resamples seeds and, within them, evaluation examples (both
+systems on the same draws; the metric is recomputed on each draw, since F1, Matthews and Pearson
+are not means over examples).
 """
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ from scipy import stats
 
 from utils.run.cli import non_negative_int, seed_int
 from utils.run.errors import JSON_TOO_DEEP, DataError
+from utils.classification.metrics import METRIC_FUNCTIONS
 from utils.data.records import read_jsonl
 
 
@@ -84,12 +87,12 @@ def read_summary(path: str | Path) -> dict:
     return summary
 
 
-def _correctness(summary: dict, summary_path: Path, seed: int) -> dict[str, int]:
-    """example id -> 1/0 correct for one run, from its predictions.jsonl."""
+def _predictions(summary: dict, summary_path: Path, seed: int) -> dict[str, tuple[float, float]]:
+    """example id -> (label, prediction) of one run, from its predictions.jsonl."""
     run = next(r for r in summary["runs"] if r["seed"] == seed)
     path = summary_path.parent / run["predictions"]
     rows = [row for _, row in read_jsonl(path)]  # a malformed or absurdly nested line is a DataError naming it
-    return {str(row["id"]): int(row["prediction"] == row["label"]) for row in rows}
+    return {str(row["id"]): (row["label"], row["prediction"]) for row in rows}
 
 
 def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, samples: int, seed: int,
@@ -112,13 +115,75 @@ def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, sample
     return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
 
 
-def compare(path_a: str | Path, path_b: str | Path, *, metric: str = "eval_accuracy", bootstrap: int = 10000,
+def bootstrap_metric_difference(labels: np.ndarray, predictions_a: np.ndarray, predictions_b: np.ndarray,
+                                metric: str, *, samples: int, seed: int,
+                                confidence: float = 0.95) -> tuple[float, float, int]:
+    """Percentile CI of mean_s metric(B_s) − metric(A_s), resampling seeds, then examples, and the
+    number of draws where the metric was undefined (left out).
+
+    labels: (N,); predictions_a, predictions_b: (S, N), row = seed (paired), column = example. Each
+    draw picks S seeds and N examples with replacement, as `bootstrap_difference` does (with the
+    same generator calls, so that for accuracy both give the same interval), and recomputes the
+    metric of each drawn seed on the drawn examples.
+    """
+    function = METRIC_FUNCTIONS[metric]
+    rng = np.random.default_rng(seed)
+    n_seeds, n_examples = predictions_a.shape
+    draws = np.empty(samples)
+    for b in range(samples):
+        rows = rng.integers(n_seeds, size=n_seeds)
+        columns = rng.integers(n_examples, size=n_examples)
+        drawn = labels[columns]
+        draws[b] = np.mean([function(drawn, predictions_b[s, columns]).value
+                            - function(drawn, predictions_a[s, columns]).value for s in rows])
+    defined = draws[np.isfinite(draws)]
+    if defined.size == 0:
+        return math.nan, math.nan, samples
+    tail = (1 - confidence) / 2
+    return float(np.quantile(defined, tail)), float(np.quantile(defined, 1 - tail)), samples - int(defined.size)
+
+
+def _run_values(summary: dict, metric: str, path: Path) -> dict[int, float]:
+    """seed -> the run's `metric`.
+
+    Raises:
+        DataError: a run without it, or where it is undefined (null).
+    """
+    values = {}
+    for run in summary["runs"]:
+        if metric not in run:
+            known = sorted(key for key in run if key.startswith("eval_"))
+            raise DataError(f"run of seed {run.get('seed')} has no {metric}; its metrics are {known}", file=str(path))
+        if run[metric] is None:
+            raise DataError(f"{metric} is undefined for seed {run['seed']} (see its all_results.json): no comparison "
+                            "on it", file=str(path))
+        values[run["seed"]] = float(run[metric])
+    return values
+
+
+def _default_metric(a: dict, b: dict, path_b: Path) -> str:
+    """eval_<primary metric> of the two summaries (accuracy for summaries that name none).
+
+    Raises:
+        DataError: the two are of different targets or metrics.
+    """
+    if a.get("target_task") != b.get("target_task"):
+        raise DataError(f"the summaries are of different targets ({a.get('target_task')} and {b.get('target_task')})",
+                        file=str(path_b))
+    primary_a, primary_b = a.get("primary_metric", "accuracy"), b.get("primary_metric", "accuracy")
+    if primary_a != primary_b:
+        raise DataError(f"the summaries name different primary metrics ({primary_a} and {primary_b})", file=str(path_b))
+    return f"eval_{primary_a}"
+
+
+def compare(path_a: str | Path, path_b: str | Path, *, metric: str | None = None, bootstrap: int = 10000,
             seed: int = 0) -> dict:
-    """B against A: unpaired and paired differences, p-values, bootstrap CI (see module doc)."""
+    """B against A on `metric` (default: the summaries' primary metric): unpaired and paired
+    differences, p-values, bootstrap CI (see module doc)."""
     path_a, path_b = Path(path_a), Path(path_b)
     a, b = read_summary(path_a), read_summary(path_b)
-    values_a = {r["seed"]: r[metric] for r in a["runs"]}
-    values_b = {r["seed"]: r[metric] for r in b["runs"]}
+    metric = metric or _default_metric(a, b, path_b)
+    values_a, values_b = _run_values(a, metric, path_a), _run_values(b, metric, path_b)
     common = sorted(set(values_a) & set(values_b))
     result: dict = {
         "metric": metric, "a": str(path_a), "b": str(path_b),
@@ -140,18 +205,37 @@ def compare(path_a: str | Path, path_b: str | Path, *, metric: str = "eval_accur
         paired = float(stats.ttest_rel([values_b[s] for s in common], [values_a[s] for s in common]).pvalue)
         _p_value(paired, "B equals A on every paired seed: no difference to test", result, "paired_t_p_value")
         result["wilcoxon_p_value"] = float(stats.wilcoxon(diffs).pvalue) if np.any(diffs != 0) else 1.0
-    if common and metric == "eval_accuracy" and bootstrap > 0:
-        per_a = [_correctness(a, path_a, s) for s in common]
-        per_b = [_correctness(b, path_b, s) for s in common]
-        ids = sorted(per_a[0])
-        if any(sorted(p) != ids for p in per_a + per_b):
-            raise DataError("the two summaries were evaluated on different examples", file=str(path_b))
-        matrix_a = np.array([[p[i] for i in ids] for p in per_a])
-        matrix_b = np.array([[p[i] for i in ids] for p in per_b])
-        low, high = bootstrap_difference(matrix_a, matrix_b, samples=bootstrap, seed=seed)
-        result["bootstrap"] = {"samples": bootstrap, "ci_low": low, "ci_high": high, "confidence": 0.95,
-                               "resampled": "seeds and examples"}
+    name = metric.removeprefix("eval_")
+    if common and bootstrap > 0 and name in METRIC_FUNCTIONS:
+        result["bootstrap"] = _bootstrap(a, path_a, b, path_b, common, name, bootstrap, seed)
+    elif bootstrap > 0:
+        result["bootstrap"] = None
+        result["bootstrap_reason"] = (f"{metric} is not recomputable from predictions.jsonl (one of "
+                                      f"{sorted(METRIC_FUNCTIONS)})" if common else "no seed in common")
     return result
+
+
+def _bootstrap(a: dict, path_a: Path, b: dict, path_b: Path, common: list[int], name: str, samples: int,
+               seed: int) -> dict:
+    """The bootstrap entry of `compare`: seeds and examples resampled, `name` recomputed per draw."""
+    per_a = [_predictions(a, path_a, s) for s in common]
+    per_b = [_predictions(b, path_b, s) for s in common]
+    ids = sorted(per_a[0])
+    if any(sorted(p) != ids for p in per_a + per_b):
+        raise DataError("the two summaries were evaluated on different examples", file=str(path_b))
+    labels = np.array([per_a[0][i][0] for i in ids])
+    matrix_a = np.array([[p[i][1] for i in ids] for p in per_a])
+    matrix_b = np.array([[p[i][1] for i in ids] for p in per_b])
+    entry: dict = {"samples": samples, "confidence": 0.95, "resampled": "seeds and examples"}
+    if name == "accuracy":   # a mean over examples: the draws average 0/1 cells directly (fast)
+        low, high = bootstrap_difference(matrix_a == labels, matrix_b == labels, samples=samples, seed=seed)
+        return {**entry, "ci_low": low, "ci_high": high}
+    low, high, undefined = bootstrap_metric_difference(labels, matrix_a, matrix_b, name, samples=samples, seed=seed)
+    entry.update({"ci_low": low if math.isfinite(low) else None, "ci_high": high if math.isfinite(high) else None,
+                  "undefined_draws": undefined})
+    if undefined:
+        entry["undefined_draws_reason"] = f"{name} was undefined on {undefined} draws (constant values); left out"
+    return entry
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -159,7 +243,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m utils.seed_statistics", description=__doc__.split("\n\n")[0])
     parser.add_argument("summary_a", help="summary.json of the reference (e.g. plain gpt2).")
     parser.add_argument("summary_b", help="summary.json compared with it (e.g. after intermediate training).")
-    parser.add_argument("--metric", default="eval_accuracy", help="Per-run key of summary.json to compare.")
+    parser.add_argument("--metric", default=None,
+                        help="Per-run key of summary.json to compare (default: eval_<primary metric> of the target, "
+                             "e.g. eval_accuracy, eval_matthews_correlation, eval_pearson).")
     parser.add_argument("--bootstrap", type=non_negative_int, default=10000, help="Bootstrap draws (0 to skip).")
     parser.add_argument("--seed", type=seed_int, default=0, help="Seed of the bootstrap.")
     return parser

@@ -21,10 +21,48 @@ from pathlib import Path
 from utils.run.errors import DataError, ToolkitError
 
 # The columns of run_target_task_GPT2_sst2_multiple.py --results_table, one row per invocation
-# (TaskDiversity.py reads them).
+# (TaskDiversity.py reads them). The accuracy columns (ci95_low/high are accuracy's) are empty for a
+# regression target; the *_primary columns hold the target's primary metric, which `primary_metric`
+# names, and other_metrics the means of the task's other metrics ("f1=0.81;accuracy=0.75").
 RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",
                          "objectives", "max_train_samples", "selection", "seeds", "n", "mean_accuracy",
-                         "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "output_dir")
+                         "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "primary_metric",
+                         "mean_primary", "std_primary", "ci95_low_primary", "ci95_high_primary", "min_primary",
+                         "max_primary", "other_metrics", "output_dir")
+# The table of versions that reported accuracy only; still read, and still appended to for targets
+# scored by accuracy.
+LEGACY_RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",
+                                "objectives", "max_train_samples", "selection", "seeds", "n", "mean_accuracy",
+                                "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "output_dir")
+# What a reader needs from a table of either version, besides the score columns (`row_score`).
+RESULTS_TABLE_KEY_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",
+                             "objectives", "max_train_samples", "selection", "seeds", "n", "output_dir")
+
+
+def row_score(row: Mapping[str, str]) -> tuple[str, str, str]:
+    """(metric, mean column, std column) of a results-table row: its primary metric's, or accuracy's
+    in a table of the accuracy-only version (no primary_metric cell)."""
+    if (row.get("primary_metric") or "").strip():
+        return row["primary_metric"].strip(), "mean_primary", "std_primary"
+    return "accuracy", "mean_accuracy", "std_accuracy"
+
+
+def legacy_table_problem(path: str | os.PathLike, target: str, metric: str) -> str | None:
+    """Why a target scored by `metric` cannot be appended to the table at `path` (an accuracy-only
+    table of an earlier version, and a metric other than accuracy), or None when it can."""
+    if metric == "accuracy" or existing_columns(path) != LEGACY_RESULTS_TABLE_COLUMNS:
+        return None
+    return (f"--results_table {path} has the accuracy-only columns of an earlier version, and {target} is scored by "
+            f"{metric}; give a new file (TaskDiversity.py reads tables of both versions)")
+
+
+def existing_columns(path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The header of the CSV at `path`, or None when there is no such file or it is empty."""
+    path = Path(path)
+    if not path.is_file() or path.stat().st_size == 0:
+        return None
+    with open(path, "rb") as handle:
+        return tuple(_header_of(handle)[0])
 
 
 def format_row(columns: Sequence[str], row: Mapping[str, object]) -> str:

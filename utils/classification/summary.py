@@ -1,0 +1,117 @@
+"""What the target script reports over its seeds: summary.json and the results-table row.
+
+Both name the target's primary metric (`primary_metric`) and give n, mean, std (ddof 1), the 95%
+Student-t interval, min and max of every metric of the task over the seeds
+(utils.results.seed_statistics.summarize). A metric that is undefined for some seed (a Pearson
+correlation of constant predictions) has no mean: its statistics are null, with the seeds in the
+reason, rather than a mean over the seeds where it happened to be defined.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from utils.classification.evaluation import metric_names, primary_metric, reported_metrics
+from utils.data.registry import TaskSpec
+from utils.results.seed_statistics import json_ready, summarize
+from utils.results.table import (LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS, append_row, existing_columns,
+                                 legacy_table_problem)
+from utils.run.errors import ToolkitError
+from utils.run.outputs import utc_now
+
+
+def chain_description(lineage: dict | None, pretrained: str) -> dict[str, str]:
+    """Source chain ("gpt2 > squad > squad_v2"), its tasks and objectives, for tables."""
+    if not lineage:
+        return {"source_chain": pretrained, "source_tasks": "", "objectives": ""}
+    chain = lineage.get("chain", [])
+    names = [entry.get("task") or Path(str(entry.get("path") or entry.get("script"))).name for entry in chain]
+    tasks = [entry["task"] for entry in chain if entry.get("task")]
+    objectives = sorted({entry["objective"] for entry in chain if entry.get("objective")})
+    return {"source_chain": " > ".join(names), "source_tasks": ";".join(tasks), "objectives": ";".join(objectives)}
+
+
+def metric_summary(runs: list[dict], key: str) -> dict:
+    """n, mean, std, t-interval, min, max of `key` over the runs, for JSON; all null with a reason
+    naming the seeds when the value is undefined (null) for any of them."""
+    undefined = [run["seed"] for run in runs if run.get(key) is None]
+    if undefined:
+        reason = f"{key} is undefined for seed(s) {', '.join(map(str, undefined))} (see their all_results.json)"
+        return {"n": len(runs), **{name: None for name in ("mean", "std", "ci_low", "ci_high", "min", "max")},
+                "confidence": 0.95, "reason": reason}
+    return json_ready(summarize([float(run[key]) for run in runs]))
+
+
+def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
+                  output_dir: Path) -> dict:
+    """summary.json: every run, and per reported metric (the task's, then accuracy and macro-F1 of a
+    class task) `eval_<metric>` = its statistics over the seeds (std and interval null with one run)."""
+    reported = reported_metrics(spec)
+    summary = {
+        "target_task": spec.name,
+        "primary_metric": primary_metric(spec),
+        "metrics": list(metric_names(spec)),
+        "pretrained_model": pretrained,
+        "lineage": lineage,
+        **chain_description(lineage, pretrained),
+        "seeds": [run["seed"] for run in runs],
+        "runs": [{"seed": run["seed"], **{f"eval_{name}": run.get(f"eval_{name}") for name in reported},
+                  "eval_loss": run["eval_loss"], "selected_epoch": run["selected_epoch"],
+                  "results": f"runs/seed_{run['seed']}/all_results.json",
+                  "predictions": f"runs/seed_{run['seed']}/predictions.jsonl"} for run in runs],
+    }
+    summary.update({f"eval_{name}": metric_summary(runs, f"eval_{name}") for name in reported})
+    summary.update({"settings": settings, "output_dir": str(output_dir.resolve()), "created_at": utc_now()})
+    return summary
+
+
+def _cell(value: float | None) -> float | str:
+    """A statistic for the CSV; "nan" where it is undefined (one run, or an undefined metric)."""
+    return "nan" if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+
+
+def results_row(summary: dict, max_train_samples: int | None, selection: str) -> dict:
+    """The results-table row of a summary (utils.results.table.RESULTS_TABLE_COLUMNS): the run's
+    identity, the accuracy columns (empty for a regression target), the primary metric's statistics
+    and the means of the task's other metrics ("f1=0.81;accuracy=0.75")."""
+    primary = summary[f"eval_{summary['primary_metric']}"]
+    row = {"created_at": summary["created_at"], "target_task": summary["target_task"],
+           "pretrained_model": summary["pretrained_model"], "source_chain": summary["source_chain"],
+           "source_tasks": summary["source_tasks"], "objectives": summary["objectives"],
+           "max_train_samples": "" if max_train_samples is None else max_train_samples, "selection": selection,
+           "seeds": ";".join(str(s) for s in summary["seeds"]), "n": primary["n"],
+           "primary_metric": summary["primary_metric"], "mean_primary": _cell(primary["mean"]),
+           "std_primary": _cell(primary["std"]), "ci95_low_primary": _cell(primary["ci_low"]),
+           "ci95_high_primary": _cell(primary["ci_high"]), "min_primary": _cell(primary["min"]),
+           "max_primary": _cell(primary["max"]),
+           "other_metrics": ";".join(f"{name}={_cell(summary[f'eval_{name}']['mean'])}"
+                                     for name in summary["metrics"][1:]),
+           "output_dir": summary["output_dir"]}
+    accuracy = summary.get("eval_accuracy")
+    if accuracy is not None:
+        row.update({"mean_accuracy": accuracy["mean"], "std_accuracy": _cell(accuracy["std"]),
+                    "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
+                    "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"]})
+    return row
+
+
+def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
+    """Append one row for this invocation to the CSV (header written once, and checked after), all
+    or nothing and under a lock (utils.results.table).
+
+    A table begun by an earlier version (LEGACY_RESULTS_TABLE_COLUMNS, accuracy only) takes rows of
+    targets scored by accuracy in its own columns, so a sweep that began before the upgrade goes on.
+
+    Raises:
+        ToolkitError: the file has other columns, an older table would have to hold a target scored
+            by another metric, or the append failed (file unchanged).
+    """
+    row = results_row(summary, max_train_samples, selection)
+    columns = RESULTS_TABLE_COLUMNS
+    problem = legacy_table_problem(path, summary["target_task"], summary["primary_metric"])
+    if problem:
+        raise ToolkitError(problem)
+    if existing_columns(path) == LEGACY_RESULTS_TABLE_COLUMNS:
+        columns = LEGACY_RESULTS_TABLE_COLUMNS
+        row = {key: value for key, value in row.items() if key in columns}
+    append_row(path, columns, row, flag="--results_table")
