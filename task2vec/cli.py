@@ -39,7 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
                     overwrite_help="Replace tasks already embedded in --output_dir (others are kept either way).")
     fim = parser.add_argument_group("Fisher estimate")
     fim.add_argument("--objective", choices=OBJECTIVES, default="lm",
-                     help="lm: next-token loss on the task's text; task: the task's own head (span or classes).")
+                     help="lm: next-token loss on the task's text; task: the task's own head (span or classes; "
+                          "not for a regression task such as stsb).")
     fim.add_argument("--estimator", choices=ESTIMATORS, default="mc",
                      help="mc: labels sampled from the probe (the true Fisher; trust this one); empirical: the "
                           "data's labels, squared per sequence with cross terms (not a Fisher); minibatch_sq: "
@@ -87,6 +88,11 @@ def main(argv: list[str] | None = None) -> dict:
     specs = list({spec.name: spec for spec in map(get_task, names)}.values())  # aliases of one task count once
     if not specs:
         parser.error("--tasks names no task")
+    regression = [spec.name for spec in specs if spec.is_regression]
+    if args.objective == "task" and regression:
+        # Said before the probe loads; task2vec.sequences.task_rows refuses the same for callers of the library.
+        parser.error(f"{', '.join(regression)}: a regression target has no task objective (its probe heads are "
+                     "softmax classifiers; no Gaussian head for a score is built); embed it with --objective lm")
     files = files_by_task(args.task_file, specs, "--task_file")
     with hold_output_dir(args.output_dir, overwrite=args.overwrite_output_dir, check_empty=False) as folder:
         # torch and transformers load only now, so --help, a bad flag or a busy folder is answered at once.

@@ -4,12 +4,17 @@
 - QA: a context window holding the answer, then "\\nQuestion: <question>\\nAnswer: <answer><EOS>"
   (the generative layout of utils.qa.generative, so the probe reads the text a QA model reads);
   unanswerable questions answer "unanswerable".
-- classification: "<sentence>\\nAnswer: <label word><EOS>".
+- classification: "<sentence>\\nAnswer: <label word><EOS>", where a pair task's sentence is
+  "<text><EOS><text_pair>" (utils.classification.objective.join_pair cuts it to the room the
+  longest label word leaves). The label word is the class name; for a regression task (STS-B) it is
+  the score written with one decimal, f" {score:.1f}" (Python's rounding of the float: 3.8 -> " 3.8",
+  5 -> " 5.0"), and the room is left by the longest score word of the task's range (0.0 ... 5.0).
 `task` rows (the task's own head):
 - QA span: one window per question (the first that holds the answer; the first window for an
   unanswerable question or an answer no window holds), with its start/end labels and candidates,
   as utils.qa.features builds them for training.
-- classification: the sentence, no token added, with its label.
+- classification: the sentence, no token added, with its label. A regression task has no task
+  rows: the probe's heads are softmax classifiers and no Gaussian head for a score is built.
 """
 from __future__ import annotations
 
@@ -53,12 +58,33 @@ def _qa_lm_rows(records: list[dict], tokenizer: Any, max_length: int) -> TaskRow
     return TaskRows(rows, list(features["example_id"]), len(records) - len(rows))
 
 
-def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int,
-                            label_names: tuple[str, ...]) -> TaskRows:
+def score_word(score: float) -> str:
+    """A regression label as its answer word: the score with one decimal after a space (" 3.8")."""
+    return f" {score:.1f}"
+
+
+def label_words(spec: TaskSpec, records: list[dict]) -> tuple[list[str], list[str]]:
+    """Each record's answer word (its leading space included) and the words the row layout must
+    leave room for: every class name of a class task; for a regression task every score word of its
+    range at steps of 0.1, whichever records were drawn."""
+    if spec.is_regression:
+        # Every word the score range can give, so the room (and the rows) does not depend on
+        # which records a subsample drew.
+        low, high = spec.regression_range
+        vocabulary = sorted({score_word(low + step / 10) for step in range(round((high - low) * 10) + 1)})
+        return [score_word(record["label"]) for record in records], vocabulary
+    names = [" " + name for name in spec.label_names]
+    return [names[record["label"]] for record in records], names
+
+
+def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int, answers: list[str],
+                            vocabulary: list[str]) -> TaskRows:
+    """Rows "<sentence>\\nAnswer:<answer><EOS>", each record's `answers` word after its sentence, the
+    sentence cut to the room the longest word of `vocabulary` leaves."""
     prefix = tokenizer(ANSWER_PREFIX, add_special_tokens=False)["input_ids"]
-    words = [tokenizer(" " + name, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-             for name in label_names]
-    room = max_length - len(prefix) - max(len(w) for w in words)
+    words = {word: tokenizer(word, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
+             for word in vocabulary}
+    room = max_length - len(prefix) - max((len(w) for w in words.values()), default=1)
     if room < 1:
         raise ToolkitError(f"--max_length {max_length} leaves no room for the sentence before the label word")
     # One token more than kept tells a cut sentence (see utils.classification.objective.classification_features).
@@ -74,9 +100,9 @@ def _classification_lm_rows(records: list[dict], tokenizer: Any, max_length: int
         joined = [join_pair(a, b, tokenizer.eos_token_id, room) for a, b in zip(first, second)]
         encoded, cut = [ids for ids, _ in joined], [was_cut for _, was_cut in joined]
     rows, ids = [], []
-    for record, sentence in zip(records, encoded):
+    for record, sentence, answer in zip(records, encoded, answers):
         if sentence:
-            rows.append({"input_ids": sentence + prefix + words[record["label"]]})
+            rows.append({"input_ids": sentence + prefix + words[answer]})
             ids.append(record["id"])
     truncated = sum(cut)
     return TaskRows(rows, ids, len(records) - len(rows), truncated, room)
@@ -106,25 +132,31 @@ def _classification_task_rows(records: list[dict], tokenizer: Any, max_length: i
     return TaskRows(rows, [r["id"] for r in records], 0, sum(features["truncated"]), max_length)
 
 
+def regression_task_objective_error(task: str) -> str:
+    """The one-line refusal of the task objective for a regression task (task2vec.cli refuses it in its
+    own words as a parser error, before the probe loads)."""
+    return (f"{task} is a regression target: the task objective's probe heads are softmax classifiers (no "
+            "Gaussian head for a score is built); embed it with --objective lm")
+
+
 def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: str, max_length: int) -> TaskRows:
     """The probe rows of a task's records for an objective ("lm" or "task").
 
     Raises:
-        ToolkitError: a classification record without a label (e.g. GLUE test), or a max_length
-            too short for the layout.
+        ToolkitError: a classification record without a label (e.g. GLUE test), the task
+            objective on a regression task, or a max_length too short for the layout.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if spec.kind == "classification":
-        if spec.is_regression:
-            raise ToolkitError(f"{spec.name} is a regression target: the probe's heads are softmax classifiers "
-                               "(a Gaussian head for a real-valued score is not built yet); embed a class task")
+        if spec.is_regression and objective == "task":
+            raise ToolkitError(regression_task_objective_error(spec.name))
         unlabelled = sum(1 for r in records if r["label"] < 0)
         if unlabelled:
             raise ToolkitError(f"{spec.name}: {unlabelled} records have no label (a test split?); "
                                "embed a labelled split (--split train or validation)")
         if objective == "lm":
-            return _classification_lm_rows(records, tokenizer, max_length, spec.label_names)
+            return _classification_lm_rows(records, tokenizer, max_length, *label_words(spec, records))
         return _classification_task_rows(records, tokenizer, max_length)
     if objective == "lm":
         return _qa_lm_rows(records, tokenizer, max_length)
