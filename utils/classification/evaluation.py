@@ -24,8 +24,8 @@ from utils.data.registry import TaskSpec
 
 
 def metric_names(spec: TaskSpec) -> tuple[str, ...]:
-    """The task's metrics, its primary one first (a GLUE task's from GLUE_METRICS)."""
-    return GLUE_METRICS.get(spec.name, (spec.metric,))
+    """The task's metrics, its primary one first: a task file's own, else a GLUE task's GLUE_METRICS."""
+    return spec.metrics or GLUE_METRICS.get(spec.name, (spec.metric,))
 
 
 def primary_metric(spec: TaskSpec) -> str:

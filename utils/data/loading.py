@@ -22,7 +22,7 @@ from utils.data.classification_adapters import adapt_classification_rows, adapt_
 from utils.data.drop_adapters import adapt_drop_json, adapt_drop_rows
 from utils.data.duorc_adapters import adapt_duorc_json, adapt_duorc_rows
 from utils.data.squad_adapters import adapt_squad_json, adapt_squad_rows
-from utils.run.errors import JSON_TOO_DEEP, DataError
+from utils.run.errors import JSON_TOO_DEEP, DataError, ToolkitError
 from utils.models.hub import hub_reachable, hub_load_failed, require_hub
 from utils.data.records import has_training_span, read_jsonl
 from utils.data.registry import SPLITS, TaskSpec, get_task
@@ -216,6 +216,9 @@ def _saved_dataset_rows(spec: TaskSpec, split: str, path: Path) -> list[tuple[in
 
 def _load_hub(spec: TaskSpec, split: str, text_column: str | None, label_column: str | None,
               text_pair_column: str | None, local_hint: str, probe: Callable[[], bool]) -> TaskData:
+    if not spec.hub_id:   # a task file's task: its data are the user's files
+        raise ToolkitError(f"task {spec.name} has no Hub dataset; give its {split} data as a local file "
+                           "(--train_file / --validation_file)")
     name = spec.hub_id + (f" ({spec.hub_config})" if spec.hub_config else "")
     require_hub(f"dataset {name}", local_hint, probe=probe)
     import datasets  # deferred: see _saved_dataset_rows

@@ -71,6 +71,8 @@ class TaskSpec:
         text_pair_required: a sentence-pair task: every record has a non-empty `text_pair`.
         regression_range: a regression task's score range [low, high] (labels are floats in it).
         table: where the original TSV and the Hub rows keep the texts and the label.
+        metrics: the task's metrics, primary first, when they are not GLUE's (a task file's,
+            utils.data.task_files); empty for a registered task.
     """
 
     name: str
@@ -88,6 +90,7 @@ class TaskSpec:
     text_pair_required: bool = False
     regression_range: tuple[float, float] | None = None
     table: TableLayout | None = None
+    metrics: tuple[str, ...] = ()
 
     @property
     def is_regression(self) -> bool:
@@ -260,12 +263,23 @@ def known_names_message() -> str:
     return "; ".join(parts)
 
 
+def registered_spec(name: str) -> TaskSpec | None:
+    """The registered task of a name or alias (case-insensitive), or None."""
+    return _INDEX.get(name.strip().lower())
+
+
 def get_task(name: str) -> TaskSpec:
-    """Resolve a task name or alias (case-insensitive).
+    """Resolve a task name or alias (case-insensitive), or the path of a task file (ending in .json,
+    utils.data.task_files: a task of the user's own).
 
     Raises:
-        UnknownTaskError: the name is not registered; the message lists every known name.
+        UnknownTaskError: the name is not registered (the message lists every known name), or the
+            task file is missing or malformed.
     """
+    from utils.data.task_files import is_task_file, task_from_file   # it builds a TaskSpec of this module
+
+    if is_task_file(name):
+        return task_from_file(name)
     spec = _INDEX.get(name.strip().lower())
     if spec is None:
         raise UnknownTaskError(f"unknown task {name!r}. Known tasks: {known_names_message()}")

@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 
 from utils.run.errors import ToolkitError, UnknownTaskError
 from utils.data.registry import get_task
+from utils.data.task_files import is_task_file
 
 DEFAULT_SEED = 42
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
@@ -254,11 +255,13 @@ def files_by_task(pairs: list[tuple[str, str]], known: list, flag: str) -> dict[
 
 
 def task_name(text: str) -> str:
-    """argparse type: a registered task name or alias, returned in canonical form."""
+    """argparse type: a registered task name or alias, returned in canonical form, or the path of a
+    task file (utils.data.task_files), checked and returned as given."""
     try:
-        return get_task(text).name
+        spec = get_task(text)
     except UnknownTaskError as err:
         raise argparse.ArgumentTypeError(str(err)) from None
+    return text if is_task_file(text) else spec.name
 
 
 def progress_enabled(no_progress: bool) -> bool:
