@@ -46,6 +46,18 @@ for source in "$parent" "$OUT/$TINY"; do
         --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
         --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
 done
+echo "   and two other GLUE targets, 2 seeds each: RTE (a sentence pair, accuracy) and STS-B (a regression, Pearson)"
+for target in rte stsb; do
+    train=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$target', 'train'))")
+    dev=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$target', 'validation'))")
+    for source in "$parent" "$OUT/$TINY"; do
+        "$PY" run_target_task_GPT2_sst2_multiple.py --dataset_name "$target" --pretrained_model "$source" \
+            --output_dir "$OUT/target_${target}_$(basename "$source")" --overwrite_output_dir \
+            --train_file "$train" --validation_file "$dev" --num_runs 2 --epochs 2 --batch_size 4 \
+            --learning_rate 1e-3 --selection last --results_table "$OUT/results_table.csv" \
+            --features_cache_dir "$OUT/features_cache" --no_progress
+    done
+done
 "$PY" -m utils.seed_statistics "$OUT/target_sst2_$TINY/summary.json" \
     "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
 "$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); p = c['paired_t_p_value']; print('transfer (chain - plain): mean %+.4f, paired t p = %s, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], 'undefined (%s)' % c.get('paired_t_p_value_reason') if p is None else '%.3f' % p, c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
@@ -64,10 +76,15 @@ echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then 
     --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
     --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
 echo "== 6/6 Task2Vec embeddings of the bundled tasks (python -m task2vec), then TaskDiversity.py on the results table"
-"$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2 --model_name "$OUT/$TINY" --use_samples \
+"$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2,rte,stsb --model_name "$OUT/$TINY" --use_samples \
     --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 3 --head_steps 50 --no_progress
 "$PY" TaskDiversity.py --emb_dir "$OUT/TaskEmb" --source_tasks squad,squad_v2,duorc-p,duorc-s,drop --target_task sst2 \
     --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity" --overwrite_output_dir
+echo "   and with STS-B as the target (its rows in the results table are scored by Pearson)"
+"$PY" TaskDiversity.py --emb_dir "$OUT/TaskEmb" --source_tasks squad,squad_v2,duorc-p,duorc-s,drop --target_task stsb \
+    --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity_stsb" \
+    --overwrite_output_dir > "$OUT/task_diversity_stsb.txt"
+grep -m1 "^Condition" "$OUT/task_diversity_stsb.txt" || true
 cat <<SUMMARY
 == what the demo showed, and where
 1 a tiny $FAMILY model built offline (2 layers, 32 wide, random weights) -> $OUT/$TINY
@@ -76,22 +93,31 @@ cat <<SUMMARY
                                                                              $OUT/pretrained_model_squad_v2/,
                                                                              $OUT/pretrained_model_duorc-p/
 4 SST-2 over 3 seeds from the chain's end and from the plain tiny model   -> $OUT/target_sst2_*/summary.json;
-  one row per source in $OUT/results_table.csv, their paired comparison in $OUT/comparison.json
+  one row per source in $OUT/results_table.csv, their paired comparison in $OUT/comparison.json;
+  RTE (pair, accuracy) and STS-B (regression, Pearson), 2 seeds each      -> $OUT/target_rte_*/, $OUT/target_stsb_*/
 5 Reptile across squad, squad_v2, duorc-s, evaluated on held-out quoref   -> $OUT/logs/qa_tasks_demo/,
   then SST-2 from its result                                              -> $OUT/target_sst2_reptile/
 6 Task2Vec embeddings with their noise floors                             -> $OUT/TaskEmb/,
-  TaskDiversity on the results table                                      -> $OUT/task_diversity/
+  TaskDiversity on the results table, target SST-2 and target STS-B      -> $OUT/task_diversity/,
+                                                                             $OUT/task_diversity_stsb/
 SUMMARY
 "$PY" -c "
 import json
 names = ('$TINY', '$(basename "$parent")', 'reptile')
 means = {n: json.load(open('$OUT/target_sst2_%s/summary.json' % n))['eval_accuracy']['mean'] for n in names}
 print('SST-2 accuracy on the 44 dev sentences, mean of 3 seeds (chance is 0.5):',
-      ', '.join('%s %.3f' % (name, mean) for name, mean in means.items()))"
+      ', '.join('%s %.3f' % (name, mean) for name, mean in means.items()))
+for target in ('rte', 'stsb'):
+    shown = []
+    for name in names[:2]:
+        summary = json.load(open('$OUT/target_%s_%s/summary.json' % (target, name)))
+        score = summary['eval_' + summary['primary_metric']]
+        shown.append('%s %s' % (name, 'undefined (%s)' % score['reason'] if score['mean'] is None else '%.3f' % score['mean']))
+    print('%s %s on the 8 dev examples, mean of 2 seeds:' % (target.upper(), summary['primary_metric']), ', '.join(shown))"
 cat <<SUMMARY
 Why these numbers are at chance: the model is a random 2-layer GPT-2 trained for seconds on a few
-dozen examples per task, so SST-2 accuracy near 0.5, QA F1 near 0 and a transfer difference within
-the noise are what it should give. The numbers prove the plumbing, not the method: every stage
+dozen examples per task, so SST-2 accuracy near 0.5, QA F1 near 0, an STS-B Pearson anywhere in
+[-1, 1] on 8 pairs, and a transfer difference within the noise are what it should give. The numbers prove the plumbing, not the method: every stage
 ran, wrote its files and read the previous stage's. For real numbers, run the same commands with
 gpt2 on the full datasets (README).
 SUMMARY

@@ -1,4 +1,5 @@
 """The README's demo, run as a user runs it (on the interpreter running the tests)."""
+import csv
 import json
 import os
 import subprocess
@@ -28,10 +29,18 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
         assert (out / f"pretrained_model_{task}" / "all_results.json").exists(), task
     assert "lineage: utils.tiny_model -> squad -> squad_v2 -> duorc-p" in done.stdout
     assert "transfer (chain - plain): mean" in done.stdout
-    assert len((out / "results_table.csv").read_text().splitlines()) == 4  # header and one row per source
+    # The header; SST-2 from the chain's end and the plain model; RTE and STS-B from both; SST-2 from Reptile.
+    with open(out / "results_table.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [(row["target_task"], row["primary_metric"]) for row in rows] == \
+        [("sst2", "accuracy")] * 2 + [("rte", "accuracy")] * 2 + [("stsb", "pearson")] * 2 + [("sst2", "accuracy")]
+    assert all(row["mean_accuracy"] == "" for row in rows if row["target_task"] == "stsb")
+    for target in ("rte", "stsb"):
+        summary = json.loads((out / f"target_{target}_tiny_gpt2" / "summary.json").read_text())
+        assert summary["target_task"] == target and len(summary["runs"]) == 2
     assert (out / "logs" / "qa_tasks_demo" / "model" / "lineage.json").exists()
     assert (out / "target_sst2_reptile" / "summary.json").exists()
-    for task in ("squad", "squad_v2", "duorc-p", "duorc-s", "drop", "sst2"):
+    for task in ("squad", "squad_v2", "duorc-p", "duorc-s", "drop", "sst2", "rte", "stsb"):
         assert (out / "TaskEmb" / task / "embedding.npy").exists(), task
     report = json.loads((out / "task_diversity" / "diversity.json").read_text())
     assert report["target"] == "sst2" and len(report["subsets"]) == 10      # C(5, 3)
@@ -47,6 +56,11 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     joined = {tuple(sorted(row["sources"])) for row in report["joined_results"]}
     assert {("duorc-p", "squad", "squad_v2"), ("duorc-s", "squad", "squad_v2")} <= joined
     assert (out / "task_diversity" / "task_distances.png").stat().st_size > 0
+    # STS-B as the target: its rows are scored by Pearson, a condition of their own.
+    stsb = json.loads((out / "task_diversity_stsb" / "diversity.json").read_text())
+    assert stsb["target"] == "stsb" and len(stsb["subsets"]) == 10
+    assert all(c["condition"]["metric"] == "pearson" for c in stsb["transfer"]["conditions"])
+    assert {row["line"] for row in stsb["joined_results"] + stsb["skipped_results"]} == set(range(2, 9))
     assert "noise floor" in done.stdout
     # It ends by saying what it showed, where each stage's outputs are, and why the numbers are at chance.
     summary = done.stdout[done.stdout.index("== what the demo showed"):]
@@ -58,3 +72,4 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     for name, accuracy in accuracies.items():
         assert f"{name} {accuracy:.3f}" in summary, name
     assert "chance" in summary and "plumbing, not the method" in summary
+    assert "RTE accuracy on the 8 dev examples" in summary and "STSB pearson on the 8 dev examples" in summary

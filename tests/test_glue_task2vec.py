@@ -94,7 +94,8 @@ def test_rte_and_stsb_are_embedded_and_compared_as_targets(tiny_checkpoint, tmp_
     assert set(summary["tasks"]) == set(tasks)
     stsb = json.loads((emb / "stsb" / "embedding.json").read_text(encoding="utf-8"))
     assert stsb["objective"] == "lm" and stsb["probe"]["head"] == "lm"
-    assert stsb["examples"]["rows"] == 12 and stsb["examples"]["records_without_row"] == 0
+    # 2 batches of 4 need 8 rows; twice that many of the 26 records are tokenised (subsample_records)
+    assert stsb["examples"]["rows"] == 16 and stsb["examples"]["records_without_row"] == 0
     vectors = {task: np.load(emb / task / "embedding.npy").astype(np.float64) for task in tasks}
     for target, other in (("rte", "stsb"), ("stsb", "rte")):
         out = tmp_path / f"diversity_{target}"
