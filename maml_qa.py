@@ -1,6 +1,7 @@
-"""Reptile (first-order MAML) across QA tasks; writes a checkpoint the target script reads.
+"""Reptile (first-order MAML) across QA tasks, or first-order MAML or multi-task training on the same
+task batches (--algorithm); writes a checkpoint the target script reads.
 
-    python maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC'
+    python maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' [--algorithm reptile|fomaml|multitask]
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
                        learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
-from utils.meta.args import INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, step_list
+from utils.meta.args import ALGORITHMS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, step_list
 from utils.qa.args import add_qa_args
 from utils.training.args import add_eval_batch_size_arg
 from utils.training.resume import add_allow_changed_args
@@ -25,6 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--tasks", type=str, default="squad,squad_v2,duorc;SelfRC",
                         help="Comma-separated meta-training QA tasks (registry names or the original spellings).")
     parser.add_argument("--model_name", type=str, default="gpt2", help="Starting weights: 'gpt2' or a checkpoint folder.")
+    parser.add_argument("--algorithm", choices=ALGORITHMS, default="reptile",
+                        help="reptile: θ ← θ + ε(mean adapted weights − θ); fomaml: first-order MAML, θ ← θ − ε·mean "
+                             "gradient of each task's query loss at its adapted weights; multitask: no adaptation, "
+                             "k optimizer steps of the inner optimizer on θ over the same task batches (the baseline "
+                             "at the same number of forward/backward passes). See utils/meta/algorithms.py.")
+    parser.add_argument("--query_fraction", type=unit_interval_float, default=0.2,
+                        help="fomaml: the share of each task's questions kept apart as its query set (support and "
+                             "query batches never share a question).")
     parser.add_argument("--out", type=str, default="reptile", help="Run name: the model goes to <log_dir>/qa_tasks_<out>/model.")
     parser.add_argument("--log_dir", type=str, default="logs", help="Folder of the run folder qa_tasks_<out>.")
     add_output_args(parser, required=False,
@@ -37,9 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--inner_lr", type=learning_rate, default=3e-5,
                         help="Inner-loop learning rate, at most 1 (typical: 1e-5 to 1e-3).")
     parser.add_argument("--outer_lr", type=unit_interval_float, default=1.0,
-                        help="Reptile's outer step size ε at the first step, in [0, 1]: θ ← θ + ε·(mean adapted "
+                        help="The outer step size ε at the first step, in [0, 1]: Reptile θ ← θ + ε·(mean adapted "
                              "weights − θ), so 1 moves θ all the way to the tasks' adapted weights and more would "
-                             "step past them.")
+                             "step past them; FOMAML θ ← θ − ε·(mean query gradient); unused by multitask.")
     parser.add_argument("--outer_lr_final", type=unit_interval_float, default=0.0,
                         help="ε at the end, in [0, 1]; ε falls linearly: "
                              "outer_lr·(1 − t/T) + outer_lr_final·t/T.")

@@ -83,19 +83,22 @@ def test_original_command_and_the_target_script_reads_the_result(tmp_path):
     assert summary["source_tasks"] == "squad+squad_v2+duorc-s"
 
 
-def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path):
+@pytest.mark.parametrize("algorithm", ["reptile", "fomaml", "multitask"])
+def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path, algorithm):
     folder, _, files = family
     model = build_tiny_model(tmp_path / "dropout_model", n_layer=2, n_embd=32, n_head=2, n_positions=128, dropout=0.1,
                              tokenizer_path=str(folder / "tokenizer"), seed=1)
     common = ["--tasks", "squad,squad_v2,duorc-p", "--model_name", str(model), *files_of(files, "squad,squad_v2,duorc-p"),
               "--num_train_iterations", "6",
               "--save_every", "3", "--num_inner_steps", "2", "--meta_batch_size", "2", "--inner_lr", "1e-3",
-              "--inner_opt_state", "carry", "--seed", "3", *SHORT]
-    maml_qa.main([*common, "--output_dir", str(tmp_path / "full")])
+              "--inner_opt_state", "carry", "--seed", "3", "--algorithm", algorithm, *SHORT]
+    full = maml_qa.main([*common, "--output_dir", str(tmp_path / "full")])
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(tmp_path / "full" / "checkpoint-3", resumed / "checkpoint-3")
-    maml_qa.main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-3")])
+    again = maml_qa.main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-3")])
+    assert again["algorithm"] == algorithm and (again["train_passes"], again["train_tokens"]) == \
+        (full["train_passes"], full["train_tokens"])
     a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(resumed / "model.safetensors"))
     for key in a:
         assert torch.allclose(a[key], b[key], atol=1e-6, rtol=0), key
@@ -103,20 +106,21 @@ def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_processes_give_the_same_theta_as_one(family, tmp_path):
+@pytest.mark.parametrize("algorithm, port", [("reptile", 29547), ("fomaml", 29548), ("multitask", 29549)])
+def test_two_processes_give_the_same_theta_as_one(family, tmp_path, algorithm, port):
     folder, model, files = family
     # SGD inner steps: Adam with β1 = 0 moves near-zero gradients by ±lr whatever their size, so
     # float summation-order noise between thread counts would decide those steps.
     common = ["--tasks", "squad,squad_v2,duorc-p,drop", "--model_name", str(model),
               *files_of(files, "squad,squad_v2,duorc-p,drop"), "--num_train_iterations", "3", "--num_inner_steps", "2", "--meta_batch_size", "4", "--inner_optimizer", "sgd", "--inner_lr", "0.05",
-              "--inner_opt_state", "reset", "--seed", "4", "--device", "cpu", *SHORT]
+              "--inner_opt_state", "reset", "--seed", "4", "--device", "cpu", "--algorithm", algorithm, *SHORT]
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as each torchrun process below
     try:
         maml_qa.main([*common, "--output_dir", str(tmp_path / "one")])
     finally:
         torch.set_num_threads(threads)
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29547",
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                str(REPO_ROOT / "maml_qa.py"), *common, "--output_dir", str(tmp_path / "two")]
     done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, timeout=300,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})

@@ -5,6 +5,9 @@ from __future__ import annotations
 import argparse
 
 INNER_OPTIMIZERS = ("adam", "adamw", "sgd")
+# utils.meta.algorithms: Reptile, first-order MAML, and multi-task training on the same task batches.
+ALGORITHMS = ("reptile", "fomaml", "multitask")
+ALGORITHM_LABELS = {"reptile": "Reptile", "fomaml": "FOMAML", "multitask": "multi-task"}
 INNER_STATE_CHOICES = ("reset", "carry")
 SAMPLING_CHOICES = ("uniform", "proportional")
 

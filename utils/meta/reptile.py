@@ -60,6 +60,11 @@ class ReptileBuffers:
         self.count += 1
 
     @torch.no_grad()
+    def distance_moved(self) -> float:
+        """‖current weights − θ snapshot‖ (how far a step that trained θ in place moved it)."""
+        return math.sqrt(sum(float(torch.sum((p.detach() - t) ** 2)) for p, t in zip(self.parameters, self.theta)))
+
+    @torch.no_grad()
     def update(self, epsilon: float, count: int | None = None) -> float:
         """θ ← θ + ε (Σφ_i / count − θ), written into the model; returns ‖θ_new − θ_old‖.
 
@@ -75,6 +80,25 @@ class ReptileBuffers:
         torch._foreach_add_(self.theta, self.total, alpha=epsilon)
         self.restore()
         return step_norm
+
+
+@torch.no_grad()
+def add_tensors(total: list[torch.Tensor], tensors: list[torch.Tensor]) -> None:
+    """total += tensors, elementwise over the parameter list (e.g. FOMAML's query gradients)."""
+    torch._foreach_add_(total, tensors)
+
+
+@torch.no_grad()
+def descend(buffers: ReptileBuffers, epsilon: float, count: int) -> float:
+    """FOMAML's outer step θ ← θ − ε (Σ g_i / count), with the gradient sum held in `buffers.total`,
+    written into the model; returns ‖θ_new − θ_old‖."""
+    if count <= 0:
+        raise ValueError("no gradients were added since begin()")
+    torch._foreach_mul_(buffers.total, 1.0 / count)
+    step_norm = abs(epsilon) * math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(buffers.total)))
+    torch._foreach_add_(buffers.theta, buffers.total, alpha=-epsilon)
+    buffers.restore()
+    return step_norm
 
 
 def make_inner_optimizer(kind: str, parameters: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.Optimizer:

@@ -1,5 +1,5 @@
-"""Reptile across QA tasks with evaluation of adaptation on held-out tasks (the body of
-maml_qa.py, after its flags are checked and its run folder held)."""
+"""Meta-training across QA tasks (Reptile, FOMAML or multi-task) with evaluation of adaptation on
+held-out tasks (the body of maml_qa.py, after its flags are checked and its run folder held)."""
 from __future__ import annotations
 
 import argparse
@@ -11,7 +11,9 @@ import torch
 from utils.models.checkpoint import Provenance, build_lineage, save_checkpoint
 from utils.models.loading import require_positions
 from utils.training.distributed import barrier, main_process_first
+from utils.meta.algorithms import split_support_query
 from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train, read_meta_state, write_meta_state
+from utils.training.compute import training_compute
 from utils.run.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa.pipeline import cache_dir_from, load_qa_model, load_qa_split, make_objective, qa_features, qa_settings
 from utils.meta.evaluation import AdaptationSettings, HeldOutTask, evaluate_adaptation, support_stream
@@ -44,7 +46,8 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     resumed = resolve_resume_args(args, resume_dir.parent, what=str(resume_dir)) if resume_dir else None
     settings = qa_settings(args, version_2_with_negative=False)
     set_seed(args.seed)
-    if args.inner_opt_state == "carry" and dist_ctx.world_size > 1 and dist_ctx.is_main:
+    if args.inner_opt_state == "carry" and args.algorithm != "multitask" and dist_ctx.world_size > 1 \
+            and dist_ctx.is_main:
         logger.warning("--inner_opt_state carry under %d processes: each carries its own inner optimizer state, so "
                        "θ differs from a one-process run; --inner_opt_state reset makes them agree",
                        dist_ctx.world_size)
@@ -55,7 +58,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
-    streams, held_out, subsets = {}, {}, {}
+    streams, query_streams, held_out, subsets = {}, {}, {}, {}
     with main_process_first(dist_ctx):  # rank 0 tokenizes (and caches) first
         def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
             _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
@@ -66,6 +69,11 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         for spec in specs:
             rows = qa_features(split(spec, "train", train_files, per_task), tokenizer, settings, training=True,
                                cache_dir=cache, name=spec.name)
+            if args.algorithm == "fomaml":
+                rows, query = split_support_query(rows, args.query_fraction,
+                                                  stream_seed(args.data_seed, "support-query", spec.name))
+                query_streams[spec.name] = TaskStream(query, args.inner_batch_size,
+                                                      seed=stream_seed(args.seed, "meta-query", spec.name))
             streams[spec.name] = TaskStream(rows, args.inner_batch_size,
                                             seed=stream_seed(args.seed, "meta-train", spec.name))
         for spec in eval_specs:
@@ -79,7 +87,8 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir, None, progress)
     meta = MetaSettings(iterations, args.meta_batch_size, inner_steps, args.inner_batch_size, args.inner_lr,
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,
-                        args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every)
+                        args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every,
+                        args.algorithm)
 
     adaptation = AdaptationSettings(tuple(args.eval_adapt_steps), args.inner_optimizer, args.inner_lr,
                                     args.max_grad_norm, args.per_device_eval_batch_size)
@@ -92,7 +101,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     def lineage() -> dict:
         return build_lineage(script=SCRIPT, task="+".join(s.name for s in specs), objective=args.objective,
                              head=loaded.head, seed=args.seed, parent=Provenance(**parent),
-                             extra={"meta_training_tasks": [s.name for s in specs]})
+                             extra={"meta_training_tasks": [s.name for s in specs], "algorithm": args.algorithm})
 
     def save(folder: Path, saved: MetaState, carried) -> None:
         if dist_ctx.is_main:
@@ -103,12 +112,14 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         save_rng_state(folder, dist_ctx.rank)
         barrier(dist_ctx)
         if dist_ctx.is_main:
-            write_meta_state(folder, MetaState(saved.step, saved.sampler, saved.positions, parent))
+            write_meta_state(folder, MetaState(saved.step, saved.sampler, saved.positions, parent, saved.passes,
+                                               saved.tokens))
 
     if dist_ctx.is_main:
         write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(held_out), "resume": resumed,
                                        "num_train_iterations": iterations, "num_inner_steps": inner_steps,
                                        "training_rows": {n: len(s.lengths) for n, s in streams.items()},
+                                       "query_rows": {n: len(s.lengths) for n, s in query_streams.items()},
                                        "world_size": dist_ctx.world_size, "model_dir": str(model_dir)})
         write_json(run_dir / "data_subsets.json", {name: info.to_dict() for name, info in subsets.items()})
     log = JsonlLog(run_dir / "meta_log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None
@@ -116,16 +127,18 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         restore_rng_state(resume_dir, dist_ctx.rank)
     state = meta_train(model, objective, streams, meta, dist_ctx=dist_ctx, precision=precision, output_dir=run_dir,
                        log=log, evaluate=evaluate if held_out else None, save=save,
-                       state=MetaState(state.step, state.sampler, state.positions, parent), resume_from=resume_dir,
-                       progress=progress)
+                       state=MetaState(state.step, state.sampler, state.positions, parent, state.passes, state.tokens),
+                       resume_from=resume_dir, progress=progress, query_streams=query_streams or None)
     final = evaluate(state.step) if held_out else {}
     results: dict = {}
     if dist_ctx.is_main:
         save_checkpoint(model, tokenizer, model_dir, lineage())
-        results = {"meta_steps": state.step, "tasks": ",".join(s.name for s in specs), "seed": args.seed}
+        results = {"algorithm": args.algorithm, "meta_steps": state.step, "tasks": ",".join(s.name for s in specs),
+                   "seed": args.seed, **training_compute(model, state.passes, state.tokens)}
         for name, values in final.items():
             results.update({f"eval_{name}_{key}": value for key, value in values.items()})
         write_all_results(run_dir, results)
         write_json(run_dir / "meta_final.json", {"eval": final, "model_dir": str(model_dir.resolve())})
-        logger.info("Reptile over %s: %d outer steps; model in %s; %s", args.tasks, state.step, model_dir, final)
+        logger.info("%s over %s: %d outer steps, %d forward/backward passes, %d tokens; model in %s; %s",
+                    args.algorithm, args.tasks, state.step, state.passes, state.tokens, model_dir, final)
     return results

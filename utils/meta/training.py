@@ -1,9 +1,11 @@
-"""The Reptile meta-training loop across QA tasks (the library under maml_qa.py).
+"""The meta-training loop across QA tasks (the library under maml_qa.py): Reptile, first-order
+MAML or multi-task training (utils.meta.algorithms), on the same sampled tasks and task streams.
 
-Each outer step samples a meta-batch of tasks (the same draw on every process); each process
-adapts its share of them from θ with k inner steps of the project's objectives, adding the adapted
-weights to a running sum; the sums are all-reduced once, and θ ← θ + ε_t (mean φ − θ). No DDP
-inside the inner loop: averaging gradients across tasks would turn Reptile into joint training.
+Each outer step samples a meta-batch of tasks (the same draw on every process); for Reptile each
+process adapts its share of them from θ with k inner steps of the project's objectives, adding the
+adapted weights to a running sum; the sums are all-reduced once, and θ ← θ + ε_t (mean φ − θ). No
+DDP inside the inner loop: averaging gradients across tasks would turn Reptile into joint training.
+FOMAML sums query gradients at the adapted weights instead; multi-task steps θ itself.
 
 Every task has its own deterministic stream of batches (seeded by the run seed and the task), and
 every process advances the positions of all sampled tasks, so the batches a task sees do not
@@ -26,7 +28,10 @@ from utils.training.distributed import DistContext
 from utils.run.errors import ToolkitError
 from utils.run.outputs import JsonlLog, read_json_object, write_json
 from utils.run.progress import PROGRESS_INTERVAL_S, Progress
-from utils.meta.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
+from utils.meta.algorithms import multitask_step, query_gradient
+from utils.meta.args import ALGORITHM_LABELS
+from utils.meta.reptile import (ReptileBuffers, add_tensors, annealed_epsilon, descend, make_inner_optimizer,
+                                meta_parameters)
 from utils.training.loop import autocast_context, move_batch, restore_optimizer_state
 
 logger = logging.getLogger(__name__)
@@ -52,6 +57,12 @@ class MetaSettings:
     seed: int
     eval_every: int | None
     save_every: int | None
+    algorithm: str = "reptile"
+
+    def passes_per_task(self) -> int:
+        """Forward/backward passes one sampled task costs an outer step: k (Reptile, multi-task), or
+        k + 1 (FOMAML's query batch)."""
+        return self.num_inner_steps + (1 if self.algorithm == "fomaml" else 0)
 
 
 class TaskStream:
@@ -64,13 +75,21 @@ class TaskStream:
         self.seed = seed
         self._epoch_cache: dict[int, list[list[int]]] = {}
 
-    def batch(self, position: int) -> list[dict]:
-        """Rows of the `position`-th batch of the stream."""
+    def indices(self, position: int) -> list[int]:
+        """Row indices of the `position`-th batch of the stream."""
         per_epoch = max(1, len(self.lengths) // self.batch_size) if len(self.lengths) >= self.batch_size else 1
         epoch, index = divmod(position, per_epoch)
         if epoch not in self._epoch_cache:
             self._epoch_cache = {epoch: length_grouped_batches(self.lengths, self.batch_size, seed=self.seed, epoch=epoch)}
-        return [self.rows[i] for i in self._epoch_cache[epoch][index]]
+        return self._epoch_cache[epoch][index]
+
+    def batch(self, position: int) -> list[dict]:
+        """Rows of the `position`-th batch of the stream."""
+        return [self.rows[i] for i in self.indices(position)]
+
+    def tokens(self, position: int) -> int:
+        """Real (unpadded) tokens of the `position`-th batch."""
+        return int(sum(self.lengths[i] for i in self.indices(position)))
 
 
 @dataclass
@@ -81,6 +100,8 @@ class MetaState:
     sampler: dict | None = None
     positions: dict[str, int] = field(default_factory=dict)
     parent: dict | None = None
+    passes: int = 0    # forward/backward passes so far, all processes together
+    tokens: int = 0    # real tokens of those passes
 
 
 def sample_tasks(rng: np.random.Generator, names: Sequence[str], sizes: Sequence[int], count: int,
@@ -113,19 +134,28 @@ def adapt(model: torch.nn.Module, objective: Any, optimizer: torch.optim.Optimiz
     return losses
 
 
+def query_key(name: str) -> str:
+    """MetaState.positions key of a task's query stream (FOMAML)."""
+    return f"{name}/query"
+
+
 def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskStream], settings: MetaSettings, *,
                dist_ctx: DistContext, precision: Any, output_dir: Path, log: JsonlLog | None,
                evaluate: Callable[[int, Callable[[], None]], dict] | None, save: Callable[[Path, MetaState, Any], None],
                state: MetaState, resume_from: Path | None = None, progress: bool = False,
-               progress_interval_s: float = PROGRESS_INTERVAL_S) -> MetaState:
-    """Run Reptile from `state` to `settings.num_train_iterations` outer steps (θ is the model).
+               progress_interval_s: float = PROGRESS_INTERVAL_S,
+               query_streams: dict[str, TaskStream] | None = None) -> MetaState:
+    """Run the algorithm of `settings` from `state` to `settings.num_train_iterations` outer steps
+    (θ is the model; FOMAML needs `query_streams`, disjoint from `streams`).
 
-    `save(folder, state, carried_optimizer)` writes a resumable checkpoint; with
-    `--inner_opt_state carry` the carried inner optimizer's state is restored from `resume_from`.
-    An outer step of GPT-2 takes seconds and a run hours, so the loop says where it is: a bar
-    with `progress` (a terminal), else a line every `progress_interval_s` seconds; on the main
-    process only, and into `log` as a progress record either way.
+    `save(folder, state, carried_optimizer)` writes a resumable checkpoint; the carried optimizer
+    (Reptile and FOMAML with `--inner_opt_state carry`, multi-task always) is restored from
+    `resume_from`. An outer step of GPT-2 takes seconds and a run hours, so the loop says where it
+    is: a bar with `progress` (a terminal), else a line every `progress_interval_s` seconds; on the
+    main process only, and into `log` as a progress record either way.
     """
+    if settings.algorithm == "fomaml" and not query_streams:
+        raise ValueError("FOMAML needs a query stream per task")
     device = dist_ctx.device
     params = meta_parameters(model)
     buffers = ReptileBuffers(params)
@@ -135,43 +165,84 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
     if state.sampler is not None:
         rng.bit_generator.state = state.sampler
     positions = {name: state.positions.get(name, 0) for name in names}
+    if settings.algorithm == "fomaml":
+        positions.update({query_key(name): state.positions.get(query_key(name), 0) for name in names})
     carried = make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr) \
-        if settings.inner_opt_state == "carry" else None
+        if settings.inner_opt_state == "carry" or settings.algorithm == "multitask" else None
     if carried is not None and resume_from is not None:
         saved = resume_from / f"inner_optimizer_{dist_ctx.rank}.pt"
         restore_optimizer_state(carried, torch.load(saved, weights_only=True, map_location=device))
-    bar = Progress(settings.num_train_iterations, "Reptile", bar=progress and dist_ctx.is_main, initial=state.step,
+    passes, tokens = state.passes, state.tokens
+    bar = Progress(settings.num_train_iterations, ALGORITHM_LABELS[settings.algorithm],
+                   bar=progress and dist_ctx.is_main, initial=state.step,
                    log=log.log if log is not None and dist_ctx.is_main else None,
                    interval_s=progress_interval_s if dist_ctx.is_main else None)
     for step in range(state.step, settings.num_train_iterations):
         epsilon = annealed_epsilon(step, settings.num_train_iterations, settings.outer_lr, settings.outer_lr_final)
         sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling)
-        starts = []
-        for name in sampled:  # every process advances every sampled stream
+        starts, query_starts = [], []
+        for name in sampled:  # every process advances every sampled stream, and counts every pass
             starts.append(positions[name])
+            tokens += sum(streams[name].tokens(positions[name] + j) for j in range(settings.num_inner_steps))
             positions[name] += settings.num_inner_steps
+            if settings.algorithm == "fomaml":
+                query_starts.append(positions[query_key(name)])
+                tokens += query_streams[name].tokens(positions[query_key(name)])
+                positions[query_key(name)] += 1
+        passes += len(sampled) * settings.passes_per_task()
+        mine = list(range(dist_ctx.rank, len(sampled), dist_ctx.world_size))
         buffers.begin()
         losses: dict[int, list[float]] = {}
-        for slot in range(dist_ctx.rank, len(sampled), dist_ctx.world_size):
-            name = sampled[slot]
-            buffers.restore()
-            optimizer = carried or make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr)
-            batches = [streams[name].batch(starts[slot] + j) for j in range(settings.num_inner_steps)]
-            losses[slot] = adapt(model, objective, optimizer, batches, device, precision, settings.max_grad_norm)
-            buffers.add_adapted()
+        query_losses: dict[int, float] = {}
+        if settings.algorithm == "multitask":
+            losses = {slot: [] for slot in mine}
+            for j in range(settings.num_inner_steps):
+                values = multitask_step(model, objective, carried, params,
+                                        [streams[sampled[slot]].batch(starts[slot] + j) for slot in mine], len(sampled),
+                                        device=device, precision=precision, max_grad_norm=settings.max_grad_norm,
+                                        distributed=dist_ctx.enabled)
+                for slot, value in zip(mine, values):
+                    losses[slot].append(value)
+        else:
+            for slot in mine:
+                name = sampled[slot]
+                buffers.restore()
+                optimizer = carried or make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr)
+                batches = [streams[name].batch(starts[slot] + j) for j in range(settings.num_inner_steps)]
+                losses[slot] = adapt(model, objective, optimizer, batches, device, precision, settings.max_grad_norm)
+                if settings.algorithm == "fomaml":
+                    grads, query_losses[slot] = query_gradient(model, objective, params,
+                                                               query_streams[name].batch(query_starts[slot]),
+                                                               device, precision)
+                    add_tensors(buffers.total, grads)
+                else:
+                    buffers.add_adapted()
+            if dist_ctx.enabled:
+                for tensor in buffers.total:
+                    dist.all_reduce(tensor)
         if dist_ctx.enabled:
-            for tensor in buffers.total:
-                dist.all_reduce(tensor)
             gathered: list = [None] * dist_ctx.world_size
-            dist.all_gather_object(gathered, losses)
-            losses = {k: v for part in gathered for k, v in part.items()}
-        step_norm = buffers.update(epsilon, count=len(sampled))
+            dist.all_gather_object(gathered, (losses, query_losses))
+            losses = {k: v for part, _ in gathered for k, v in part.items()}
+            query_losses = {k: v for _, part in gathered for k, v in part.items()}
+        if settings.algorithm == "reptile":
+            step_norm = buffers.update(epsilon, count=len(sampled))
+        elif settings.algorithm == "fomaml":
+            step_norm = descend(buffers, epsilon, count=len(sampled))
+        else:
+            step_norm = buffers.distance_moved()
+            buffers.begin()   # θ after the step: what an evaluation restores
         if log is not None:
-            log.log({"step": step + 1, "epsilon": epsilon, "tasks": sampled,
-                     "inner_losses": [losses[i] for i in range(len(sampled))], "theta_step_norm": step_norm})
+            record = {"step": step + 1, "algorithm": settings.algorithm, "epsilon": epsilon, "tasks": sampled,
+                      "inner_losses": [losses[i] for i in range(len(sampled))], "theta_step_norm": step_norm,
+                      "passes": passes, "tokens": tokens}
+            if settings.algorithm == "fomaml":
+                record["query_losses"] = [query_losses[i] for i in range(len(sampled))]
+            log.log(record)
         bar.set_postfix(inner_loss=f"{np.mean([v for part in losses.values() for v in part]):.4f}")
         bar.update()
-        state = MetaState(step=step + 1, sampler=rng.bit_generator.state, positions=dict(positions), parent=state.parent)
+        state = MetaState(step=step + 1, sampler=rng.bit_generator.state, positions=dict(positions), parent=state.parent,
+                          passes=passes, tokens=tokens)
         if evaluate is not None and settings.eval_every and (step + 1) % settings.eval_every == 0 \
                 and step + 1 < settings.num_train_iterations:  # the caller evaluates the final θ
             metrics = evaluate(step + 1, buffers.restore)  # adapts θ in place, restoring it after each task
@@ -186,7 +257,8 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
 def write_meta_state(folder: Path, state: MetaState) -> None:
     """meta_state.json beside a checkpoint's weights (written last: it marks the folder resumable)."""
     write_json(folder / META_STATE_FILE, {"step": state.step, "sampler": _jsonable(state.sampler),
-                                         "positions": state.positions, "parent": state.parent})
+                                         "positions": state.positions, "parent": state.parent,
+                                         "passes": state.passes, "tokens": state.tokens})
 
 
 def read_meta_state(folder: Path) -> MetaState:
@@ -199,7 +271,8 @@ def read_meta_state(folder: Path) -> MetaState:
     if saved is None:
         raise ToolkitError(f"--resume_from_checkpoint {folder}: no {META_STATE_FILE} (not a maml_qa.py checkpoint, "
                            "or its save was interrupted)")
-    return MetaState(step=saved["step"], sampler=saved["sampler"], positions=saved["positions"], parent=saved["parent"])
+    return MetaState(step=saved["step"], sampler=saved["sampler"], positions=saved["positions"], parent=saved["parent"],
+                     passes=saved.get("passes", 0), tokens=saved.get("tokens", 0))
 
 
 def _jsonable(value: Any) -> Any:
