@@ -12,7 +12,9 @@ The rules that keep the correlations honest:
   accuracy in a table of the accuracy-only version), base model (the first link of source_chain),
   max train samples, selection, objectives and training algorithm. Rows of different conditions are
   never pooled: a different data budget, metric or algorithm is a different experiment.
-- The training algorithm comes from the source_tasks cell (ALGORITHMS): "none" for an empty cell
+- The training algorithm is the row's `algorithm` cell (the lineage's record: none, sequential,
+  reptile, fomaml, multitask, mixed); in a table of an earlier version it comes from the
+  source_tasks cell (ALGORITHMS): "none" for an empty cell
   (the plain model: the reference line of its condition, never a point), "sequential" for one or
   more single-task steps (a chain; one step is a chain of one), "reptile" for one step of several
   "+"-joined tasks, "mixed" for a chain with a Reptile step in it. A Reptile run over a single
@@ -46,7 +48,7 @@ from utils.data.registry import get_task
 CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.classification.target_task.chain_description writes them
 REPTILE_SEPARATOR = "+"  # tasks of one Reptile step, as maml_qa.py records them
 CHAIN_LINK = " > "       # links of source_chain, the base model first
-ALGORITHMS = ("none", "sequential", "reptile", "mixed")
+ALGORITHMS = ("none", "sequential", "reptile", "fomaml", "multitask", "mixed")
 CONDITION_KEYS = ("target_task", "metric", "base_model", "max_train_samples", "selection", "objectives", "algorithm")
 # The keys of a plain model's condition (no source: no objectives, no algorithm).
 BASELINE_KEYS = CONDITION_KEYS[:5]
@@ -148,7 +150,7 @@ def row_condition(row: Mapping[str, Any], target: str) -> dict[str, str]:
     return {"target_task": target, "metric": row_score(row)[0], "base_model": Path(base).name if base else "",
             "max_train_samples": (row.get("max_train_samples") or "").strip(),
             "selection": (row.get("selection") or "").strip(), "objectives": (row.get("objectives") or "").strip(),
-            "algorithm": training_algorithm(row.get("source_tasks") or "")}
+            "algorithm": (row.get("algorithm") or "").strip() or training_algorithm(row.get("source_tasks") or "")}
 
 
 def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target: str, distance: str,

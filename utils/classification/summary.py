@@ -20,15 +20,47 @@ from utils.run.errors import ToolkitError
 from utils.run.outputs import utc_now
 
 
-def chain_description(lineage: dict | None, pretrained: str) -> dict[str, str]:
-    """Source chain ("gpt2 > squad > squad_v2"), its tasks and objectives, for tables."""
+COMPUTE_KEYS = ("train_passes", "train_tokens", "train_flops")
+
+
+def step_algorithm(entry: dict) -> str:
+    """How one chain stage trained: its recorded meta-training algorithm, else "reptile" for a stage
+    over several "+"-joined tasks (maml_qa.py before it recorded one), else "sequential"."""
+    return entry.get("algorithm") or ("reptile" if "+" in str(entry.get("task")) else "sequential")
+
+
+def chain_algorithm(steps: list[dict]) -> str:
+    """none (no training stage), sequential (single-task stages only), the algorithm of a single
+    meta-training stage (reptile, fomaml, multitask), or mixed (a chain with a meta-training stage)."""
+    algorithms = [step_algorithm(entry) for entry in steps]
+    if not algorithms:
+        return "none"
+    if all(name == "sequential" for name in algorithms):
+        return "sequential"
+    return algorithms[0] if len(algorithms) == 1 else "mixed"
+
+
+def chain_compute(steps: list[dict]) -> dict[str, float | None]:
+    """The training compute summed over the chain's stages; None when a stage did not record it
+    (a checkpoint written before compute was counted), rather than a sum that leaves it out."""
+    if not steps or any("compute" not in entry for entry in steps):
+        return {key: None for key in COMPUTE_KEYS}
+    return {key: sum(entry["compute"][key] for entry in steps) for key in COMPUTE_KEYS}
+
+
+def chain_description(lineage: dict | None, pretrained: str) -> dict:
+    """Source chain ("gpt2 > squad > squad_v2"), its tasks, objectives, training algorithm and
+    training compute (`source_compute`), for tables."""
     if not lineage:
-        return {"source_chain": pretrained, "source_tasks": "", "objectives": ""}
+        return {"source_chain": pretrained, "source_tasks": "", "objectives": "", "algorithm": "none",
+                "source_compute": chain_compute([])}
     chain = lineage.get("chain", [])
     names = [entry.get("task") or Path(str(entry.get("path") or entry.get("script"))).name for entry in chain]
-    tasks = [entry["task"] for entry in chain if entry.get("task")]
+    steps = [entry for entry in chain if entry.get("task")]
     objectives = sorted({entry["objective"] for entry in chain if entry.get("objective")})
-    return {"source_chain": " > ".join(names), "source_tasks": ";".join(tasks), "objectives": ";".join(objectives)}
+    return {"source_chain": " > ".join(names), "source_tasks": ";".join(entry["task"] for entry in steps),
+            "objectives": ";".join(objectives), "algorithm": chain_algorithm(steps),
+            "source_compute": chain_compute(steps)}
 
 
 def metric_summary(runs: list[dict], key: str) -> dict:
@@ -61,6 +93,8 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
                   "predictions": f"runs/seed_{run['seed']}/predictions.jsonl"} for run in runs],
     }
     summary.update({f"eval_{name}": metric_summary(runs, f"eval_{name}") for name in reported})
+    # This invocation's training, all seeds together (the source's is source_compute).
+    summary["target_compute"] = {key: sum(run.get(key, 0) for run in runs) for key in COMPUTE_KEYS}
     summary.update({"settings": settings, "output_dir": str(output_dir.resolve()), "created_at": utc_now()})
     return summary
 
@@ -86,6 +120,9 @@ def results_row(summary: dict, max_train_samples: int | None, selection: str) ->
            "max_primary": _cell(primary["max"]),
            "other_metrics": ";".join(f"{name}={_cell(summary[f'eval_{name}']['mean'])}"
                                      for name in summary["metrics"][1:]),
+           "algorithm": summary["algorithm"],
+           **{f"source_{key}": "" if value is None else value for key, value in summary["source_compute"].items()},
+           **{f"target_{key}": value for key, value in summary["target_compute"].items()},
            "output_dir": summary["output_dir"]}
     accuracy = summary.get("eval_accuracy")
     if accuracy is not None:

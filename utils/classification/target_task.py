@@ -39,6 +39,7 @@ from utils.data.subsets import stratified_sample
 from utils.models.tokenization import truncation_note
 from utils.data.registry import TaskSpec
 from utils.training.inference import predict
+from utils.training.compute import training_compute
 from utils.training.loop import LoopContext, train
 from utils.training.schedule import plan_schedule
 from utils.training.args import LoopSettings, loop_settings
@@ -122,6 +123,7 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
     holdout = selection == "holdout"
     results.update({"eval_samples": len(labels), "train_loss": train_metrics["train_loss"],
                     "train_steps": train_metrics["train_steps"], "selection": selection,
+                    **training_compute(model, train_metrics["train_passes"], train_metrics["train_tokens"]),
                     "selected_epoch": best["epoch"] if holdout else None,
                     holdout_key: (best["score"] if math.isfinite(best["score"]) else None) if holdout else None,
                     "holdout_curve": best["curve"] if holdout else None, "seed": seed})

@@ -98,14 +98,15 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         return evaluate_adaptation(model, tokenizer, objective, held_out,
                                    lambda spec: qa_settings(args, spec.version_2_with_negative), adaptation, ctx, restore)
 
-    def lineage() -> dict:
+    def lineage(reached: MetaState) -> dict:
         return build_lineage(script=SCRIPT, task="+".join(s.name for s in specs), objective=args.objective,
                              head=loaded.head, seed=args.seed, parent=Provenance(**parent),
-                             extra={"meta_training_tasks": [s.name for s in specs], "algorithm": args.algorithm})
+                             extra={"meta_training_tasks": [s.name for s in specs], "algorithm": args.algorithm,
+                                    "compute": training_compute(model, reached.passes, reached.tokens)})
 
     def save(folder: Path, saved: MetaState, carried) -> None:
         if dist_ctx.is_main:
-            save_checkpoint(model, tokenizer, folder, lineage())
+            save_checkpoint(model, tokenizer, folder, lineage(saved))
         barrier(dist_ctx)
         if carried is not None:
             torch.save(carried.state_dict(), folder / f"inner_optimizer_{dist_ctx.rank}.pt")
@@ -132,7 +133,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     final = evaluate(state.step) if held_out else {}
     results: dict = {}
     if dist_ctx.is_main:
-        save_checkpoint(model, tokenizer, model_dir, lineage())
+        save_checkpoint(model, tokenizer, model_dir, lineage(state))
         results = {"algorithm": args.algorithm, "meta_steps": state.step, "tasks": ",".join(s.name for s in specs),
                    "seed": args.seed, **training_compute(model, state.passes, state.tokens)}
         for name, values in final.items():

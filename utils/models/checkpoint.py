@@ -135,7 +135,9 @@ def build_lineage(*, script: str, task: str | None, objective: str | None, head:
 
 def _complete_lineage(lineage: dict, digest: str) -> dict:
     entry = {"script": lineage["script"], "task": lineage["task"], "objective": lineage["objective"],
-             "head": lineage["head"], "sha256": digest}
+             "head": lineage["head"], "sha256": digest,
+             # the meta-training algorithm and the stage's training compute, where the stage recorded them
+             **{key: lineage[key] for key in ("algorithm", "compute") if key in lineage}}
     return {**lineage, "sha256": digest, "chain": [*lineage.get("chain", []), entry]}
 
 

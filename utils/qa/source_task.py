@@ -25,6 +25,7 @@ from utils.data.registry import TaskSpec
 from utils.training.loop import LoopContext, read_trainer_state, resolve_resume_dir, train
 from utils.training.schedule import plan_schedule
 from utils.training.args import loop_settings
+from utils.training.compute import training_compute
 
 logger = logging.getLogger(__name__)
 SCRIPT = "run_intermediate_source_GPT2.py"
@@ -85,9 +86,10 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
     ctx = LoopContext(dist_ctx.device, run.precision, dist_ctx, output_dir,
                       JsonlLog(output_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None, run.progress)
 
-    def lineage(metrics: dict) -> dict:
+    def lineage(metrics: dict, compute: dict | None = None) -> dict:
         return build_lineage(script=SCRIPT, task=spec.name, objective=args.objective, head=loaded.head, seed=args.seed,
-                             parent=Provenance(**parent), metrics=metrics)
+                             parent=Provenance(**parent), metrics=metrics,
+                             extra={"compute": compute} if compute else None)
 
     def evaluate(current) -> dict:
         done = evaluate_qa(current, tokenizer, spec, eval_records, features["eval"], settings,
@@ -106,14 +108,15 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
         # Questions with no training row: answers longer than a window, or not spans of a context
         # longer than one window (generative objective).
         used = set(features["train"]["example_index"])
-        results = {**metrics, **train_metrics, "train_examples": len(train_records),
+        compute = training_compute(model, train_metrics["train_passes"], train_metrics["train_tokens"])
+        results = {**metrics, **train_metrics, **compute, "train_examples": len(train_records),
                    "train_examples_unused": len(train_records) - len(used),
                    "train_examples_without_located_answer": sum(not has_training_span(train_records[i]) for i in used),
                    "eval_subset": eval_subset.strategy, "data_seed": args.data_seed,
                    "train_features": len(features["train"]),
                    "eval_features": len(features["eval"]), "seed": args.seed}
         write_predictions(output_dir, predictions, spec)
-        save_checkpoint(model, tokenizer, output_dir, lineage(metrics))
+        save_checkpoint(model, tokenizer, output_dir, lineage(metrics, compute))
         write_all_results(output_dir, results)
         ctx.log.log({"step": train_metrics["train_steps"], **metrics})
         logger.info("%s: %s", spec.name, {k: round(v, 4) for k, v in metrics.items() if isinstance(v, float)})

@@ -28,7 +28,13 @@ RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "sourc
                          "objectives", "max_train_samples", "selection", "seeds", "n", "mean_accuracy",
                          "std_accuracy", "ci95_low", "ci95_high", "min_accuracy", "max_accuracy", "primary_metric",
                          "mean_primary", "std_primary", "ci95_low_primary", "ci95_high_primary", "min_primary",
-                         "max_primary", "other_metrics", "output_dir")
+                         "max_primary", "other_metrics", "algorithm", "source_train_passes", "source_train_tokens",
+                         "source_train_flops", "target_train_passes", "target_train_tokens", "target_train_flops",
+                         "output_dir")
+# algorithm: how the source was trained (none, sequential, reptile, fomaml, multitask, mixed;
+# utils.classification.summary.chain_description). source_train_*: the training compute of the
+# checkpoint's chain (the stages that recorded it); target_train_*: of this invocation's seeds
+# together (utils.training.compute; FLOPs are the 6·N·tokens estimate).
 # The table of versions that reported accuracy only; still read, and still appended to for targets
 # scored by accuracy.
 LEGACY_RESULTS_TABLE_COLUMNS = ("created_at", "target_task", "pretrained_model", "source_chain", "source_tasks",

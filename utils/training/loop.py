@@ -58,7 +58,8 @@ class TrainState:
     global_step: int = 0
     epoch: int = 0
     batches_done_in_epoch: int = 0
-    tokens_seen: float = 0.0
+    tokens_seen: float = 0.0   # this process's real tokens so far
+    passes: int = 0            # this process's forward/backward passes (micro-batches) so far
     loss_sum: float = 0.0
     loss_count: int = 0
     parent: dict | None = None
@@ -278,6 +279,7 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
             state.loss_sum += loss_value
             state.loss_count += 1
             state.tokens_seen += tokens
+            state.passes += len(group)
             window["loss"] += loss_value
             window["steps"] += 1
             window["tokens"] += tokens
@@ -302,7 +304,8 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
             state.batches_done_in_epoch = 0
     bar.close()
     runtime = time.perf_counter() - started
-    total_tokens = all_reduce_sum(dist_ctx, [state.tokens_seen - tokens_at_start])[0]
+    total_tokens, all_tokens, all_passes = all_reduce_sum(
+        dist_ctx, [state.tokens_seen - tokens_at_start, state.tokens_seen, float(state.passes)])
     return {
         "train_loss": state.loss_sum / max(1, state.loss_count),
         "train_runtime": runtime,
@@ -311,6 +314,9 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         "train_samples_per_second": (state.global_step - steps_at_start) * schedule.effective_batch_size / runtime
         if runtime > 0 else 0.0,
         "epoch": state.epoch + state.batches_done_in_epoch / max(1, schedule.batches_per_epoch),
+        # The whole run's, resumed parts included, all processes together (utils.training.compute).
+        "train_passes": int(round(all_passes)),
+        "train_tokens": int(round(all_tokens)),
     }
 
 
