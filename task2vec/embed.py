@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 import zlib
 from collections.abc import Callable
@@ -39,6 +40,7 @@ from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_
                             head_kind, head_schedule, new_head)
 from task2vec.sequences import task_rows
 from utils.models.loading import LoadedModel
+from utils.training.compute import non_embedding_parameters
 from utils.models.tokenization import truncation_note
 from utils.training.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.run.errors import ToolkitError
@@ -263,10 +265,33 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
         "dimension": int(vector.shape[0]), "layout_digest": layout_digest(blocks), "layout": layout_manifest(blocks),
         "block_traces": block_traces(blocks, torch.from_numpy(vector)),
         "noise_floor": _noise_report(vector, batch_vectors, reseeded, batch_reseeded),
+        "compute": embedding_compute(probe, built.rows, batches, head_report, settings),
         "versions": library_versions(), "created_at": utc_now(),
         "runtime_seconds": round(time.perf_counter() - began, 3),
     }
     return TaskEmbedding(spec.name, vector, metadata, batch_vectors, reseeded, batch_reseeded)
+
+
+def embedding_compute(probe: ProbeModel, rows: list[dict], batches: list[list[int]], head_report: dict,
+                      settings: EmbeddingSettings) -> dict:
+    """What one embedding cost (utils.training.compute): the Fisher passes (one batched forward and
+    backward per chunk, twice with the noise floor's reseeded pass) over `fisher_tokens`, and the
+    forward pass that caches hidden states for the head (`head_cache_tokens`, at most the head's
+    steps × batch size rows). FLOPs ≈ (2 + 4K)·N·fisher_tokens + 2·N·head_cache_tokens, counting one
+    backward per label sample (K = num_samples) and N the probe's non-embedding parameters (its new
+    head included); the head's own steps on cached states are left out (a d × classes matrix)."""
+    passes = 2 if settings.noise_floor and settings.estimator != "empirical" else 1
+    chunk = settings.minibatch_size * max(1, settings.chunk_size // settings.minibatch_size) \
+        if settings.estimator == "minibatch_sq" else settings.chunk_size
+    fisher_tokens = passes * sum(len(rows[i]["input_ids"]) for batch in batches for i in batch)
+    head_tokens = head_report.get("cached_tokens", 0)
+    parameters = non_embedding_parameters(probe)
+    samples = settings.num_samples if settings.estimator != "empirical" else 1
+    return {"fisher_passes": passes * sum(math.ceil(len(batch) / chunk) for batch in batches),
+            "fisher_tokens": int(fisher_tokens), "head_cache_tokens": int(head_tokens),
+            "non_embedding_parameters": parameters,
+            "flops": float((2 + 4 * samples) * parameters * fisher_tokens + 2 * parameters * head_tokens),
+            "flops_formula": "(2 + 4K)·N·fisher_tokens + 2·N·head_cache_tokens"}
 
 
 def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, settings: EmbeddingSettings,
@@ -284,6 +309,7 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
                                      ctx.autocast)
         report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device,
                           progress=ctx.progress)
+        report["cached_tokens"] = int(sum(len(rows[i]["input_ids"]) for i in used))
     if settings.head.steps and ctx.dist.enabled:
         state = broadcast_from_main(ctx.dist, {k: v.cpu() for k, v in probe.head.state_dict().items()})
         probe.head.load_state_dict(state)

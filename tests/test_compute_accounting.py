@@ -89,3 +89,22 @@ def test_the_algorithm_of_a_chain(steps, expected):
     from utils.classification.summary import chain_algorithm
 
     assert chain_algorithm(steps) == expected
+
+
+@pytest.mark.parametrize("noise_floor", [True, False])
+def test_a_task2vec_embedding_records_its_fisher_tokens_and_flops(tiny_checkpoint, tmp_path, noise_floor):
+    """With the lm objective every real token but the first of a row is one counted prediction per
+    label sample (K = 2 here), so one Fisher pass reads predictions_counted / K + examples_used
+    tokens; the noise floor's reseeded pass reads them again."""
+    from task2vec import cli as task2vec_cli
+
+    task2vec_cli.main(["--tasks", "sst2", "--model_name", str(tiny_checkpoint), "--use_samples", "--output_dir",
+                       str(tmp_path / "emb"), "--batch_size", "4", "--num_batches", "2", "--head_steps", "3",
+                       "--num_samples", "2", "--no_progress", *([] if noise_floor else ["--no_noise_floor"])])
+    meta = json.loads((tmp_path / "emb" / "sst2" / "embedding.json").read_text())
+    compute, examples = meta["compute"], meta["examples"]
+    one_pass = examples["predictions_counted"] / 2 + examples["examples_used"]
+    assert compute["fisher_tokens"] == (2 if noise_floor else 1) * one_pass
+    n = compute["non_embedding_parameters"]
+    assert compute["flops"] == (2 + 4 * 2) * n * compute["fisher_tokens"] + 2 * n * compute["head_cache_tokens"]
+    assert 0 < compute["head_cache_tokens"]
