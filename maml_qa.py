@@ -11,7 +11,8 @@ from pathlib import Path
 
 from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
                        learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
-from utils.meta.args import ALGORITHMS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, step_list
+from utils.meta.args import (ALGORITHMS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, matched_iterations,
+                             read_budget, step_list)
 from utils.qa.args import add_qa_args
 from utils.training.args import add_eval_batch_size_arg
 from utils.training.resume import add_allow_changed_args
@@ -41,7 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--num_examples", type=positive_int, default=None,
                         help="Training questions per task (default all): a random subset drawn with --data_seed, "
                              "stratified by document.")
-    parser.add_argument("--num_train_iterations", type=positive_int, default=1000, help="Outer (meta) steps.")
+    parser.add_argument("--num_train_iterations", type=positive_int, default=None,
+                        help="Outer (meta) steps (default 1000, or what --match_compute sets).")
+    parser.add_argument("--match_compute", type=str, default=None,
+                        help="The folder of another training run (maml_qa.py of any --algorithm, or "
+                             "run_intermediate_source_GPT2.py): take as many outer steps as make this run's "
+                             "forward/backward passes nearest to its recorded train_passes (a FOMAML step costs "
+                             "meta_batch_size·(k + 1) passes, the others meta_batch_size·k).")
     parser.add_argument("--num_inner_steps", type=positive_int, default=5, help="Inner steps k per task.")
     parser.add_argument("--inner_lr", type=learning_rate, default=3e-5,
                         help="Inner-loop learning rate, at most 1 (typical: 1e-5 to 1e-3).")
@@ -104,8 +111,17 @@ def main(argv: list[str] | None = None) -> dict:
         logger.warning(message)
     train_files = files_by_task(args.task_file, [*specs, *eval_specs], "--task_file")
     eval_files = files_by_task(args.eval_file, eval_specs, "--eval_file")
-    iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations, args.num_examples,
-                                                                      args.num_inner_steps)
+    iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations or 1000,
+                                                                      args.num_examples, args.num_inner_steps)
+    budget = None
+    if args.match_compute:
+        if args.num_train_iterations is not None or args.debug:
+            parser.error("--match_compute sets the number of outer steps; leave out --num_train_iterations and --debug")
+        budget = read_budget(args.match_compute)
+        per_task_passes = inner_steps + (1 if args.algorithm == "fomaml" else 0)
+        iterations = matched_iterations(budget["train_passes"], args.meta_batch_size, per_task_passes)
+        logger.info("--match_compute %s: %d passes recorded there; %d outer steps of %d passes here", args.match_compute,
+                    budget["train_passes"], iterations, args.meta_batch_size * per_task_passes)
     run_dir = Path(args.output_dir) if args.output_dir else Path(args.log_dir) / f"qa_tasks_{args.out}"
     with hold_output_dir(run_dir, overwrite=args.overwrite_output_dir,
                          resuming=bool(args.resume_from_checkpoint)) as folder:
@@ -114,7 +130,7 @@ def main(argv: list[str] | None = None) -> dict:
 
         return meta_train_and_evaluate(args, folder, run_dir, specs=specs, eval_specs=eval_specs,
                                        train_files=train_files, eval_files=eval_files, iterations=iterations,
-                                       per_task=per_task, inner_steps=inner_steps)
+                                       per_task=per_task, inner_steps=inner_steps, budget=budget)
 
 
 if __name__ == "__main__":

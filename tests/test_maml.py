@@ -161,3 +161,26 @@ def test_stream_seeds_are_independent_per_seed_role_and_task():
     assert len(set(seeds.values())) == len(seeds)
     expected = np.random.SeedSequence([42, zlib.crc32(b"meta-train"), zlib.crc32(b"squad")]).generate_state(1, np.uint64)[0]
     assert seeds[(42, "meta-train", "squad")] == int(expected) >> 1
+
+
+def test_matched_compute_gives_the_three_algorithms_the_same_passes(family, tmp_path):
+    """--match_compute: multi-task reads Reptile's budget and makes the same passes over the same
+    batches (the same tokens); FOMAML (k + 1 passes per task) takes fewer outer steps to the same
+    passes."""
+    folder, model, files = family
+    common = ["--tasks", "squad,squad_v2,duorc-p", "--model_name", str(model), *files_of(files, "squad,squad_v2,duorc-p"),
+              "--num_inner_steps", "2", "--meta_batch_size", "2", "--inner_batch_size", "4", "--inner_lr", "1e-3",
+              "--seed", "3", *SHORT]
+    reptile = maml_qa.main([*common, "--num_train_iterations", "6", "--output_dir", str(tmp_path / "reptile")])
+    runs = {name: maml_qa.main([*common, "--algorithm", name, "--match_compute", str(tmp_path / "reptile"),
+                                "--output_dir", str(tmp_path / name)]) for name in ("multitask", "fomaml")}
+    assert reptile["train_passes"] == runs["multitask"]["train_passes"] == runs["fomaml"]["train_passes"] == 24
+    assert (runs["multitask"]["meta_steps"], runs["fomaml"]["meta_steps"]) == (6, 4)
+    assert runs["multitask"]["train_tokens"] == reptile["train_tokens"]
+    # FOMAML reads other batches (its support and query sets split the questions), and length-grouped
+    # batches differ in tokens by design: over 24 passes the totals differ by about a tenth.
+    assert abs(runs["fomaml"]["train_tokens"] / reptile["train_tokens"] - 1) <= 0.15
+    assert runs["fomaml"]["matched_train_passes"] == 24
+    done = run_module("maml_qa.py", *common, "--match_compute", str(tmp_path / "reptile"), "--num_train_iterations", "3",
+                      "--output_dir", str(tmp_path / "x"))
+    assert done.returncode == 2 and "leave out --num_train_iterations" in done.stderr

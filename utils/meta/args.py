@@ -3,6 +3,10 @@ parser, checks the flags and holds its run folder before torch and transformers 
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
+
+from utils.run.errors import ToolkitError
 
 INNER_OPTIMIZERS = ("adam", "adamw", "sgd")
 # utils.meta.algorithms: Reptile, first-order MAML, and multi-task training on the same task batches.
@@ -10,6 +14,33 @@ ALGORITHMS = ("reptile", "fomaml", "multitask")
 ALGORITHM_LABELS = {"reptile": "Reptile", "fomaml": "FOMAML", "multitask": "multi-task"}
 INNER_STATE_CHOICES = ("reset", "carry")
 SAMPLING_CHOICES = ("uniform", "proportional")
+
+
+def read_budget(folder: str) -> dict[str, int]:
+    """The training compute another run recorded (train_passes, train_tokens of its
+    all_results.json; the folder of a maml_qa.py or run_intermediate_source_GPT2.py run).
+
+    Raises:
+        ToolkitError: no such file, or one without train_passes / train_tokens.
+    """
+    path = Path(folder) / "all_results.json"
+    try:
+        results = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ToolkitError(f"--match_compute {folder}: no all_results.json there (give the folder of a finished "
+                           "maml_qa.py or run_intermediate_source_GPT2.py run)") from None
+    except json.JSONDecodeError as err:
+        raise ToolkitError(f"--match_compute {path}: not valid JSON ({err})") from None
+    if not isinstance(results, dict) or not all(isinstance(results.get(k), int) for k in ("train_passes", "train_tokens")):
+        raise ToolkitError(f"--match_compute {path}: no train_passes / train_tokens (a run from before compute was "
+                           "recorded); run it again, or set --num_train_iterations yourself")
+    return {"train_passes": results["train_passes"], "train_tokens": results["train_tokens"]}
+
+
+def matched_iterations(budget_passes: int, meta_batch_size: int, passes_per_task: int) -> int:
+    """Outer steps whose passes (meta_batch_size · passes_per_task each) come nearest the budget,
+    at least one."""
+    return max(1, round(budget_passes / (meta_batch_size * passes_per_task)))
 
 
 def step_list(text: str) -> list[int]:

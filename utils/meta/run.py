@@ -39,7 +39,8 @@ def meta_train_and_evaluate(args: argparse.Namespace, folder: RunFolder | None, 
 
 def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: Path, *, specs: list[TaskSpec],
                              eval_specs: list[TaskSpec], train_files: dict[str, str], eval_files: dict[str, str],
-                             iterations: int, per_task: int | None, inner_steps: int) -> dict:
+                             iterations: int, per_task: int | None, inner_steps: int,
+                             budget: dict[str, int] | None = None) -> dict:
     dist_ctx, precision, progress = run.dist, run.precision, run.progress
     model_dir = run_dir if args.output_dir else run_dir / "model"
     resume_dir = Path(args.resume_from_checkpoint) if args.resume_from_checkpoint else None
@@ -136,6 +137,10 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         save_checkpoint(model, tokenizer, model_dir, lineage(state))
         results = {"algorithm": args.algorithm, "meta_steps": state.step, "tasks": ",".join(s.name for s in specs),
                    "seed": args.seed, **training_compute(model, state.passes, state.tokens)}
+        if budget is not None:   # how near the matched run this one came
+            results.update({"matched_run": str(Path(args.match_compute).resolve()),
+                            "matched_train_passes": budget["train_passes"],
+                            "matched_train_tokens": budget["train_tokens"]})
         for name, values in final.items():
             results.update({f"eval_{name}_{key}": value for key, value in values.items()})
         write_all_results(run_dir, results)
