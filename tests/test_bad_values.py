@@ -23,7 +23,7 @@ from tests.conftest import REPO_ROOT, run_module
 from utils.data import cli as data_cli
 from utils import tiny_model
 from utils.qa import drop_metric, squad_metric
-from utils.results import seed_statistics
+from utils.results import comparison, seed_statistics
 from utils.models.loading import require_positions
 from utils.run.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
                        seed_int, unit_interval_float)
@@ -106,6 +106,8 @@ def script_cases(work: Path) -> list[tuple[str, argparse.ArgumentParser, Callabl
          lambda name: ["--task", "squad", "--file", f"{MISSING}/t.json"]),
         ("python -m utils.seed_statistics", seed_statistics.build_parser(), seed_statistics.main,
          lambda name: [f"{MISSING}/a.json", f"{MISSING}/b.json"]),
+        ("python -m utils.compare_runs", comparison.build_parser(), comparison.main,
+         lambda name: [f"{MISSING}/a.json", f"{MISSING}/b.json"]),
         ("python -m utils.squad_metric", squad_metric.build_parser(), squad_metric.main,
          lambda name: [f"{MISSING}/data.json", f"{MISSING}/pred.json"]),
         ("python -m utils.drop_metric", drop_metric.build_parser(), drop_metric.main,
@@ -144,7 +146,7 @@ def test_the_walk_finds_the_numeric_flags():
     assert {"--inner_lr", "--outer_lr", "--outer_lr_final", "--eval_adapt_steps"} <= found["maml_qa.py"]
     assert {"--head_learning_rate", "--head_steps", "--max_length"} <= found["python -m task2vec"]
     assert found["TaskDiversity.py"] == {"--subset_size", "--confidence", "--seed"}
-    assert found["python -m utils.seed_statistics"] == {"--bootstrap", "--seed"}
+    assert found["python -m utils.seed_statistics"] == found["python -m utils.compare_runs"] == {"--bootstrap", "--seed"}
     assert found["python -m utils.squad_metric"] == {"--na-prob-thresh"}
     assert found["python -m utils.data"] == found["python -m utils.drop_metric"] == set()
 
