@@ -61,20 +61,30 @@ done
 "$PY" -m utils.seed_statistics "$OUT/target_sst2_$TINY/summary.json" \
     "$OUT/target_sst2_$(basename "$parent")/summary.json" --bootstrap 2000 > "$OUT/comparison.json"
 "$PY" -c "import json; c = json.load(open('$OUT/comparison.json')); p = c['paired_t_p_value']; print('transfer (chain - plain): mean %+.4f, paired t p = %s, bootstrap CI [%.4f, %.4f]' % (c['mean_difference'], 'undefined (%s)' % c.get('paired_t_p_value_reason') if p is None else '%.3f' % p, c['bootstrap']['ci_low'], c['bootstrap']['ci_high']))"
-echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then the SST-2 target from its result"
-"$PY" maml_qa.py --tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/$TINY" \
-    --log_dir "$OUT/logs" --out demo --overwrite_output_dir \
-    --task_file squad=data/samples/squad/train-v1.1.json --task_file squad_v2=data/samples/squad_v2/train-v2.0.json \
-    --task_file 'duorc;SelfRC'=data/samples/duorc/SelfRC_train.json \
-    --eval_tasks quoref --task_file quoref=data/samples/quoref/quoref-train.json \
-    --eval_file quoref=data/samples/quoref/quoref-dev.json --eval_adapt_steps 5,20 \
-    --num_train_iterations 10 --meta_batch_size 2 --num_inner_steps 3 --inner_lr 1e-3 \
-    --features_cache_dir "$OUT/features_cache" --no_progress
-"$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$OUT/logs/qa_tasks_demo/model" \
-    --output_dir "$OUT/target_sst2_reptile" --overwrite_output_dir \
-    --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
-    --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
-    --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
+echo "== 5/6 Reptile across squad, squad_v2 and duorc;SelfRC (maml_qa.py), then FOMAML and multi-task training at the"
+echo "   same compute (--match_compute), each followed by the SST-2 target; the comparison table against the plain model"
+META=(--tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/$TINY"
+      --task_file squad=data/samples/squad/train-v1.1.json --task_file squad_v2=data/samples/squad_v2/train-v2.0.json
+      --task_file 'duorc;SelfRC'=data/samples/duorc/SelfRC_train.json
+      --eval_tasks quoref --task_file quoref=data/samples/quoref/quoref-train.json
+      --eval_file quoref=data/samples/quoref/quoref-dev.json --eval_adapt_steps 5,20
+      --meta_batch_size 2 --num_inner_steps 3 --inner_lr 1e-3 --features_cache_dir "$OUT/features_cache" --no_progress)
+# 12 Reptile steps of 2 tasks x 3 inner steps = 72 passes, which FOMAML (2 x (3 + 1) per step) meets in 9 steps.
+"$PY" maml_qa.py "${META[@]}" --log_dir "$OUT/logs" --out demo --overwrite_output_dir --num_train_iterations 12
+for algorithm in fomaml multitask; do
+    "$PY" maml_qa.py "${META[@]}" --algorithm "$algorithm" --match_compute "$OUT/logs/qa_tasks_demo" \
+        --log_dir "$OUT/logs" --out "demo_$algorithm" --overwrite_output_dir
+done
+for run in demo:reptile demo_fomaml:fomaml demo_multitask:multitask; do
+    "$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$OUT/logs/qa_tasks_${run%%:*}/model" \
+        --output_dir "$OUT/target_sst2_${run##*:}" --overwrite_output_dir \
+        --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
+        --num_runs 3 --epochs 2 --batch_size 8 --learning_rate 1e-3 \
+        --results_table "$OUT/results_table.csv" --features_cache_dir "$OUT/features_cache" --no_progress
+done
+"$PY" -m utils.compare_runs "$OUT/target_sst2_$TINY/summary.json" "$OUT/target_sst2_$(basename "$parent")/summary.json" \
+    "$OUT/target_sst2_reptile/summary.json" "$OUT/target_sst2_fomaml/summary.json" \
+    "$OUT/target_sst2_multitask/summary.json" --bootstrap 2000 --output "$OUT/meta_comparison.json"
 echo "== 6/6 Task2Vec embeddings of the bundled tasks (python -m task2vec), then TaskDiversity.py on the results table"
 "$PY" -m task2vec --tasks squad,squad_v2,duorc-p,duorc-s,drop,sst2,rte,stsb --model_name "$OUT/$TINY" --use_samples \
     --output_dir "$OUT/TaskEmb" --overwrite_output_dir --batch_size 8 --num_batches 3 --head_steps 50 --no_progress
@@ -96,14 +106,16 @@ cat <<SUMMARY
   one row per source in $OUT/results_table.csv, their paired comparison in $OUT/comparison.json;
   RTE (pair, accuracy) and STS-B (regression, Pearson), 2 seeds each      -> $OUT/target_rte_*/, $OUT/target_stsb_*/
 5 Reptile across squad, squad_v2, duorc-s, evaluated on held-out quoref   -> $OUT/logs/qa_tasks_demo/,
-  then SST-2 from its result                                              -> $OUT/target_sst2_reptile/
+  FOMAML and multi-task at the same passes                                -> $OUT/logs/qa_tasks_demo_fomaml/, .._multitask/
+  then SST-2 from each, compared with the plain model                     -> $OUT/target_sst2_reptile/ (and _fomaml,
+                                                                             _multitask), $OUT/meta_comparison.json
 6 Task2Vec embeddings with their noise floors                             -> $OUT/TaskEmb/,
   TaskDiversity on the results table, target SST-2 and target STS-B      -> $OUT/task_diversity/,
                                                                              $OUT/task_diversity_stsb/
 SUMMARY
 "$PY" -c "
 import json
-names = ('$TINY', '$(basename "$parent")', 'reptile')
+names = ('$TINY', '$(basename "$parent")', 'reptile', 'fomaml', 'multitask')
 means = {n: json.load(open('$OUT/target_sst2_%s/summary.json' % n))['eval_accuracy']['mean'] for n in names}
 print('SST-2 accuracy on the 44 dev sentences, mean of 3 seeds (chance is 0.5):',
       ', '.join('%s %.3f' % (name, mean) for name, mean in means.items()))

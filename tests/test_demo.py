@@ -29,11 +29,19 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
         assert (out / f"pretrained_model_{task}" / "all_results.json").exists(), task
     assert "lineage: utils.tiny_model -> squad -> squad_v2 -> duorc-p" in done.stdout
     assert "transfer (chain - plain): mean" in done.stdout
-    # The header; SST-2 from the chain's end and the plain model; RTE and STS-B from both; SST-2 from Reptile.
+    # SST-2 from the chain's end and the plain model; RTE and STS-B from both; SST-2 from Reptile, FOMAML, multi-task.
     with open(out / "results_table.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["target_task"], row["primary_metric"]) for row in rows] == \
-        [("sst2", "accuracy")] * 2 + [("rte", "accuracy")] * 2 + [("stsb", "pearson")] * 2 + [("sst2", "accuracy")]
+        [("sst2", "accuracy")] * 2 + [("rte", "accuracy")] * 2 + [("stsb", "pearson")] * 2 + [("sst2", "accuracy")] * 3
+    assert [row["algorithm"] for row in rows[-3:]] == ["reptile", "fomaml", "multitask"]
+    # The three algorithms at matched compute: the same forward/backward passes.
+    passes = {name: json.loads((out / "logs" / f"qa_tasks_{name}" / "all_results.json").read_text())["train_passes"]
+              for name in ("demo", "demo_fomaml", "demo_multitask")}
+    assert len(set(passes.values())) == 1, passes
+    comparison = json.loads((out / "meta_comparison.json").read_text())
+    assert [run["algorithm"] for run in comparison["runs"]] == ["sequential", "reptile", "fomaml", "multitask"]
+    assert "| run | algorithm |" in done.stdout
     assert all(row["mean_accuracy"] == "" for row in rows if row["target_task"] == "stsb")
     for target in ("rte", "stsb"):
         summary = json.loads((out / f"target_{target}_tiny_gpt2" / "summary.json").read_text())
@@ -60,7 +68,7 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     stsb = json.loads((out / "task_diversity_stsb" / "diversity.json").read_text())
     assert stsb["target"] == "stsb" and len(stsb["subsets"]) == 10
     assert all(c["condition"]["metric"] == "pearson" for c in stsb["transfer"]["conditions"])
-    assert {row["line"] for row in stsb["joined_results"] + stsb["skipped_results"]} == set(range(2, 9))
+    assert {row["line"] for row in stsb["joined_results"] + stsb["skipped_results"]} == set(range(2, 11))
     assert "noise floor" in done.stdout
     # It ends by saying what it showed, where each stage's outputs are, and why the numbers are at chance.
     summary = done.stdout[done.stdout.index("== what the demo showed"):]
@@ -68,7 +76,7 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
                   "logs/qa_tasks_demo", "target_sst2_reptile", "TaskEmb", "task_diversity"):
         assert f"{out}/{stage}" in summary, stage
     accuracies = {name: json.loads((out / f"target_sst2_{name}" / "summary.json").read_text())["eval_accuracy"]["mean"]
-                  for name in ("tiny_gpt2", "pretrained_model_duorc-p", "reptile")}
+                  for name in ("tiny_gpt2", "pretrained_model_duorc-p", "reptile", "fomaml", "multitask")}
     for name, accuracy in accuracies.items():
         assert f"{name} {accuracy:.3f}" in summary, name
     assert "chance" in summary and "plumbing, not the method" in summary
