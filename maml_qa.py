@@ -28,10 +28,16 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Comma-separated meta-training QA tasks (registry names or the original spellings).")
     parser.add_argument("--model_name", type=str, default="gpt2", help="Starting weights: 'gpt2' or a checkpoint folder.")
     parser.add_argument("--algorithm", choices=ALGORITHMS, default="reptile",
-                        help="reptile: θ ← θ + ε(mean adapted weights − θ); fomaml: first-order MAML, θ ← θ − ε·mean "
-                             "gradient of each task's query loss at its adapted weights; multitask: no adaptation, "
+                        help="reptile: θ ← θ + ε(mean adapted weights − θ); fomaml: first-order MAML, a step of the "
+                             "meta optimizer on θ with the mean gradient of each task's query loss at its adapted "
+                             "weights; multitask: no adaptation, "
                              "k optimizer steps of the inner optimizer on θ over the same task batches (the baseline "
                              "at the same number of forward/backward passes). See utils/meta/algorithms.py.")
+    parser.add_argument("--meta_lr", type=learning_rate, default=None,
+                        help="fomaml: the outer (meta) optimizer's learning rate (default: --inner_lr).")
+    parser.add_argument("--meta_optimizer", choices=INNER_OPTIMIZERS, default=None,
+                        help="fomaml: the outer optimizer, whose state runs on across outer steps (default: the kind "
+                             "of --inner_optimizer).")
     parser.add_argument("--query_fraction", type=unit_interval_float, default=0.2,
                         help="fomaml: the share of each task's questions kept apart as its query set (support and "
                              "query batches never share a question).")
@@ -55,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--outer_lr", type=unit_interval_float, default=1.0,
                         help="The outer step size ε at the first step, in [0, 1]: Reptile θ ← θ + ε·(mean adapted "
                              "weights − θ), so 1 moves θ all the way to the tasks' adapted weights and more would "
-                             "step past them; FOMAML θ ← θ − ε·(mean query gradient); unused by multitask.")
+                             "step past them; unused by fomaml (--meta_lr) and multitask.")
     parser.add_argument("--outer_lr_final", type=unit_interval_float, default=0.0,
                         help="ε at the end, in [0, 1]; ε falls linearly: "
                              "outer_lr·(1 − t/T) + outer_lr_final·t/T.")

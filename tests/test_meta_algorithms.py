@@ -77,7 +77,7 @@ def streams_of(vocab):
 
 def expected_fomaml(model, support, query, steps, inner_lr, outer_lr, k):
     """θ after the logged outer steps, by deep copies: k SGD steps on the support batches from θ,
-    the query gradient at φ, θ ← θ − ε·mean."""
+    the query gradient at φ, θ ← θ − β·mean (an SGD meta optimizer with learning rate β)."""
     objective = LMObjective()
     theta = copy.deepcopy(model)
     positions = {name: 0 for name in support}
@@ -108,7 +108,8 @@ def test_fomaml_update_equals_deep_copies_and_autograd(model, tmp_path, inner_lr
     vocab = model.config.vocab_size
     support, query = streams_of(vocab)
     before = copy.deepcopy(model)
-    steps = run(model, support, settings(algorithm="fomaml", inner_lr=inner_lr), tmp_path, query)
+    steps = run(model, support, settings(algorithm="fomaml", inner_lr=inner_lr, meta_lr=0.5, meta_optimizer="sgd"),
+                tmp_path, query)
     expected = expected_fomaml(before, support, query, [s["tasks"] for s in steps], inner_lr, 0.5, 2)
     for got, want in zip(meta_parameters(model), meta_parameters(expected)):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
@@ -121,7 +122,8 @@ def test_fomaml_with_zero_inner_steps_size_is_gradient_descent_on_the_query_loss
     vocab = model.config.vocab_size
     support, query = streams_of(vocab)
     theta = copy.deepcopy(model)
-    steps = run(model, support, settings(algorithm="fomaml", inner_lr=0.0, num_train_iterations=1), tmp_path, query)
+    steps = run(model, support, settings(algorithm="fomaml", inner_lr=0.0, num_train_iterations=1, meta_lr=0.5,
+                                         meta_optimizer="sgd"), tmp_path, query)
     positions = {name: 0 for name in support}
     total = [torch.zeros_like(p) for p in meta_parameters(theta)]
     for name in steps[0]["tasks"]:

@@ -7,8 +7,11 @@ model's weights and ε_t the annealed outer step size:
 - reptile:   φ_i = U^k(θ; support batches of task i);   θ ← θ + ε_t (mean_i φ_i − θ).
 - fomaml:    φ_i as above, then g_i = ∇_φ L_i(φ_i; query batch of task i), the gradient of the
              query loss AT THE ADAPTED WEIGHTS with no second derivatives (first-order MAML,
-             Finn et al. 2017); θ ← θ − ε_t mean_i g_i (an SGD outer step; not clipped).
-             Support and query batches come from disjoint questions (`split_support_query`).
+             Finn et al. 2017); one step of the outer (meta) optimizer on θ with the gradient
+             mean_i g_i (not clipped): with SGD, θ ← θ − β mean_i g_i. The meta optimizer (by
+             default the inner one's kind, at the inner learning rate) keeps its state across
+             outer steps, as MAML's Adam does. Support and query batches come from disjoint
+             questions (`split_support_query`).
 - multitask: no adaptation: k optimizer steps of U on θ itself, step j on the mean loss of the
              j-th batch of every sampled task, (1/m) Σ_i L_i(θ; batch_ij). The same tasks, the same
              batches and the same m·k forward/backward passes as Reptile; with one task it is plain
@@ -69,6 +72,21 @@ def query_gradient(model: torch.nn.Module, objective: Any, params: Sequence[torc
     if not np.isfinite(value):
         raise ToolkitError(f"a query loss became {value}; lower --inner_lr")
     return [torch.zeros_like(p) if g is None else g.detach() for p, g in zip(params, grads)], value
+
+
+def outer_step(buffers: Any, optimizer: torch.optim.Optimizer, count: int) -> float:
+    """FOMAML's outer step: θ (the snapshot in `buffers`) back into the model, its gradient set to
+    the summed query gradients in `buffers.total` / count, one `optimizer` step; the new θ becomes
+    the snapshot. Returns ‖θ_new − θ_old‖."""
+    buffers.restore()
+    with torch.no_grad():
+        for parameter, total in zip(buffers.parameters, buffers.total):
+            parameter.grad = total / count
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    moved = buffers.distance_moved()
+    buffers.begin()
+    return moved
 
 
 def multitask_step(model: torch.nn.Module, objective: Any, optimizer: torch.optim.Optimizer,

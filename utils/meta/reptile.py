@@ -88,19 +88,6 @@ def add_tensors(total: list[torch.Tensor], tensors: list[torch.Tensor]) -> None:
     torch._foreach_add_(total, tensors)
 
 
-@torch.no_grad()
-def descend(buffers: ReptileBuffers, epsilon: float, count: int) -> float:
-    """FOMAML's outer step θ ← θ − ε (Σ g_i / count), with the gradient sum held in `buffers.total`,
-    written into the model; returns ‖θ_new − θ_old‖."""
-    if count <= 0:
-        raise ValueError("no gradients were added since begin()")
-    torch._foreach_mul_(buffers.total, 1.0 / count)
-    step_norm = abs(epsilon) * math.sqrt(sum(float(n) ** 2 for n in torch._foreach_norm(buffers.total)))
-    torch._foreach_add_(buffers.theta, buffers.total, alpha=-epsilon)
-    buffers.restore()
-    return step_norm
-
-
 def make_inner_optimizer(kind: str, parameters: list[torch.nn.Parameter], learning_rate: float) -> torch.optim.Optimizer:
     """The inner-loop optimizer: Adam with β1 = 0 as in the Reptile paper, AdamW, or plain SGD."""
     if kind == "adam":

@@ -89,7 +89,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     meta = MetaSettings(iterations, args.meta_batch_size, inner_steps, args.inner_batch_size, args.inner_lr,
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,
                         args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every,
-                        args.algorithm)
+                        args.algorithm, args.meta_lr, args.meta_optimizer)
 
     adaptation = AdaptationSettings(tuple(args.eval_adapt_steps), args.inner_optimizer, args.inner_lr,
                                     args.max_grad_norm, args.per_device_eval_batch_size)
@@ -105,12 +105,12 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
                              extra={"meta_training_tasks": [s.name for s in specs], "algorithm": args.algorithm,
                                     "compute": training_compute(model, reached.passes, reached.tokens)})
 
-    def save(folder: Path, saved: MetaState, carried) -> None:
+    def save(folder: Path, saved: MetaState, optimizers: dict) -> None:
         if dist_ctx.is_main:
             save_checkpoint(model, tokenizer, folder, lineage(saved))
         barrier(dist_ctx)
-        if carried is not None:
-            torch.save(carried.state_dict(), folder / f"inner_optimizer_{dist_ctx.rank}.pt")
+        for name, optimizer in optimizers.items():
+            torch.save(optimizer.state_dict(), folder / f"{name}_{dist_ctx.rank}.pt")
         save_rng_state(folder, dist_ctx.rank)
         barrier(dist_ctx)
         if dist_ctx.is_main:

@@ -28,10 +28,9 @@ from utils.training.distributed import DistContext
 from utils.run.errors import ToolkitError
 from utils.run.outputs import JsonlLog, read_json_object, write_json
 from utils.run.progress import PROGRESS_INTERVAL_S, Progress
-from utils.meta.algorithms import multitask_step, query_gradient
+from utils.meta.algorithms import multitask_step, outer_step, query_gradient
 from utils.meta.args import ALGORITHM_LABELS
-from utils.meta.reptile import (ReptileBuffers, add_tensors, annealed_epsilon, descend, make_inner_optimizer,
-                                meta_parameters)
+from utils.meta.reptile import ReptileBuffers, add_tensors, annealed_epsilon, make_inner_optimizer, meta_parameters
 from utils.training.loop import autocast_context, move_batch, restore_optimizer_state
 
 logger = logging.getLogger(__name__)
@@ -58,6 +57,8 @@ class MetaSettings:
     eval_every: int | None
     save_every: int | None
     algorithm: str = "reptile"
+    meta_lr: float | None = None          # FOMAML's outer learning rate (None: inner_lr)
+    meta_optimizer: str | None = None     # FOMAML's outer optimizer (None: inner_optimizer's kind)
 
     def passes_per_task(self) -> int:
         """Forward/backward passes one sampled task costs an outer step: k (Reptile, multi-task), or
@@ -148,9 +149,10 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
     """Run the algorithm of `settings` from `state` to `settings.num_train_iterations` outer steps
     (θ is the model; FOMAML needs `query_streams`, disjoint from `streams`).
 
-    `save(folder, state, carried_optimizer)` writes a resumable checkpoint; the carried optimizer
-    (Reptile and FOMAML with `--inner_opt_state carry`, multi-task always) is restored from
-    `resume_from`. An outer step of GPT-2 takes seconds and a run hours, so the loop says where it
+    `save(folder, state, optimizers)` writes a resumable checkpoint with the optimizers whose state
+    runs on across outer steps ({"inner_optimizer": the carried one (Reptile and FOMAML with
+    `--inner_opt_state carry`, multi-task always), "meta_optimizer": FOMAML's outer one}); they are
+    restored from `resume_from`. An outer step of GPT-2 takes seconds and a run hours, so the loop says where it
     is: a bar with `progress` (a terminal), else a line every `progress_interval_s` seconds; on the
     main process only, and into `log` as a progress record either way.
     """
@@ -169,9 +171,15 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
         positions.update({query_key(name): state.positions.get(query_key(name), 0) for name in names})
     carried = make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr) \
         if settings.inner_opt_state == "carry" or settings.algorithm == "multitask" else None
-    if carried is not None and resume_from is not None:
-        saved = resume_from / f"inner_optimizer_{dist_ctx.rank}.pt"
-        restore_optimizer_state(carried, torch.load(saved, weights_only=True, map_location=device))
+    outer = make_inner_optimizer(settings.meta_optimizer or settings.inner_optimizer, params,
+                                 settings.meta_lr if settings.meta_lr is not None else settings.inner_lr) \
+        if settings.algorithm == "fomaml" else None
+    optimizers = {name: optimizer for name, optimizer in (("inner_optimizer", carried), ("meta_optimizer", outer))
+                  if optimizer is not None}
+    if resume_from is not None:
+        for name, optimizer in optimizers.items():
+            saved = resume_from / f"{name}_{dist_ctx.rank}.pt"
+            restore_optimizer_state(optimizer, torch.load(saved, weights_only=True, map_location=device))
     passes, tokens = state.passes, state.tokens
     bar = Progress(settings.num_train_iterations, ALGORITHM_LABELS[settings.algorithm],
                    bar=progress and dist_ctx.is_main, initial=state.step,
@@ -228,7 +236,7 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
         if settings.algorithm == "reptile":
             step_norm = buffers.update(epsilon, count=len(sampled))
         elif settings.algorithm == "fomaml":
-            step_norm = descend(buffers, epsilon, count=len(sampled))
+            step_norm = outer_step(buffers, outer, count=len(sampled))
         else:
             step_norm = buffers.distance_moved()
             buffers.begin()   # θ after the step: what an evaluation restores
@@ -249,7 +257,7 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
             if log is not None:
                 log.log({"step": step + 1, "eval": metrics})
         if settings.save_every and (step + 1) % settings.save_every == 0 and step + 1 < settings.num_train_iterations:
-            save(output_dir / f"checkpoint-{step + 1}", state, carried)
+            save(output_dir / f"checkpoint-{step + 1}", state, optimizers)
     bar.close()
     return state
 
