@@ -44,6 +44,11 @@ def _inner_state_f1(variant: str, steps: int) -> float:
     return mean(curve[f"f1_{steps}"] for curve in curves.values())
 
 
+def _meta_f1(algorithm: str, steps: int) -> float:
+    curves = RESULTS["meta_baselines"]["extra"]["curves"][algorithm]
+    return mean(curve[f"f1_{steps}"] for curve in curves.values())
+
+
 def _noise_floor(k: int, task: str) -> float:
     return RESULTS["task2vec_noise_floor"]["extra"][f"K{k}"]["noise_floor"]["tasks"][task]["task_level"]
 
@@ -77,6 +82,10 @@ PHRASES = [
      lambda: RESULTS["reptile_inner_state"]["extra"]["paired_difference_f1_30"]),
     ("and after 5 steps {} against {}",
      lambda: [_inner_state_f1("carry", 5), _inner_state_f1("reset", 5)]),
+    ("after 30 adaptation steps is {} for multi-task, {} for Reptile, {} for FOMAML and {} for the initial model",
+     lambda: [_meta_f1(name, 30) for name in ("multitask", "reptile", "fomaml", "initial")]),
+    ("before any adaptation step, {} for Reptile and {} for multi-task",
+     lambda: [_meta_f1("reptile", 0), _meta_f1("multitask", 0)]),
     ("Mean noise floor {} at K = 1 and {} at K = 8 ({} times lower; per task {}–{})",
      lambda: [RESULTS["task2vec_noise_floor"]["baseline"]["value"], RESULTS["task2vec_noise_floor"]["ours"]["value"],
               RESULTS["task2vec_noise_floor"]["ratio"], min(_per_task_floor_ratios()), max(_per_task_floor_ratios())]),
