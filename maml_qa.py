@@ -10,7 +10,8 @@ import logging
 from pathlib import Path
 
 from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
-                       learning_rate, name_path, non_negative_float, positive_int, run_entry_point, unit_interval_float)
+                           learning_rate, name_path, non_negative_float, positive_float, positive_int, run_entry_point,
+                           unit_interval_float)
 from utils.meta.args import (ALGORITHMS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, matched_iterations,
                              read_budget, step_list)
 from utils.qa.args import add_qa_args
@@ -73,8 +74,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="carry (default): one inner optimizer whose state runs on across tasks, as the OpenAI "
                              "and learn2learn code do (per process under torchrun); reset: a fresh one per task, so "
                              "that N processes give the result of one. See benchmarks/reptile_inner_state.py.")
+    parser.add_argument("--sampling_temperature", type=positive_float, default=2.0,
+                        help="τ of --task_sampling temperature: task i is drawn with probability ∝ n_i^(1/τ), n_i "
+                             "its training rows (τ = 1: proportional; large τ: nearly uniform).")
     parser.add_argument("--task_sampling", choices=SAMPLING_CHOICES, default="proportional",
-                        help="Draw tasks uniformly or in proportion to their training data.")
+                        help="Draw tasks uniformly, in proportion to their training data, or with a temperature "
+                             "(--sampling_temperature); the same draw for every --algorithm.")
     add_task_file_arg(parser, "--tasks or --eval_tasks (its training data)")
     parser.add_argument("--eval_file", type=name_path, action="append", default=[],
                         help="NAME=PATH: local validation file of a task of --eval_tasks (repeatable).")

@@ -100,8 +100,11 @@ def _save(output_dir: str, name: str, embedding) -> dict:
                 "(%s corrected for the noise)", name, embedding.dimension, examples["examples_used"],
                 examples["batches"], folder, _fmt(floor["task"]), _fmt(floor["data_diversity"]),
                 _fmt(floor["data_diversity_corrected"]))
+    compute = embedding.metadata["compute"]
+    logger.info("%s: %d Fisher passes over %d tokens, about %.3g FLOPs (embedding.json: compute)", name,
+                compute["fisher_passes"], compute["fisher_tokens"], compute["flops"])
     return {"path": str(folder), "dimension": embedding.dimension, "examples_used": examples["examples_used"],
-            "noise_floor": floor}
+            "noise_floor": floor, "compute": compute}
 
 
 def _fmt(value: float | None) -> str:

@@ -185,3 +185,12 @@ def test_support_and_query_never_share_a_question():
     assert len(set(query["example_id"])) == 5 and len(support) + len(query) == 40
     again, _ = split_support_query(rows, 0.25, seed=3)
     assert again["example_id"] == support["example_id"]
+
+
+def test_task_sampling_probabilities_by_hand():
+    from utils.meta.training import sampling_probabilities
+
+    assert sampling_probabilities([1, 4, 16], "uniform") is None
+    assert sampling_probabilities([1, 4, 16], "proportional") == pytest.approx([1 / 21, 4 / 21, 16 / 21])
+    assert sampling_probabilities([1, 4, 16], "temperature", 2.0) == pytest.approx([1 / 7, 2 / 7, 4 / 7])  # √n
+    assert sampling_probabilities([1, 4, 16], "temperature", 1.0) == pytest.approx([1 / 21, 4 / 21, 16 / 21])

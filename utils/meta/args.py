@@ -13,7 +13,7 @@ INNER_OPTIMIZERS = ("adam", "adamw", "sgd")
 ALGORITHMS = ("reptile", "fomaml", "multitask")
 ALGORITHM_LABELS = {"reptile": "Reptile", "fomaml": "FOMAML", "multitask": "multi-task"}
 INNER_STATE_CHOICES = ("reset", "carry")
-SAMPLING_CHOICES = ("uniform", "proportional")
+SAMPLING_CHOICES = ("uniform", "proportional", "temperature")
 
 
 def read_budget(folder: str) -> dict[str, int]:

@@ -89,7 +89,7 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     meta = MetaSettings(iterations, args.meta_batch_size, inner_steps, args.inner_batch_size, args.inner_lr,
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,
                         args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every,
-                        args.algorithm, args.meta_lr, args.meta_optimizer)
+                        args.algorithm, args.meta_lr, args.meta_optimizer, args.sampling_temperature)
 
     adaptation = AdaptationSettings(tuple(args.eval_adapt_steps), args.inner_optimizer, args.inner_lr,
                                     args.max_grad_norm, args.per_device_eval_batch_size)

@@ -59,6 +59,7 @@ class MetaSettings:
     algorithm: str = "reptile"
     meta_lr: float | None = None          # FOMAML's outer learning rate (None: inner_lr)
     meta_optimizer: str | None = None     # FOMAML's outer optimizer (None: inner_optimizer's kind)
+    sampling_temperature: float = 1.0     # τ of task_sampling "temperature"
 
     def passes_per_task(self) -> int:
         """Forward/backward passes one sampled task costs an outer step: k (Reptile, multi-task), or
@@ -105,12 +106,23 @@ class MetaState:
     tokens: int = 0    # real tokens of those passes
 
 
+def sampling_probabilities(sizes: Sequence[int], sampling: str, temperature: float = 1.0) -> np.ndarray | None:
+    """p_i of drawing task i with n_i training rows: None for uniform; n_i / Σ n for proportional;
+    n_i^(1/τ) / Σ_j n_j^(1/τ) for temperature τ (Arivazhagan et al. 2019: τ = 1 is proportional,
+    large τ tends to uniform, so small tasks are drawn more often than their size says)."""
+    if sampling == "uniform":
+        return None
+    if sampling not in ("proportional", "temperature"):
+        raise ValueError(f"unknown task sampling {sampling!r}")
+    exponent = 1.0 / temperature if sampling == "temperature" else 1.0
+    weights = np.asarray(sizes, dtype=np.float64) ** exponent
+    return weights / float(np.sum(weights))
+
+
 def sample_tasks(rng: np.random.Generator, names: Sequence[str], sizes: Sequence[int], count: int,
-                 sampling: str) -> list[str]:
-    """`count` task names with replacement: uniform, or proportional to the number of training rows."""
-    probabilities = None
-    if sampling == "proportional":
-        probabilities = np.asarray(sizes, dtype=np.float64) / float(np.sum(sizes))
+                 sampling: str, temperature: float = 1.0) -> list[str]:
+    """`count` task names with replacement, drawn with `sampling_probabilities`."""
+    probabilities = sampling_probabilities(sizes, sampling, temperature)
     return [names[i] for i in rng.choice(len(names), size=count, replace=True, p=probabilities)]
 
 
@@ -187,7 +199,8 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
                    interval_s=progress_interval_s if dist_ctx.is_main else None)
     for step in range(state.step, settings.num_train_iterations):
         epsilon = annealed_epsilon(step, settings.num_train_iterations, settings.outer_lr, settings.outer_lr_final)
-        sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling)
+        sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling,
+                               settings.sampling_temperature)
         starts, query_starts = [], []
         for name in sampled:  # every process advances every sampled stream, and counts every pass
             starts.append(positions[name])
