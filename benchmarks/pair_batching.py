@@ -33,14 +33,12 @@ import torch
 
 from recording import provenance, write_result
 
-from qa_batching import interleaved_timings, measured_matmul_peak, rates_and_mfu, run_variant
-from transformers import GPT2Config, GPT2ForSequenceClassification
+from sst2_batching import classifier_throughput
 
-from utils.classification.objective import ClassificationObjective, classification_features
+from utils.classification.objective import classification_features
 from utils.data.loading import load_task_data
 from utils.training.runtime import resolve_device, resolve_precision
 from utils.models.tokenization import load_tokenizer
-from utils.training.schedule import build_optimizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 SENTENCE_BOUNDARY = re.compile(r"(?<=[.?!])\s+")
@@ -126,20 +124,9 @@ def main(argv: list[str] | None = None) -> dict:
     tokenizer = load_tokenizer(args.tokenizer)
     rows, counts = pair_rows(args.squad, tokenizer, args.max_length, args.seed)
     lengths = [len(row["input_ids"]) for row in rows]
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.max_length, n_layer=2, n_embd=128, n_head=4,
-                        num_labels=2, pad_token_id=tokenizer.pad_token_id)
-    model = GPT2ForSequenceClassification(config).to(device)
-    optimizer = build_optimizer(model, 1e-4, 0.0, device)
-    objective = ClassificationObjective(tokenizer.pad_token_id)
-    non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
-    peak = measured_matmul_peak(device, torch.float32) if device.type == "cpu" else None
-    warm = [list(range(i, i + args.batch_size)) for i in range(0, 4 * args.batch_size, args.batch_size)]
-    run_variant(model, optimizer, objective, rows, warm, None, device, precision)
-    run_variant(model, optimizer, objective, rows, warm, args.max_length, device, precision)
-    timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
-                                  steps=args.steps, repeats=args.repeats, pad_to=args.max_length, device=device,
-                                  precision=precision, unit="tokens")
-    summary = rates_and_mfu(timings, "tokens", config, non_embedding, peak)
+    summary, peak = classifier_throughput(rows, tokenizer, max_length=args.max_length, batch_size=args.batch_size,
+                                          steps=args.steps, repeats=args.repeats, device=device, precision=precision,
+                                          unit="tokens", rate_unit="tokens")
     (ours, mfu_ours), (base, mfu_base) = summary["ours"], summary["baseline"]
     spread = paired_ratio_spread(ours, base)
     result = {

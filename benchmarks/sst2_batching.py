@@ -33,6 +33,27 @@ from utils.training.schedule import build_optimizer
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+def classifier_throughput(rows: list[dict], tokenizer, *, max_length: int, batch_size: int, steps: int, repeats: int,
+                          device: torch.device, precision, unit: str, rate_unit: str) -> tuple[dict, float | None]:
+    """Interleaved timings of a tiny GPT-2 classifier (2x128, the tokenizer's vocabulary) training on
+    `rows`: length-grouped batches padded to their own longest row (ours) against random batches
+    padded to `max_length`. Returns (rates_and_mfu's summary, the measured matmul peak on a CPU)."""
+    lengths = [len(row["input_ids"]) for row in rows]
+    config = GPT2Config(vocab_size=len(tokenizer), n_positions=max_length, n_layer=2, n_embd=128, n_head=4,
+                        num_labels=2, pad_token_id=tokenizer.pad_token_id)
+    model = GPT2ForSequenceClassification(config).to(device)
+    optimizer = build_optimizer(model, 1e-4, 0.0, device)
+    objective = ClassificationObjective(tokenizer.pad_token_id)
+    non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
+    peak = measured_matmul_peak(device, torch.float32) if device.type == "cpu" else None
+    warm = [list(range(i, i + batch_size)) for i in range(0, 4 * batch_size, batch_size)]
+    run_variant(model, optimizer, objective, rows, warm, None, device, precision)
+    run_variant(model, optimizer, objective, rows, warm, max_length, device, precision)
+    timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=batch_size, steps=steps,
+                                  repeats=repeats, pad_to=max_length, device=device, precision=precision, unit=unit)
+    return rates_and_mfu(timings, rate_unit, config, non_embedding, peak), peak
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--train_file", default=str(SHARED / "sst2" / "train.tsv"), help="GLUE SST-2 train.tsv.")
@@ -54,20 +75,9 @@ def main(argv: list[str] | None = None) -> dict:
                         max_length=args.max_length)["input_ids"]
     rows = [{"input_ids": ids or [tokenizer.eos_token_id], "labels": r["label"]} for ids, r in zip(encoded, records)]
     lengths = [len(row["input_ids"]) for row in rows]
-    config = GPT2Config(vocab_size=len(tokenizer), n_positions=args.max_length, n_layer=2, n_embd=128, n_head=4,
-                        num_labels=2, pad_token_id=tokenizer.pad_token_id)
-    model = GPT2ForSequenceClassification(config).to(device)
-    optimizer = build_optimizer(model, 1e-4, 0.0, device)
-    objective = ClassificationObjective(tokenizer.pad_token_id)
-    non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
-    peak = measured_matmul_peak(device, torch.float32) if device.type == "cpu" else None
-    warm = [list(range(i, i + args.batch_size)) for i in range(0, 4 * args.batch_size, args.batch_size)]
-    run_variant(model, optimizer, objective, rows, warm, None, device, precision)
-    run_variant(model, optimizer, objective, rows, warm, args.max_length, device, precision)
-    timings = interleaved_timings(model, optimizer, objective, rows, lengths, batch_size=args.batch_size,
-                                  steps=args.steps, repeats=args.repeats, pad_to=args.max_length, device=device,
-                                  precision=precision, unit="sentences")
-    summary = rates_and_mfu(timings, "sequences", config, non_embedding, peak)
+    summary, peak = classifier_throughput(rows, tokenizer, max_length=args.max_length, batch_size=args.batch_size,
+                                          steps=args.steps, repeats=args.repeats, device=device, precision=precision,
+                                          unit="sentences", rate_unit="sequences")
     (ours, mfu_ours), (base, mfu_base) = summary["ours"], summary["baseline"]
     result = {
         "name": "sst2_batching",
