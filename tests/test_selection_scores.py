@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from utils.selection.logme import column_evidence, evidence, logme
-from utils.selection.scores import ndcg_at_k, rank_of_best, regret_at_k, spearman
+from task2vec.selection.logme import column_evidence, evidence, logme
+from task2vec.selection.scores import ndcg_at_k, rank_of_best, regret_at_k, spearman
 
 
 def brute_force_ndcg(predicted, gain, k):

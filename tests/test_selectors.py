@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from utils.models.loading import load_model
-from utils.selection.features import last_token_features, record_text, text_embedding, vocabulary
-from utils.selection.scores import ndcg_at_k
-from utils.selection.selectors import SELECTORS, SelectionInputs, predict
+from task2vec.selection.features import last_token_features, record_text, text_embedding, vocabulary
+from task2vec.selection.scores import ndcg_at_k
+from task2vec.selection.selectors import SELECTORS, SelectionInputs, predict
 from utils.run.errors import ToolkitError
 
 TEXTS = ["a man plays the guitar", "the dog runs", "two kids sit on a bench in the park"]

@@ -11,12 +11,12 @@ sizes, LogME values); a selector whose input is missing says which flag or file 
     diversity_with_target  −(diversity of the set with the target added)
     textemb              cosine(mean TextEmb of the set's tasks, the target's TextEmb) (Vu et al.
                          2020's TextEmb: the mean final hidden state over a task's text, here with
-                         the GPT-2 probe; utils.selection.features.text_embedding)
+                         the GPT-2 probe; task2vec.selection.features.text_embedding)
     vocabulary_overlap   |V_S ∩ V_T| / |V_S ∪ V_T| of the word types of the set's texts and the
                          target's (a cheap baseline)
     data_size            Σ training examples of the set's tasks (the baseline Vu et al. report)
     logme                LogME of the target's labels on features of the target's text extracted by
-                         the source checkpoint (You et al. 2021; utils.selection.logme), per source
+                         the source checkpoint (You et al. 2021; task2vec.selection.logme), per source
                          set as measured
     random               a seeded uniform draw per source set (what no information gives)
 """
