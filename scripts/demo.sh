@@ -37,9 +37,9 @@ for task in squad squad_v2 duorc-p; do
     parent="$OUT/pretrained_model_$task"
 done
 "$PY" -c "import json; l = json.load(open('$parent/lineage.json')); print('lineage:', ' -> '.join(str(c['task'] or c['script']) for c in l['chain']))"
-echo "== 4/6 SST-2 target over 3 seeds, from the chain's end and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
+echo "== 4/6 SST-2 target over 3 seeds, from each step of the chain and from the plain tiny model (run_target_task_GPT2_sst2_multiple.py)"
 rm -f "$OUT/results_table.csv"
-for source in "$parent" "$OUT/$TINY"; do
+for source in "$parent" "$OUT/pretrained_model_squad" "$OUT/pretrained_model_squad_v2" "$OUT/$TINY"; do
     "$PY" run_target_task_GPT2_sst2_multiple.py --pretrained_model "$source" \
         --output_dir "$OUT/target_sst2_$(basename "$source")" --overwrite_output_dir \
         --train_file data/samples/sst2/train.tsv --validation_file data/samples/sst2/dev.tsv \
@@ -95,6 +95,9 @@ echo "   and with STS-B as the target (its rows in the results table are scored 
     --subset_size 3 --results_table "$OUT/results_table.csv" --output_dir "$OUT/task_diversity_stsb" \
     --overwrite_output_dir > "$OUT/task_diversity_stsb.txt"
 grep -m1 "^Condition" "$OUT/task_diversity_stsb.txt" || true
+echo "   and which source each selector predicts will help SST-2 most, scored against the measured transfer"
+"$PY" -m task2vec.selection --results_table "$OUT/results_table.csv" --target_tasks sst2 --emb_dir "$OUT/TaskEmb" \
+    --use_samples --model_name "$OUT/$TINY" --bootstrap 500 --output_dir "$OUT/selection" --overwrite_output_dir
 cat <<SUMMARY
 == what the demo showed, and where
 1 a tiny $FAMILY model built offline (2 layers, 32 wide, random weights) -> $OUT/$TINY
@@ -112,6 +115,7 @@ cat <<SUMMARY
 6 Task2Vec embeddings with their noise floors                             -> $OUT/TaskEmb/,
   TaskDiversity on the results table, target SST-2 and target STS-B      -> $OUT/task_diversity/,
                                                                              $OUT/task_diversity_stsb/
+  the selectors' rankings of the SST-2 sources, scored                    -> $OUT/selection/
 SUMMARY
 "$PY" -c "
 import json

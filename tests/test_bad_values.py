@@ -23,6 +23,7 @@ from tests.conftest import REPO_ROOT, run_module
 from utils.data import cli as data_cli
 from utils import tiny_model
 from utils.qa import drop_metric, squad_metric
+from task2vec.selection import command as selection_command
 from utils.results import comparison, seed_statistics
 from utils.models.loading import require_positions
 from utils.run.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
@@ -106,6 +107,8 @@ def script_cases(work: Path) -> list[tuple[str, argparse.ArgumentParser, Callabl
          lambda name: ["--task", "squad", "--file", f"{MISSING}/t.json"]),
         ("python -m utils.seed_statistics", seed_statistics.build_parser(), seed_statistics.main,
          lambda name: [f"{MISSING}/a.json", f"{MISSING}/b.json"]),
+        ("python -m task2vec.selection", selection_command.build_parser(), selection_command.main,
+         lambda name: ["--results_table", f"{MISSING}/results.csv", "--output_dir", folder(name)]),
         ("python -m utils.compare_runs", comparison.build_parser(), comparison.main,
          lambda name: [f"{MISSING}/a.json", f"{MISSING}/b.json"]),
         ("python -m utils.squad_metric", squad_metric.build_parser(), squad_metric.main,
@@ -147,6 +150,8 @@ def test_the_walk_finds_the_numeric_flags():
     assert {"--head_learning_rate", "--head_steps", "--max_length"} <= found["python -m task2vec"]
     assert found["TaskDiversity.py"] == {"--subset_size", "--confidence", "--seed"}
     assert found["python -m utils.seed_statistics"] == found["python -m utils.compare_runs"] == {"--bootstrap", "--seed"}
+    assert found["python -m task2vec.selection"] == {"--max_texts", "--max_length", "--k", "--bootstrap", "--confidence",
+                                                    "--seed"}
     assert found["python -m utils.squad_metric"] == {"--na-prob-thresh"}
     assert found["python -m utils.data"] == found["python -m utils.drop_metric"] == set()
 

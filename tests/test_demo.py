@@ -29,11 +29,12 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
         assert (out / f"pretrained_model_{task}" / "all_results.json").exists(), task
     assert "lineage: utils.tiny_model -> squad -> squad_v2 -> duorc-p" in done.stdout
     assert "transfer (chain - plain): mean" in done.stdout
-    # SST-2 from the chain's end and the plain model; RTE and STS-B from both; SST-2 from Reptile, FOMAML, multi-task.
+    # SST-2 from each step of the chain and the plain model; RTE and STS-B from the chain's end and the plain model;
+    # SST-2 from Reptile, FOMAML, multi-task.
     with open(out / "results_table.csv", newline="") as handle:
         rows = list(csv.DictReader(handle))
     assert [(row["target_task"], row["primary_metric"]) for row in rows] == \
-        [("sst2", "accuracy")] * 2 + [("rte", "accuracy")] * 2 + [("stsb", "pearson")] * 2 + [("sst2", "accuracy")] * 3
+        [("sst2", "accuracy")] * 4 + [("rte", "accuracy")] * 2 + [("stsb", "pearson")] * 2 + [("sst2", "accuracy")] * 3
     assert [row["algorithm"] for row in rows[-3:]] == ["reptile", "fomaml", "multitask"]
     # The three algorithms at matched compute: the same forward/backward passes.
     passes = {name: json.loads((out / "logs" / f"qa_tasks_{name}" / "all_results.json").read_text())["train_passes"]
@@ -68,7 +69,7 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     stsb = json.loads((out / "task_diversity_stsb" / "diversity.json").read_text())
     assert stsb["target"] == "stsb" and len(stsb["subsets"]) == 10
     assert all(c["condition"]["metric"] == "pearson" for c in stsb["transfer"]["conditions"])
-    assert {row["line"] for row in stsb["joined_results"] + stsb["skipped_results"]} == set(range(2, 11))
+    assert {row["line"] for row in stsb["joined_results"] + stsb["skipped_results"]} == set(range(2, 13))
     assert "noise floor" in done.stdout
     # It ends by saying what it showed, where each stage's outputs are, and why the numbers are at chance.
     summary = done.stdout[done.stdout.index("== what the demo showed"):]
@@ -80,4 +81,10 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     for name, accuracy in accuracies.items():
         assert f"{name} {accuracy:.3f}" in summary, name
     assert "chance" in summary and "plumbing, not the method" in summary
+    # The selectors rank the three chains' source sets for SST-2 (squad; squad, squad_v2; and all three).
+    selection = json.loads((out / "selection" / "selection.json").read_text())
+    sequential = [e for e in selection["targets"]["sst2"]["leaderboard"] if e["condition"]["algorithm"] == "sequential"]
+    task2vec_entry = next(e for e in sequential if e["selector"] == "task2vec")
+    assert len(task2vec_entry["predicted"]) == 3 and "ndcg@3" in task2vec_entry["scores"]
+    assert (out / "selection" / "selection_sst2.png").exists()
     assert "RTE accuracy on the 8 dev examples" in summary and "STSB pearson on the 8 dev examples" in summary
