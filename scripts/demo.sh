@@ -133,7 +133,8 @@ for target in ('rte', 'stsb'):
 cat <<SUMMARY
 Why these numbers are at chance: the model is a random 2-layer GPT-2 trained for seconds on a few
 dozen examples per task, so SST-2 accuracy near 0.5, QA F1 near 0, an STS-B Pearson anywhere in
-[-1, 1] on 8 pairs, and a transfer difference within the noise are what it should give. The numbers prove the plumbing, not the method: every stage
-ran, wrote its files and read the previous stage's. For real numbers, run the same commands with
-gpt2 on the full datasets (README).
+[-1, 1] on 8 pairs, a transfer difference within the noise, and selectors scored against noise
+are what it should give. The numbers prove the plumbing, not the method: every stage ran, wrote
+its files and read the previous stage's. For real numbers, run the same commands with gpt2 on the
+full datasets (README).
 SUMMARY

@@ -105,6 +105,10 @@ def run_selection(args: argparse.Namespace, selectors: list[str], targets: list[
         entries = []
         for condition in conditions:
             sets = [source.sources for source in condition.sources]
+            if len(sets) < 2:   # nothing to rank: one line, not one per selector
+                entries.append({"condition": condition.condition, "selector": None,
+                                "skipped": f"one source set ({'+'.join(sets[0])}): no ranking to score"})
+                continue
             for name in selectors:
                 if name in missing:
                     entries.append({"condition": condition.condition, "selector": name, "skipped": missing[name]})

@@ -33,6 +33,10 @@ def score_ranking(predicted: np.ndarray, condition: MeasuredCondition, *, k: int
         if len(per_source) < 2:
             results[name] = {"value": None, "reason": "fewer than 2 source sets: no ranking to score"}
             continue
+        if name.startswith("regret") and len(per_source) <= k:
+            results[name] = {"value": None, "reason": f"{len(per_source)} source sets, k = {k}: every one is picked, "
+                                                      "so the regret is 0 whatever the ranking"}
+            continue
         plain = condition.plain if condition.plain is not None else [math.nan]
         interval = seed_interval(statistic, predicted, per_source, plain, samples=samples, seed=seed,
                                  confidence=confidence)

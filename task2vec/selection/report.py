@@ -30,7 +30,7 @@ def leaderboard_lines(target: str, entries: list[dict], k: int) -> list[str]:
             seen.append(label)
             lines.append(f"  condition {label}")
         if "skipped" in entry:
-            lines.append(f"    {entry['selector']}: skipped ({entry['skipped']})")
+            lines.append(f"    {entry['selector'] or 'every selector'}: skipped ({entry['skipped']})")
             continue
         scores = entry["scores"]
         lines.append(f"    {entry['selector']}: " + ", ".join(f"{name} {_interval(value)}" for name, value in scores.items()))
@@ -46,7 +46,7 @@ def write_csv(path: Path, report: dict) -> None:
             for entry in part["leaderboard"]:
                 label = condition_label(entry["condition"])
                 if "skipped" in entry:
-                    writer.writerow([target, label, entry["selector"], "", "", "", "", entry["skipped"]])
+                    writer.writerow([target, label, entry["selector"] or "", "", "", "", "", entry["skipped"]])
                     continue
                 for name, value in entry["scores"].items():
                     writer.writerow([target, label, entry["selector"], name,
@@ -63,12 +63,12 @@ def _mean_interval(values: list[float]) -> tuple[float, float]:
 
 
 def plot_selection(path: Path, target: str, conditions: list, entries: list[dict]) -> None:
-    """For each selector (a panel; the first condition of the target), predicted score against the
-    measured gain over the plain model (or the measured score without one), one point per source
-    set with its t-interval over seeds."""
+    """For each selector (a panel; the target's first condition with two source sets or more),
+    predicted score against the measured gain over the plain model (or the measured score without
+    one), one point per source set with its t-interval over seeds."""
     from matplotlib.figure import Figure
 
-    condition = conditions[0]
+    condition = next((c for c in conditions if len(c.sources) >= 2), conditions[0])
     scored = [e for e in entries if "predicted" in e and e["condition"] == condition.condition]
     figure = Figure(figsize=(4.2 * max(1, len(scored)), 3.8))
     plain = float(np.mean(condition.plain)) if condition.plain else None
