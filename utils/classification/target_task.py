@@ -87,7 +87,7 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
                                      regression=spec.is_regression)
     model = loaded.model.to(ctx.device)
     objective = target_objective(spec, loaded.tokenizer.pad_token_id)
-    schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size)
+    schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size, list(data.train_rows["length"]))
     holdout_key = f"holdout_{primary_metric(spec)}"
     best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None, "curve": []}
 

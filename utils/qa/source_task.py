@@ -71,7 +71,7 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
             note = question_truncation_note(records, tokenizer, settings, f"{spec.name}-{split}")
             if note:
                 logger.info(note)
-    schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size)
+    schedule = plan_schedule(len(features["train"]), loop, dist_ctx.world_size, list(features["train"]["length"]))
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {**schedule.__dict__, "resume": resumed, "world_size": dist_ctx.world_size,
                                           "device": str(dist_ctx.device), "precision": run.precision.name,
@@ -80,7 +80,7 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
         for name, data in (("train", train_data), ("validation", eval_data)):
             write_json(output_dir / f"adapter_stats_{name}.json", data.stats.to_dict())
         write_json(output_dir / "data_subsets.json", {"train": train_subset.to_dict(), "validation": eval_subset.to_dict()})
-        logger.info("%s: %d training questions -> %d features, %d evaluation questions; %d steps of %d sequences",
+        logger.info("%s: %d training questions -> %d features, %d evaluation questions; %d steps of %.4g sequences",
                     spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
                     schedule.effective_batch_size)
     ctx = LoopContext(dist_ctx.device, run.precision, dist_ctx, output_dir,

@@ -32,6 +32,7 @@ class LoopSettings:
     save_total_limit: int | None = None
     seed: int = 42
     group_by_length: bool = True
+    max_tokens_per_batch: int | None = None   # token-budget batches (utils.training.batching)
 
 
 def add_eval_batch_size_arg(group: argparse._ActionsContainer) -> None:
@@ -69,6 +70,10 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
     group.add_argument("--max_grad_norm", type=non_negative_float, default=1.0,
                        help="Gradient clipping norm (0 turns clipping off).")
     group.add_argument("--logging_steps", type=positive_int, default=50, help="Log loss, learning rate and tokens/s every N steps.")
+    group.add_argument("--max_tokens_per_batch", type=positive_int, default=None,
+                       help="Token-budget batches: each micro-batch holds as many length-grouped sequences as fit "
+                            "in this many padded tokens (width rounded up to 8), instead of a fixed number; the "
+                            "loss is normalised per sequence or answer token as with fixed batches. Default: off.")
     group.add_argument("--no_group_by_length", action="store_true",
                        help="Random batches instead of length-grouped ones (more padding; for comparisons).")
     if not periodic:
@@ -92,6 +97,7 @@ def loop_settings(args: argparse.Namespace, **overrides) -> LoopSettings:
         gradient_accumulation_steps=args.gradient_accumulation_steps, max_grad_norm=args.max_grad_norm,
         logging_steps=args.logging_steps, eval_steps=getattr(args, "eval_steps", None),
         save_steps=getattr(args, "save_steps", None), save_total_limit=getattr(args, "save_total_limit", None),
-        seed=args.seed, group_by_length=not args.no_group_by_length)
+        seed=args.seed, group_by_length=not args.no_group_by_length,
+        max_tokens_per_batch=getattr(args, "max_tokens_per_batch", None))
     values.update(overrides)
     return LoopSettings(**values)

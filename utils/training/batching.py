@@ -13,13 +13,23 @@ import torch
 
 
 def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int, epoch: int,
-                           group_factor: int = 50, grouped: bool = True) -> list[list[int]]:
+                           group_factor: int = 50, grouped: bool = True,
+                           max_tokens: int | None = None, multiple: int = 8) -> list[list[int]]:
     """One epoch of training batches (lists of indices), the same for a given (seed, epoch).
 
     The indices are shuffled, cut into mega-batches of `group_factor * batch_size`, each sorted by
     length and cut into batches, and the batches shuffled again; the batch holding the longest
     sequence goes first, so a too-large batch fails at once rather than hours in. With
     `grouped=False` batches are plain random slices.
+
+    With `max_tokens` (token-budget batches) a sorted mega-batch is cut greedily instead: a batch
+    takes the next sequences while count × (its longest length rounded up to `multiple`) stays
+    within `max_tokens` padded tokens, so short sequences come many to a batch and long ones few;
+    when every sequence has one length L and max_tokens = batch_size × L (L a multiple of
+    `multiple`) the batches are exactly the fixed-size ones.
+
+    Raises:
+        ValueError: batch_size not positive, or a sequence longer than max_tokens.
     """
     if batch_size <= 0:
         raise ValueError("batch_size must be positive")
@@ -33,11 +43,29 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int
     for begin in range(0, len(order), chunk):
         mega = order[begin:begin + chunk]
         mega = mega[np.argsort(-lengths_array[mega], kind="stable")]
-        batches.extend(mega[i:i + batch_size] for i in range(0, len(mega), batch_size))
+        if max_tokens is None:
+            batches.extend(mega[i:i + batch_size] for i in range(0, len(mega), batch_size))
+        else:
+            batches.extend(token_budget_cut(mega, lengths_array, max_tokens, multiple))
     batches = [batches[i] for i in rng.permutation(len(batches))]
     longest = max(range(len(batches)), key=lambda i: lengths_array[batches[i]].max())
     batches.insert(0, batches.pop(longest))
     return [batch.tolist() for batch in batches]
+
+
+def token_budget_cut(order: np.ndarray, lengths: np.ndarray, max_tokens: int, multiple: int) -> list[np.ndarray]:
+    """Consecutive runs of `order` (sorted longest first) whose padded size, count × the first
+    (longest) length rounded up to `multiple`, is at most max_tokens."""
+    batches, start = [], 0
+    while start < len(order):
+        width = -(-int(lengths[order[start]]) // multiple) * multiple
+        if width > max_tokens:
+            raise ValueError(f"a sequence of {int(lengths[order[start]])} tokens (padded to {width}) does not fit "
+                             f"--max_tokens_per_batch {max_tokens}; raise it to at least {width}")
+        count = max(1, max_tokens // width)
+        batches.append(order[start:start + count])
+        start += count
+    return batches
 
 
 def shard_for_training(batches: list[list[int]], rank: int, world_size: int) -> list[list[int]]:

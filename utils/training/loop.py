@@ -233,7 +233,7 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         TrainingDivergedError: the loss (or, outside fp16, the gradient norm) is not finite.
     """
     dist_ctx = ctx.dist
-    schedule = plan_schedule(len(rows), settings, dist_ctx.world_size)
+    schedule = plan_schedule(len(rows), settings, dist_ctx.world_size, lengths)
     optimizer = build_optimizer(model, settings.learning_rate, settings.weight_decay, ctx.device)
     scheduler = linear_schedule(optimizer, schedule.warmup_steps, schedule.total_steps)
     scaler = torch.amp.GradScaler(ctx.device.type) if ctx.precision.needs_grad_scaler else None
@@ -263,7 +263,8 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
     while state.global_step < schedule.total_steps:
         batches = shard_for_training(
             length_grouped_batches(lengths, settings.per_device_train_batch_size, seed=settings.seed,
-                                   epoch=state.epoch, grouped=settings.group_by_length),
+                                   epoch=state.epoch, grouped=settings.group_by_length,
+                                   max_tokens=settings.max_tokens_per_batch),
             dist_ctx.rank, dist_ctx.world_size)
         accumulation = settings.gradient_accumulation_steps
         # Whole groups of micro-batches only; an epoch shorter than one group is one short group.

@@ -5,12 +5,14 @@ left undecayed (`build_optimizer`), and the linear warm-up then linear decay of 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
 
 from utils.run.errors import ToolkitError
 from utils.training.args import LoopSettings
+from utils.training.batching import length_grouped_batches
 
 # Parameters whose names contain one of these are not weight-decayed (biases, LayerNorm weights).
 NO_DECAY = ("bias", "ln_", "layernorm", "layer_norm", "LayerNorm")
@@ -24,25 +26,39 @@ class Schedule:
     steps_per_epoch: int
     total_steps: int
     warmup_steps: int
-    effective_batch_size: int
+    effective_batch_size: float   # sequences per optimizer step (a mean with token-budget batches)
 
 
-def plan_schedule(num_rows: int, settings: LoopSettings, world_size: int) -> Schedule:
-    """Steps per epoch and in total; --max_steps wins over --num_train_epochs.
+def plan_schedule(num_rows: int, settings: LoopSettings, world_size: int,
+                  lengths: Sequence[int] | None = None) -> Schedule:
+    """Steps per epoch and in total; --max_steps wins over --num_train_epochs. With token-budget
+    batches the batches per epoch are those of epoch 0 (`lengths` needed; later epochs differ by a
+    few), and the effective batch size is the mean number of sequences per step.
 
     Raises:
         ToolkitError: there is not one full batch per process.
     """
-    batches = math.ceil(num_rows / settings.per_device_train_batch_size) // world_size
+    if settings.max_tokens_per_batch and settings.group_by_length:
+        if lengths is None:
+            raise ValueError("token-budget batches need the rows' lengths to plan the schedule")
+        try:
+            count = len(length_grouped_batches(lengths, settings.per_device_train_batch_size, seed=settings.seed,
+                                               epoch=0, max_tokens=settings.max_tokens_per_batch))
+        except ValueError as err:
+            raise ToolkitError(str(err)) from None
+        batches = count // world_size
+    else:
+        batches = math.ceil(num_rows / settings.per_device_train_batch_size) // world_size
     if batches == 0:
         raise ToolkitError(f"{num_rows} training rows do not make one batch of "
                            f"{settings.per_device_train_batch_size} per process ({world_size} processes)")
     steps_per_epoch = max(1, batches // settings.gradient_accumulation_steps)
     total = settings.max_steps if settings.max_steps else math.ceil(settings.num_train_epochs * steps_per_epoch)
+    per_batch = num_rows / max(1, batches * world_size) if settings.max_tokens_per_batch and settings.group_by_length \
+        else settings.per_device_train_batch_size
     return Schedule(batches_per_epoch=batches, steps_per_epoch=steps_per_epoch, total_steps=total,
                     warmup_steps=int(round(settings.warmup_ratio * total)),
-                    effective_batch_size=settings.per_device_train_batch_size
-                    * settings.gradient_accumulation_steps * world_size)
+                    effective_batch_size=per_batch * settings.gradient_accumulation_steps * world_size)
 
 
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
