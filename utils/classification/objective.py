@@ -89,6 +89,12 @@ def pooled_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     return core.score(pooled)
 
 
+def padded_inputs(rows: list[dict], pad_token_id: int, multiple: int) -> dict[str, torch.Tensor]:
+    """(B, T) input_ids right-padded to the longest row (rounded up to `multiple`) and their mask."""
+    ids = [row["input_ids"] for row in rows]
+    return {"input_ids": pad_sequences(ids, pad_token_id, multiple), "attention_mask": attention_mask_for(ids, multiple)}
+
+
 @dataclass(frozen=True)
 class ClassificationObjective:
     """Cross-entropy of the last-token logits."""
@@ -98,9 +104,7 @@ class ClassificationObjective:
     name: str = "classification"
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        ids = [row["input_ids"] for row in rows]
-        return {"input_ids": pad_sequences(ids, self.pad_token_id, self.pad_to_multiple_of),
-                "attention_mask": attention_mask_for(ids, self.pad_to_multiple_of),
+        return {**padded_inputs(rows, self.pad_token_id, self.pad_to_multiple_of),
                 "labels": torch.tensor([row["labels"] for row in rows])}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -122,9 +126,7 @@ class RegressionObjective:
     name: str = "regression"
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]:
-        ids = [row["input_ids"] for row in rows]
-        return {"input_ids": pad_sequences(ids, self.pad_token_id, self.pad_to_multiple_of),
-                "attention_mask": attention_mask_for(ids, self.pad_to_multiple_of),
+        return {**padded_inputs(rows, self.pad_token_id, self.pad_to_multiple_of),
                 "labels": torch.tensor([float(row["labels"]) for row in rows], dtype=torch.float32)}
 
     def loss(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
