@@ -212,7 +212,7 @@ def test_restored_optimizer_keeps_the_moments_and_this_runs_hyper_parameters():
     resumed run's (allowed) new learning rate was replaced by the saved one."""
     import torch
 
-    from utils.training.loop import restore_optimizer_state
+    from utils.training.checkpoints import restore_optimizer_state
 
     weight = torch.nn.Parameter(torch.ones(3))
     first = torch.optim.AdamW([weight], lr=1e-3, weight_decay=0.1)

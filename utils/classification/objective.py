@@ -89,6 +89,12 @@ def pooled_logits(model: torch.nn.Module, input_ids: torch.Tensor, attention_mas
     return core.score(pooled)
 
 
+@torch.compiler.disable   # NumPy leaves compiled graphs (--torch_compile) as eager code
+def rows_as_arrays(values: torch.Tensor) -> list[np.ndarray]:
+    """(B, C) tensor as B NumPy rows of shape (C,)."""
+    return list(values.cpu().numpy())
+
+
 def padded_inputs(rows: list[dict], pad_token_id: int, multiple: int) -> dict[str, torch.Tensor]:
     """(B, T) input_ids right-padded to the longest row (rounded up to `multiple`) and their mask."""
     ids = [row["input_ids"] for row in rows]
@@ -114,7 +120,7 @@ class ClassificationObjective:
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
         """Per-row logits (for utils.training.inference.predict)."""
         logits = pooled_logits(model, batch["input_ids"], batch["attention_mask"]).float()
-        return list(logits.cpu().numpy())
+        return rows_as_arrays(logits)
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,7 @@ class RegressionObjective:
     def forward(self, model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[np.ndarray]:
         """Per-row scores, each a (1,) array (for utils.training.inference.predict)."""
         scores = pooled_logits(model, batch["input_ids"], batch["attention_mask"]).float()
-        return list(scores.cpu().numpy())
+        return rows_as_arrays(scores)
 
 
 def classification_report(labels: Sequence[int], predictions: Sequence[int], label_names: Sequence[str]

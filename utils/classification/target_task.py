@@ -34,14 +34,15 @@ from utils.data.records import UNLABELLED, write_jsonl
 from utils.training.resume import RESULT_NEUTRAL_ARGS, resolve_resume_args
 from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
-from utils.training.runtime import set_seed
+from utils.training.runtime import resolve_attention, set_seed
 from utils.data.subsets import stratified_sample
 from utils.models.tokenization import truncation_note
 from utils.data.registry import TaskSpec
 from utils.training.inference import predict
 from utils.training.compute import training_compute
+from utils.training.compilation import make_compiler
 from utils.training.loop import LoopContext, train
-from utils.training.schedule import plan_schedule
+from utils.training.schedule import plan_schedule, speed_choices
 from utils.training.args import LoopSettings, loop_settings
 
 logger = logging.getLogger(__name__)
@@ -74,17 +75,18 @@ class TargetData:
 def _outputs(model, rows, objective: ClassificationObjective | RegressionObjective, batch_size: int,
              ctx: LoopContext) -> np.ndarray | None:
     """(N, C) logits, or (N, 1) regression scores, of `rows` in their order (None off rank 0)."""
-    outputs = predict(model, rows, list(rows["length"]), objective.forward, objective.collate, batch_size, ctx)
+    outputs = predict(model, rows, list(rows["length"]), objective.forward, objective.collate, batch_size, ctx,
+                      compilable=True, pad_token_id=objective.pad_token_id)
     return None if outputs is None else np.stack(outputs)
 
 
 def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, settings: LoopSettings, selection: str,
-             save_model: str, run_dir: Path, ctx: LoopContext) -> dict | None:
+             save_model: str, run_dir: Path, ctx: LoopContext, attention: str | None = None) -> dict | None:
     """Fine-tune one copy of the checkpoint with `seed`; write the run's files; return its results
     (on rank 0; None elsewhere)."""
     set_seed(seed)  # before loading: the new head's initialisation draws from it
     loaded: LoadedModel = load_model(pretrained, "classification", label_names=spec.label_names,
-                                     regression=spec.is_regression)
+                                     regression=spec.is_regression, attn_implementation=attention)
     model = loaded.model.to(ctx.device)
     objective = target_objective(spec, loaded.tokenizer.pad_token_id)
     schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size, list(data.train_rows["length"]))
@@ -212,6 +214,7 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
     eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
 
+    attention = resolve_attention(args.attn_implementation, dist_ctx.device)
     reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names,
                            regression=spec.is_regression)
     require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
@@ -237,7 +240,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
                                           "world_size": dist_ctx.world_size, "device": str(dist_ctx.device),
-                                          "precision": precision.name})
+                                          "precision": precision.name,
+                                          **speed_choices(loop_settings(args), attention, dist_ctx.device)})
         for name, loaded in (("train", train_data), ("validation", eval_data)):
             write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
         write_json(output_dir / "data_subsets.json", {
@@ -247,6 +251,7 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
                     args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
     runs = []
     metric = primary_metric(spec)
+    compiler = make_compiler(loop_settings(args))   # one for every seed: they share the compiled graphs
     with Progress(len(seeds), "seeds", bar=progress and dist_ctx.is_main, unit="seed",
                   interval_s=60.0 if dist_ctx.is_main else None) as seed_progress:
         for seed in seeds:
@@ -261,10 +266,10 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
                 run_dir.mkdir(parents=True, exist_ok=True)
                 ctx = LoopContext(dist_ctx.device, precision, dist_ctx, run_dir,
                                   JsonlLog(run_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None,
-                                  progress)
+                                  progress, compiler=compiler)
                 result = run_seed(seed=seed, pretrained=args.pretrained_model, spec=spec, data=data,
                                   settings=loop_settings(args, seed=seed), selection=args.selection,
-                                  save_model=args.save_model, run_dir=run_dir, ctx=ctx)
+                                  save_model=args.save_model, run_dir=run_dir, ctx=ctx, attention=attention)
             if result is not None:
                 runs.append(result)
                 logger.info("seed %d: %s %s (epoch %s)", seed, metric, _shown(result[f"eval_{metric}"]),

@@ -31,7 +31,8 @@ from utils.run.progress import PROGRESS_INTERVAL_S, Progress
 from utils.meta.algorithms import multitask_step, outer_step, query_gradient
 from utils.meta.args import ALGORITHM_LABELS
 from utils.meta.reptile import ReptileBuffers, add_tensors, annealed_epsilon, make_inner_optimizer, meta_parameters
-from utils.training.loop import autocast_context, move_batch, restore_optimizer_state
+from utils.training.checkpoints import restore_optimizer_state
+from utils.training.loop import autocast_context, move_batch
 
 logger = logging.getLogger(__name__)
 

@@ -158,7 +158,7 @@ def is_local_path(name_or_path: str | os.PathLike) -> bool:
 def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tuple[str, ...] | None = None,
                local_hint: str = "--model_name PATH_TO_A_LOCAL_CHECKPOINT",
                probe: Callable[[], bool] = hub_reachable, allow_new_lm_head: bool = False,
-               regression: bool = False) -> LoadedModel:
+               regression: bool = False, attn_implementation: str | None = None) -> LoadedModel:
     """Load a checkpoint folder (ours or any `save_pretrained` folder) or a Hub name into a head.
 
     The new head (if any) is initialised from torch's global generator, so call `set_seed` first.
@@ -172,6 +172,8 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         allow_new_lm_head: with head "lm", accept a checkpoint without LM head weights (a chain
             through a QA or classification head of a family with untied embeddings) and start a
             random one; for uses that never read the LM head (Task2Vec's task objective).
+        attn_implementation: transformers' attention ("sdpa", "eager"); None keeps transformers'
+            default (sdpa). It is not written into the checkpoint's config.json.
 
     Raises:
         CheckpointError: the folder is incomplete, holds a model of no known family, loading would
@@ -201,6 +203,7 @@ def load_model(name_or_path: str | os.PathLike, head: Head, *, label_names: tupl
         model, info = cls.from_pretrained(
             load_from, output_loading_info=True, use_safetensors=True, dtype=torch.float32,
             ignore_mismatched_sizes=True, key_mapping=key_mapping(family, cls.base_model_prefix) or None,
+            **({"attn_implementation": attn_implementation} if attn_implementation else {}),
             **_head_config(head, label_names, regression))
         tokenizer = load_tokenizer(load_from) if provenance.sha256 else AutoTokenizer.from_pretrained(load_from)
     except OSError as err:

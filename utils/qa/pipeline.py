@@ -56,13 +56,15 @@ class QASettings:
     postprocess: PostprocessConfig
 
 
-def load_qa_model(name_or_path: str, objective: str, qa_head: str) -> LoadedModel:
-    """The model for an objective: a QA head for `span`, the LM head for `generative`.
+def load_qa_model(name_or_path: str, objective: str, qa_head: str, attn_implementation: str | None = None
+                  ) -> LoadedModel:
+    """The model for an objective: a QA head for `span`, the LM head for `generative`, with
+    transformers' `attn_implementation` (None: its default).
 
     Between QA tasks the parent's QA head is kept unless `qa_head == "reinit"`, which draws a
     fresh one as GPT-2 initialises linear layers (normal, std = initializer_range; zero bias).
     """
-    loaded = load_model(name_or_path, "qa" if objective == "span" else "lm")
+    loaded = load_model(name_or_path, "qa" if objective == "span" else "lm", attn_implementation=attn_implementation)
     if objective == "span" and qa_head == "reinit":
         head = loaded.model.qa_outputs
         with torch.no_grad():
@@ -140,9 +142,17 @@ def question_truncation_note(records: list[dict], tokenizer: Any, settings: QASe
 def _span_forward(objective: SpanObjective):
     def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> list[tuple[np.ndarray, np.ndarray]]:
         start, end = objective.logits(model, batch)
-        lengths = batch["attention_mask"].sum(-1).tolist()
-        return [(start[i, :n].cpu().numpy(), end[i, :n].cpu().numpy()) for i, n in enumerate(lengths)]
+        return _per_row_logits(start, end, batch["attention_mask"])
     return forward
+
+
+# Left out of compiled graphs (--torch_compile): a Python loop over rows whose lengths would be traced as constants.
+@torch.compiler.disable
+def _per_row_logits(start: torch.Tensor, end: torch.Tensor, attention_mask: torch.Tensor
+                    ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each row's (start, end) logits over its real tokens, as NumPy arrays."""
+    lengths = attention_mask.sum(-1).tolist()
+    return [(start[i, :n].cpu().numpy(), end[i, :n].cpu().numpy()) for i, n in enumerate(lengths)]
 
 
 def _generation_collate(pad_id: int):
@@ -175,7 +185,8 @@ def evaluate_qa(model: torch.nn.Module, tokenizer: Any, spec: TaskSpec, examples
     lengths = list(features["length"])
     if settings.objective == "span":
         objective = SpanObjective(tokenizer.pad_token_id)
-        outputs = predict(model, features, lengths, _span_forward(objective), objective.collate, batch_size, ctx)
+        outputs = predict(model, features, lengths, _span_forward(objective), objective.collate, batch_size, ctx,
+                          compilable=True, pad_token_id=objective.pad_token_id)
         if outputs is None:
             return None
         columns = {name: list(features[name]) for name in ("example_index", "context_start", "context_end",

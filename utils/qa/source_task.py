@@ -20,10 +20,12 @@ from utils.data.records import has_training_span
 from utils.training.resume import resolve_resume_args, total_steps_may_change
 from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
-from utils.training.runtime import set_seed
+from utils.training.runtime import resolve_attention, set_seed
 from utils.data.registry import TaskSpec
-from utils.training.loop import LoopContext, read_trainer_state, resolve_resume_dir, train
-from utils.training.schedule import plan_schedule
+from utils.training.checkpoints import read_trainer_state, resolve_resume_dir
+from utils.training.compilation import compilation_totals, make_compiler
+from utils.training.loop import LoopContext, train
+from utils.training.schedule import plan_schedule, speed_choices
 from utils.training.args import loop_settings
 from utils.training.compute import training_compute
 
@@ -56,7 +58,9 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
         raise ToolkitError(f"{spec.name}: {len(train_records)} training questions usable by the {args.objective} "
                            f"objective and {len(eval_records)} evaluation questions; see adapter_stats_*.json")
 
-    loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep")
+    attention = resolve_attention(args.attn_implementation, dist_ctx.device)
+    loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep",
+                           attention)
     parent = read_trainer_state(resume_dir).parent if resume_dir else loaded.provenance.__dict__
     require_positions(args.max_seq_length, loaded.model.config, "--max_seq_length", args.model_name)
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
@@ -75,6 +79,7 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {**schedule.__dict__, "resume": resumed, "world_size": dist_ctx.world_size,
                                           "device": str(dist_ctx.device), "precision": run.precision.name,
+                                          **speed_choices(loop, attention, dist_ctx.device),
                                           "train_examples": len(train_records), "train_features": len(features["train"]),
                                           "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
         for name, data in (("train", train_data), ("validation", eval_data)):
@@ -84,7 +89,8 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
                     spec.name, len(train_records), len(features["train"]), len(eval_records), schedule.total_steps,
                     schedule.effective_batch_size)
     ctx = LoopContext(dist_ctx.device, run.precision, dist_ctx, output_dir,
-                      JsonlLog(output_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None, run.progress)
+                      JsonlLog(output_dir / "log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None, run.progress,
+                      compiler=make_compiler(loop))
 
     def lineage(metrics: dict, compute: dict | None = None) -> dict:
         return build_lineage(script=SCRIPT, task=spec.name, objective=args.objective, head=loaded.head, seed=args.seed,
@@ -114,7 +120,8 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
                    "train_examples_without_located_answer": sum(not has_training_span(train_records[i]) for i in used),
                    "eval_subset": eval_subset.strategy, "data_seed": args.data_seed,
                    "train_features": len(features["train"]),
-                   "eval_features": len(features["eval"]), "seed": args.seed}
+                   "eval_features": len(features["eval"]), "seed": args.seed,
+                   **compilation_totals(ctx.compiler)}
         write_predictions(output_dir, predictions, spec)
         save_checkpoint(model, tokenizer, output_dir, lineage(metrics, compute))
         write_all_results(output_dir, results)

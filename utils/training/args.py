@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from utils.run.cli import (learning_rate as learning_rate_type, non_negative_float, positive_float, positive_int,
                        unit_interval_float)
 
+# Kept here, not imported from schedule / loading: this module must not import torch.
+OPTIMIZER_IMPLEMENTATIONS = ("auto", "fused", "foreach", "for-loop")
+ATTENTION_IMPLEMENTATIONS = ("auto", "sdpa", "eager")
+
 # The float types live in utils.run.cli with the other argparse types; they are re-exported here, where
 # the scripts have always imported them from.
 __all__ = ["LoopSettings", "add_training_args", "loop_settings", "non_negative_float", "positive_float"]
@@ -33,6 +37,15 @@ class LoopSettings:
     seed: int = 42
     group_by_length: bool = True
     max_tokens_per_batch: int | None = None   # token-budget batches (utils.training.batching)
+    optimizer_implementation: str = "auto"    # AdamW kernel (utils.training.schedule)
+    torch_compile: bool = False               # compiled forward passes (utils.training.compilation)
+    compile_width_multiple: int = 64          # padded widths are multiples of this when compiled
+
+
+def padding_multiple(settings: LoopSettings) -> int:
+    """What token-budget batches round widths up to: the compile bucket when compiling (so a
+    bucket's batches all hold the same count), else 8 as the objectives' dynamic padding does."""
+    return settings.compile_width_multiple if settings.torch_compile else 8
 
 
 def add_eval_batch_size_arg(group: argparse._ActionsContainer) -> None:
@@ -76,6 +89,22 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
                             "loss is normalised per sequence or answer token as with fixed batches. Default: off.")
     group.add_argument("--no_group_by_length", action="store_true",
                        help="Random batches instead of length-grouped ones (more padding; for comparisons).")
+    speed = parser.add_argument_group("speed (results agree within float rounding; see docs/throughput.md)")
+    speed.add_argument("--optimizer_implementation", choices=OPTIMIZER_IMPLEMENTATIONS, default="auto",
+                       help="AdamW kernel: one fused kernel, multi-tensor foreach ops, or a Python for-loop over "
+                            "tensors. auto: fused on CPU and CUDA (measured fastest), else for-loop.")
+    speed.add_argument("--attn_implementation", choices=ATTENTION_IMPLEMENTATIONS, default="auto",
+                       help="transformers' attention: sdpa (torch's scaled_dot_product_attention: flash or "
+                            "memory-efficient kernels on GPU) or eager (explicit softmax). auto: sdpa, transformers' "
+                            "default (eager measured no faster on CPU).")
+    speed.add_argument("--torch_compile", action="store_true",
+                       help="torch.compile the training and evaluation forward passes (inductor, static shapes). "
+                            "Batches are padded to widths that are multiples of --compile_width_multiple, so a run "
+                            "compiles a bounded number of graphs; how many, and the time the compiling steps took, "
+                            "go to log.jsonl and all_results.json. Default off: on CPU it measured slower.")
+    speed.add_argument("--compile_width_multiple", type=positive_int, default=64,
+                       help="With --torch_compile, padded widths are multiples of this (fewer widths: fewer "
+                            "graphs to compile, more padding). Default 64.")
     if not periodic:
         return
     group.add_argument("--eval_steps", type=positive_int, default=None, help="Also evaluate every N steps (default: only at the end).")
@@ -98,6 +127,9 @@ def loop_settings(args: argparse.Namespace, **overrides) -> LoopSettings:
         logging_steps=args.logging_steps, eval_steps=getattr(args, "eval_steps", None),
         save_steps=getattr(args, "save_steps", None), save_total_limit=getattr(args, "save_total_limit", None),
         seed=args.seed, group_by_length=not args.no_group_by_length,
-        max_tokens_per_batch=getattr(args, "max_tokens_per_batch", None))
+        max_tokens_per_batch=getattr(args, "max_tokens_per_batch", None),
+        optimizer_implementation=getattr(args, "optimizer_implementation", "auto"),
+        torch_compile=getattr(args, "torch_compile", False),
+        compile_width_multiple=getattr(args, "compile_width_multiple", 64))
     values.update(overrides)
     return LoopSettings(**values)

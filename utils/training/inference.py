@@ -12,6 +12,8 @@ import torch
 from utils.run.progress import Progress
 from utils.training.batching import evaluation_batches
 from utils.training.distributed import gather_to_main
+from contextlib import nullcontext
+
 from utils.training.loop import LoopContext, autocast_context, move_batch
 
 
@@ -19,12 +21,21 @@ from utils.training.loop import LoopContext, autocast_context, move_batch
 def predict(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int],
             forward: Callable[[torch.nn.Module, dict[str, torch.Tensor]], list[Any]],
             collate: Callable[[list[dict]], dict[str, torch.Tensor]], batch_size: int, ctx: LoopContext,
-            desc: str = "evaluating") -> list[Any] | None:
+            desc: str = "evaluating", compilable: bool = False, pad_token_id: int | None = None
+            ) -> list[Any] | None:
     """Run `forward` over every row exactly once (sharded over ranks, length-sorted batches).
 
     `forward(model, batch)` returns one output per row of the batch. Returns the outputs in row
-    order on rank 0, None on the other ranks.
+    order on rank 0, None on the other ranks. When the run compiles (ctx.compiler) and the forward
+    is `compilable` (one fixed-shape pass over a right-padded batch; not generation, whose shapes
+    change every token), `forward` is compiled and each batch padded to its bucket with
+    `pad_token_id`.
     """
+    compiler = ctx.compiler if compilable else None
+    if compiler is not None:
+        if pad_token_id is None:
+            raise ValueError("predict under --torch_compile needs the pad_token_id to pad batches to their bucket")
+        forward = compiler.function(forward)
     was_training = model.training
     model.eval()
     batches = evaluation_batches(lengths, batch_size, ctx.dist.rank, ctx.dist.world_size)
@@ -34,8 +45,11 @@ def predict(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int]
                   log=ctx.log.log if ctx.log is not None and main else None,
                   interval_s=ctx.progress_interval_s if main else None) as progress:
         for indices in batches:
-            batch = move_batch(collate([rows[i] for i in indices]), ctx.device)
-            with autocast_context(ctx.precision, ctx.device):
+            batch = collate([rows[i] for i in indices])
+            if compiler is not None:
+                batch = compiler.pad(batch, pad_token_id)
+            batch = move_batch(batch, ctx.device)
+            with autocast_context(ctx.precision, ctx.device), compiler.timed() if compiler else nullcontext():
                 outputs = forward(model, batch)
             mine.extend(zip(indices, outputs))
             progress.update()

@@ -5,18 +5,17 @@ linear decay (both in `utils.training.schedule`), gradient accumulation and clip
 autocast on GPU, length-grouped dynamically padded batches, evaluation and checkpoints every N
 steps with a rotation limit, exact resumption, and a stop with a message on a non-finite loss.
 Under `torchrun` / `accelerate launch` it trains data-parallel with DDP; only rank 0 writes.
-Inference over a set of rows (`predict`) is in `utils.training.inference`.
+Inference over a set of rows (`predict`) is in `utils.training.inference`; the checkpoint folders and
+resumption in `utils.training.checkpoints`; `--torch_compile` in `utils.training.compilation`.
 """
 from __future__ import annotations
 
 import logging
 import math
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -24,23 +23,23 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from utils.training.batching import length_grouped_batches, shard_for_training
-from utils.training.distributed import DistContext, all_reduce_sum, barrier
+from utils.training.checkpoints import (CHECKPOINT_PREFIX, TrainState, read_trainer_state, restore_training_checkpoint,
+                                        rotate_checkpoints, save_training_checkpoint)
+from utils.training.compilation import Compiler
+from utils.training.distributed import DistContext, all_reduce_sum
 from utils.run.errors import ToolkitError
-from utils.run.fs import disk_full_error, is_disk_full, require_free_space
-from utils.run.outputs import JsonlLog, read_json_object, write_json
+from utils.run.outputs import JsonlLog
 from utils.run.progress import PROGRESS_INTERVAL_S, Progress
-from utils.training.runtime import Precision, restore_rng_state, save_rng_state
-from utils.training.args import LoopSettings
-from utils.training.schedule import build_optimizer, linear_schedule, optimizer_parameters, plan_schedule
+from utils.training.runtime import Precision
+from utils.training.args import LoopSettings, padding_multiple
+from utils.training.schedule import build_optimizer, linear_schedule, plan_schedule
 
 logger = logging.getLogger(__name__)
-
-CHECKPOINT_PREFIX = "checkpoint-"
-TRAINER_STATE_FILE = "trainer_state.json"
 
 
 class Objective(Protocol):
     name: str
+    pad_token_id: int
 
     def collate(self, rows: list[dict]) -> dict[str, torch.Tensor]: ...
 
@@ -49,23 +48,6 @@ class Objective(Protocol):
 
 class TrainingDivergedError(ToolkitError):
     """The loss became NaN or infinite."""
-
-
-@dataclass
-class TrainState:
-    """Where the loop is; saved in each checkpoint so that a resumed run continues exactly."""
-
-    global_step: int = 0
-    epoch: int = 0
-    batches_done_in_epoch: int = 0
-    tokens_seen: float = 0.0   # this process's real tokens so far
-    passes: int = 0            # this process's forward/backward passes (micro-batches) so far
-    loss_sum: float = 0.0
-    loss_count: int = 0
-    parent: dict | None = None
-    run_shape: dict | None = None
-    history: list[dict] = field(default_factory=list)
-
 
 
 def autocast_context(precision: Precision, device: torch.device):
@@ -88,110 +70,6 @@ def supervised_items(batch: dict[str, torch.Tensor]) -> int:
     return int(batch["input_ids"].size(0))
 
 
-# ----------------------------------------------------------------------------- checkpoints
-
-def checkpoint_dirs(output_dir: Path) -> list[Path]:
-    """checkpoint-N folders with a complete training state, oldest first."""
-    found = []
-    for path in Path(output_dir).glob(f"{CHECKPOINT_PREFIX}*"):
-        match = re.fullmatch(rf"{CHECKPOINT_PREFIX}(\d+)", path.name)
-        if match and (path / TRAINER_STATE_FILE).exists():
-            found.append((int(match.group(1)), path))
-    return [path for _, path in sorted(found)]
-
-
-def resolve_resume_dir(value: str, output_dir: Path) -> Path:
-    """`latest` means the newest complete checkpoint-N in --output_dir.
-
-    Raises:
-        ToolkitError: nothing to resume from.
-    """
-    if value == "latest":
-        found = checkpoint_dirs(output_dir)
-        if not found:
-            raise ToolkitError(f"--resume_from_checkpoint latest: no checkpoint-N with {TRAINER_STATE_FILE} "
-                               f"in {output_dir}")
-        return found[-1]
-    path = Path(value)
-    if not (path / TRAINER_STATE_FILE).exists():
-        raise ToolkitError(f"--resume_from_checkpoint {path}: no {TRAINER_STATE_FILE} there (not a training "
-                           "checkpoint, or its save was interrupted)")
-    return path
-
-
-def read_trainer_state(folder: Path) -> TrainState:
-    """The TrainState saved in a checkpoint folder.
-
-    Raises:
-        ToolkitError: the state file is missing or damaged.
-    """
-    saved = read_json_object(folder / TRAINER_STATE_FILE, "resume from another checkpoint-N")
-    if saved is None:
-        raise ToolkitError(f"{folder}: no {TRAINER_STATE_FILE} (not a training checkpoint, or its save was interrupted)")
-    return TrainState(**{k: v for k, v in saved.items() if k in TrainState.__dataclass_fields__})
-
-
-def _save_training_checkpoint(folder: Path, state: TrainState, optimizer, scheduler, scaler,
-                              save_model: Callable[[Path], None], context: DistContext) -> None:
-    """Model (atomic, by the caller's function), optimizer, scheduler, RNG, then the state file
-    last: a folder without trainer_state.json is never resumed from. A full disk removes the
-    incomplete folder and stops the run with one line (earlier checkpoints stay)."""
-    if context.is_main:
-        # The weights, and the optimizer's two moments of the same size.
-        needed = 3 * sum(p.numel() * p.element_size() for p in optimizer_parameters(optimizer))
-        require_free_space(folder.parent, needed, f"saving the training checkpoint {folder}")
-        try:
-            save_model(folder)
-            torch.save(optimizer.state_dict(), folder / "optimizer.pt")
-            torch.save(scheduler.state_dict(), folder / "scheduler.pt")
-            if scaler is not None:
-                torch.save(scaler.state_dict(), folder / "scaler.pt")
-        except BaseException as err:
-            if not is_disk_full(err):
-                raise
-            shutil.rmtree(folder, ignore_errors=True)
-            raise disk_full_error(f"saving the training checkpoint {folder}", folder.parent, needed) from None
-    barrier(context)
-    save_rng_state(folder, context.rank)
-    barrier(context)
-    if context.is_main:
-        write_json(folder / TRAINER_STATE_FILE, asdict(state))
-
-
-
-def _rotate_checkpoints(output_dir: Path, limit: int | None) -> None:
-    if limit is None:
-        return
-    for old in checkpoint_dirs(output_dir)[:-limit] if limit > 0 else checkpoint_dirs(output_dir):
-        shutil.rmtree(old)
-
-
-def restore_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict) -> None:
-    """Load an optimizer's saved moments and step counts but keep this run's hyper-parameters
-    (learning rate, weight decay, betas): `load_state_dict` alone brings back the saved ones and
-    would silently ignore a change a resumed run was allowed to make (--allow_changed_args)."""
-    current = [{key: value for key, value in group.items() if key != "params"} for group in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, hyper in zip(optimizer.param_groups, current):
-        group.update(hyper)
-
-
-def _restore_training_checkpoint(folder: Path, optimizer, scheduler, scaler, context: DistContext) -> TrainState:
-    """Optimizer moments, schedule position, loss scale and RNG of `folder`, with this run's
-    hyper-parameters (see `restore_optimizer_state`): the learning rate is this run's peak at the
-    restored position of the schedule."""
-    restore_optimizer_state(optimizer, torch.load(folder / "optimizer.pt", weights_only=True, map_location="cpu"))
-    peaks = [group["initial_lr"] for group in optimizer.param_groups]
-    scheduler.load_state_dict(torch.load(folder / "scheduler.pt", weights_only=True))
-    scheduler.base_lrs = peaks
-    for group, peak, factor in zip(optimizer.param_groups, peaks, scheduler.lr_lambdas):
-        group["lr"] = peak * factor(scheduler.last_epoch)
-    if scaler is not None and (folder / "scaler.pt").exists():
-        scaler.load_state_dict(torch.load(folder / "scaler.pt", weights_only=True))
-    restore_rng_state(folder, context.rank)
-    return read_trainer_state(folder)
-
-
 # ----------------------------------------------------------------------------- the loop
 
 @dataclass
@@ -206,6 +84,19 @@ class LoopContext:
     progress: bool = False
     # Without a bar (no terminal), where the loop is goes to the log every this many seconds.
     progress_interval_s: float = PROGRESS_INTERVAL_S
+    # --torch_compile: the process's one Compiler (utils.training.compilation), else None.
+    compiler: Compiler | None = None
+
+
+def loss_function(objective: Objective, ctx: LoopContext) -> Callable[[torch.nn.Module, dict], torch.Tensor]:
+    """The objective's loss, compiled when the run compiles."""
+    return ctx.compiler.function(objective.loss) if ctx.compiler is not None else objective.loss
+
+
+def collate_for(objective: Objective, rows: list[dict], ctx: LoopContext) -> dict[str, torch.Tensor]:
+    """The objective's batch of `rows`, padded to its bucket's width when the run compiles."""
+    batch = objective.collate(rows)
+    return ctx.compiler.pad(batch, objective.pad_token_id) if ctx.compiler is not None else batch
 
 
 def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], objective: Objective,
@@ -233,8 +124,11 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         TrainingDivergedError: the loss (or, outside fp16, the gradient norm) is not finite.
     """
     dist_ctx = ctx.dist
+    if settings.torch_compile != (ctx.compiler is not None):
+        raise ValueError("settings.torch_compile and ctx.compiler disagree; build ctx.compiler with make_compiler")
     schedule = plan_schedule(len(rows), settings, dist_ctx.world_size, lengths)
-    optimizer = build_optimizer(model, settings.learning_rate, settings.weight_decay, ctx.device)
+    optimizer = build_optimizer(model, settings.learning_rate, settings.weight_decay, ctx.device,
+                                implementation=settings.optimizer_implementation)
     scheduler = linear_schedule(optimizer, schedule.warmup_steps, schedule.total_steps)
     scaler = torch.amp.GradScaler(ctx.device.type) if ctx.precision.needs_grad_scaler else None
     shape = {"objective": objective.name, "per_device_train_batch_size": settings.per_device_train_batch_size,
@@ -248,7 +142,7 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         if changed:
             raise ToolkitError(f"--resume_from_checkpoint {resume_from} was saved by a run of another shape "
                                f"(saved vs now: {changed}); resume with the same settings and data")
-        state = _restore_training_checkpoint(resume_from, optimizer, scheduler, scaler, dist_ctx)
+        state = restore_training_checkpoint(resume_from, optimizer, scheduler, scaler, dist_ctx)
         logger.info("resumed from %s at step %d", resume_from, state.global_step)
     wrapped = DistributedDataParallel(model, device_ids=[ctx.device.index] if ctx.device.type == "cuda" else None) \
         if dist_ctx.enabled else model
@@ -258,13 +152,16 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
                    log=ctx.log.log if ctx.log is not None and dist_ctx.is_main else None,
                    interval_s=ctx.progress_interval_s if dist_ctx.is_main else None)
     window = {"loss": 0.0, "steps": 0, "tokens": 0.0, "time": time.perf_counter()}
+    loss_fn = loss_function(objective, ctx)
+    timed = ctx.compiler.timed if ctx.compiler is not None else nullcontext
+    compiled_before = ctx.compiler.report() if ctx.compiler is not None else {}
     started = time.perf_counter()
     tokens_at_start, steps_at_start = state.tokens_seen, state.global_step
     while state.global_step < schedule.total_steps:
         batches = shard_for_training(
             length_grouped_batches(lengths, settings.per_device_train_batch_size, seed=settings.seed,
                                    epoch=state.epoch, grouped=settings.group_by_length,
-                                   max_tokens=settings.max_tokens_per_batch),
+                                   max_tokens=settings.max_tokens_per_batch, multiple=padding_multiple(settings)),
             dist_ctx.rank, dist_ctx.world_size)
         accumulation = settings.gradient_accumulation_steps
         # Whole groups of micro-batches only; an epoch shorter than one group is one short group.
@@ -272,8 +169,9 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         position = state.batches_done_in_epoch
         while position < usable and state.global_step < schedule.total_steps:
             group = batches[position:position + settings.gradient_accumulation_steps]
-            loss_value, tokens = _optimizer_step(wrapped, model, [[rows[i] for i in b] for b in group], objective,
-                                                 optimizer, scheduler, scaler, settings, ctx, state)
+            with timed():
+                loss_value, tokens = _optimizer_step(wrapped, model, [[rows[i] for i in b] for b in group], objective,
+                                                     loss_fn, optimizer, scheduler, scaler, settings, ctx, state)
             position += len(group)
             state.batches_done_in_epoch = position
             state.global_step += 1
@@ -296,15 +194,21 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
             if settings.save_steps and state.global_step % settings.save_steps == 0 \
                     and state.global_step < schedule.total_steps:
                 folder = ctx.output_dir / f"{CHECKPOINT_PREFIX}{state.global_step}"
-                _save_training_checkpoint(folder, state, optimizer, scheduler, scaler,
+                save_training_checkpoint(folder, state, optimizer, scheduler, scaler,
                                           lambda f: save_model(model, f), dist_ctx)
                 if dist_ctx.is_main:
-                    _rotate_checkpoints(ctx.output_dir, settings.save_total_limit)
+                    rotate_checkpoints(ctx.output_dir, settings.save_total_limit)
         if position >= usable:
             state.epoch += 1
             state.batches_done_in_epoch = 0
     bar.close()
     runtime = time.perf_counter() - started
+    compiled = ctx.compiler.report() if ctx.compiler is not None else {}
+    if compiled and dist_ctx.is_main and ctx.log is not None:
+        ctx.log.log({"step": state.global_step, "event": "compilation", **compiled})
+    # This call's share (a process compiles once for all the runs it trains, e.g. a target's seeds).
+    compiled = {key: compiled[key] - compiled_before[key] for key in ("compiled_graphs", "compile_seconds")} \
+        if compiled else {}
     total_tokens, all_tokens, all_passes = all_reduce_sum(
         dist_ctx, [state.tokens_seen - tokens_at_start, state.tokens_seen, float(state.passes)])
     return {
@@ -318,17 +222,20 @@ def train(model: torch.nn.Module, rows: Sequence[dict], lengths: Sequence[int], 
         # The whole run's, resumed parts included, all processes together (utils.training.compute).
         "train_passes": int(round(all_passes)),
         "train_tokens": int(round(all_tokens)),
+        # With --torch_compile: graphs compiled during this call and the time of the steps that compiled.
+        **{f"train_{key}": value for key, value in compiled.items()},
     }
 
 
 def _optimizer_step(wrapped: torch.nn.Module, model: torch.nn.Module, micro_batches: list[list[dict]],
-                    objective: Objective, optimizer, scheduler, scaler, settings: LoopSettings,
-                    ctx: LoopContext, state: TrainState) -> tuple[float, float]:
+                    objective: Objective, loss_fn: Callable[[torch.nn.Module, dict], torch.Tensor], optimizer,
+                    scheduler, scaler, settings: LoopSettings, ctx: LoopContext, state: TrainState
+                    ) -> tuple[float, float]:
     """One optimizer step over `micro_batches` (gradient accumulation). Returns the mean loss
     over ranks and micro-batches, and this rank's number of real (non-pad) tokens."""
     total_loss = 0.0
     tokens = 0.0
-    batches = [move_batch(objective.collate(rows), ctx.device) for rows in micro_batches]
+    batches = [move_batch(collate_for(objective, rows, ctx), ctx.device) for rows in micro_batches]
     # Each micro-batch's loss is a mean over its own supervised items (answer tokens, sentences);
     # weighting by those counts over the whole step (all ranks) makes k accumulated micro-batches
     # equal to one k times larger. DDP then averages gradients over ranks, hence the world size.
@@ -341,7 +248,7 @@ def _optimizer_step(wrapped: torch.nn.Module, model: torch.nn.Module, micro_batc
         sync = nullcontext() if last or not ctx.dist.enabled else wrapped.no_sync()
         with sync:
             with autocast_context(ctx.precision, ctx.device):
-                loss = objective.loss(wrapped, batch)
+                loss = loss_fn(wrapped, batch)
             scaled = loss * (weight * ctx.dist.world_size / step_items)
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         total_loss += float(loss.detach()) * weight

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from utils.run.errors import ToolkitError
-from utils.training.args import LoopSettings
+from utils.training.args import OPTIMIZER_IMPLEMENTATIONS, LoopSettings, padding_multiple
 from utils.training.batching import length_grouped_batches
 
 # Parameters whose names contain one of these are not weight-decayed (biases, LayerNorm weights).
@@ -43,7 +43,8 @@ def plan_schedule(num_rows: int, settings: LoopSettings, world_size: int,
             raise ValueError("token-budget batches need the rows' lengths to plan the schedule")
         try:
             count = len(length_grouped_batches(lengths, settings.per_device_train_batch_size, seed=settings.seed,
-                                               epoch=0, max_tokens=settings.max_tokens_per_batch))
+                                               epoch=0, max_tokens=settings.max_tokens_per_batch,
+                                               multiple=padding_multiple(settings)))
         except ValueError as err:
             raise ToolkitError(str(err)) from None
         batches = count // world_size
@@ -61,15 +62,53 @@ def plan_schedule(num_rows: int, settings: LoopSettings, world_size: int,
                     effective_batch_size=per_batch * settings.gradient_accumulation_steps * world_size)
 
 
+# Devices whose tensors torch's fused AdamW kernel accepts (torch.optim.optimizer's list, as of torch 2.4+).
+FUSED_ADAMW_DEVICES = ("cpu", "cuda")
+
+
+def resolve_optimizer_implementation(choice: str, device: torch.device) -> str:
+    """`auto` means the fused AdamW kernel where torch has one for the device (CPU and CUDA), else
+    the for-loop; chosen by measurement (benchmarks/training_throughput.py): on this project's CPU
+    runs the fused kernel replaced 300 per-tensor sqrt/lerp/addcdiv calls per step of a tiny GPT-2
+    and was the fastest of the three.
+
+    Raises:
+        ToolkitError: `fused` on a device torch has no fused kernel for.
+    """
+    if choice not in OPTIMIZER_IMPLEMENTATIONS:
+        raise ValueError(f"optimizer implementation must be one of {OPTIMIZER_IMPLEMENTATIONS}, got {choice!r}")
+    if choice == "auto":
+        return "fused" if device.type in FUSED_ADAMW_DEVICES else "for-loop"
+    if choice == "fused" and device.type not in FUSED_ADAMW_DEVICES:
+        raise ToolkitError(f"--optimizer_implementation fused: torch has no fused AdamW for {device.type} tensors; "
+                           "use foreach or for-loop")
+    return choice
+
+
 def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: float,
-                    device: torch.device, betas: tuple[float, float] = (0.9, 0.999)) -> torch.optim.AdamW:
-    """AdamW; biases and LayerNorm weights are not decayed. Fused kernels on GPU."""
+                    device: torch.device, betas: tuple[float, float] = (0.9, 0.999),
+                    implementation: str = "auto") -> torch.optim.AdamW:
+    """AdamW; biases and LayerNorm weights are not decayed.
+
+    `implementation` (see `resolve_optimizer_implementation`) picks torch's kernel: one fused
+    kernel over all tensors, multi-tensor `_foreach_*` ops, or a Python loop over tensors. All three
+    compute the same update up to float rounding.
+    """
     decay, no_decay = [], []
     for name, parameter in model.named_parameters():
         if parameter.requires_grad:
             (no_decay if any(marker in name for marker in NO_DECAY) else decay).append(parameter)
     groups = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=device.type == "cuda")
+    kind = resolve_optimizer_implementation(implementation, device)
+    return torch.optim.AdamW(groups, lr=learning_rate, betas=betas, fused=kind == "fused" or None,
+                             foreach=kind == "foreach" if kind != "fused" else None)
+
+
+def speed_choices(settings: LoopSettings, attention: str, device: torch.device) -> dict[str, object]:
+    """What the run's speed options resolved to, for run_args.json's derived values."""
+    return {"optimizer_implementation": resolve_optimizer_implementation(settings.optimizer_implementation, device),
+            "attn_implementation": attention, "torch_compile": settings.torch_compile,
+            "padded_width_multiple": padding_multiple(settings)}
 
 
 def linear_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int
