@@ -67,6 +67,15 @@ def _per_task_floor_ratios() -> list[float]:
     return [k1 / k8 for k1, k8 in zip(extra["K1"]["floors"], extra["K8"]["floors"])]
 
 
+def _throughput(variant: str) -> list[float]:
+    """The variant's median, min and max ratio to `before`, for each measured (task, shape) in order."""
+    values = []
+    for run in RESULTS["training_throughput"]["extra"]["runs"]:
+        ratio = run["variants"][variant]["ratio_to_before"]
+        values += [ratio["median"], ratio["min"], ratio["max"]]
+    return values
+
+
 # (phrase with one "{}" per number, the recorded numbers in order). Numbers are matched as written,
 # so "178k" is compared with the recorded tokens/s divided by 1000.
 PHRASES = [
@@ -98,6 +107,11 @@ PHRASES = [
      lambda: [_resolved_pairs(1)[0], *_resolved_pairs(8)]),
     ("has a floor ({}) close to its raw distances", lambda: [_noise_floor(8, "drop")]),
     ("At K = 1 its floor is {}, past where", lambda: [_noise_floor(1, "drop")]),
+    ("| **default now** (fused AdamW, SDPA) | **{}×** [{}–{}] | **{}×** [{}–{}] | **{}×** [{}–{}] |",
+     lambda: _throughput("default")),
+    ("| fused AdamW | {}× [{}–{}] | {}× [{}–{}] | {}× [{}–{}] |", lambda: _throughput("fused_adamw")),
+    ("| token budget (batch × max length) | {}× [{}–{}] | {}× [{}–{}] | {}× [{}–{}] |",
+     lambda: _throughput("token_budget")),
 ]
 
 
