@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 
-from recording import provenance, write_result
+from recording import paired_ratio_spread, provenance, write_result
 
 from sst2_batching import classifier_throughput
 
@@ -90,13 +90,6 @@ def pair_rows(squad_path: str, tokenizer, max_length: int, seed: int) -> tuple[l
               "entailment_share": pairs["label"].count(ENTAILMENT) / max(1, len(rows)),
               "pairs_cut_to_max_length": int(sum(features["truncated"]))}
     return rows, counts
-
-
-def paired_ratio_spread(ours: list[float], base: list[float]) -> dict[str, float | list[float]]:
-    """Per-repeat ratios ours_i / baseline_i (the two sides of one repeat ran back to back on the
-    same pairs) with their min, median and max."""
-    ratios = [o / b for o, b in zip(ours, base, strict=True)]
-    return {"per_repeat": ratios, "min": min(ratios), "median": statistics.median(ratios), "max": max(ratios)}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
