@@ -77,7 +77,7 @@ class Variant:
 
 def variants(device: torch.device, fast_compile: bool) -> list[Variant]:
     """`before`, one variant per option, today's defaults, and the fast path."""
-    default_attention = resolve_attention("auto", device)
+    default_attention = resolve_attention("auto") or "sdpa"   # transformers' choice for GPT-2
     found = [Variant("before", "for-loop", "sdpa"),
              Variant("fused_adamw", "fused", "sdpa"),
              Variant("eager_attention", "for-loop", "eager"),

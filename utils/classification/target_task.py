@@ -214,9 +214,9 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
     eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
 
-    attention = resolve_attention(args.attn_implementation, dist_ctx.device)
+    attention = resolve_attention(args.attn_implementation)
     reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names,
-                           regression=spec.is_regression)
+                           regression=spec.is_regression, attn_implementation=attention)
     require_positions(args.max_length, reference.model.config, "--max_length", args.pretrained_model)
     tokenizer = reference.tokenizer
     cache = None if args.features_cache_dir.lower() == "none" else Path(args.features_cache_dir)
@@ -241,7 +241,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
                                           "world_size": dist_ctx.world_size, "device": str(dist_ctx.device),
                                           "precision": precision.name,
-                                          **speed_choices(loop_settings(args), attention, dist_ctx.device)})
+                                          **speed_choices(loop_settings(args), reference.model.config._attn_implementation,
+                                                         dist_ctx.device)})
         for name, loaded in (("train", train_data), ("validation", eval_data)):
             write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
         write_json(output_dir / "data_subsets.json", {

@@ -58,9 +58,8 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
         raise ToolkitError(f"{spec.name}: {len(train_records)} training questions usable by the {args.objective} "
                            f"objective and {len(eval_records)} evaluation questions; see adapter_stats_*.json")
 
-    attention = resolve_attention(args.attn_implementation, dist_ctx.device)
     loaded = load_qa_model(str(resume_dir or args.model_name), args.objective, args.qa_head if not resume_dir else "keep",
-                           attention)
+                           resolve_attention(args.attn_implementation))
     parent = read_trainer_state(resume_dir).parent if resume_dir else loaded.provenance.__dict__
     require_positions(args.max_seq_length, loaded.model.config, "--max_seq_length", args.model_name)
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
@@ -79,7 +78,7 @@ def _train_and_evaluate(args: argparse.Namespace, spec: TaskSpec, run: RunStart,
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {**schedule.__dict__, "resume": resumed, "world_size": dist_ctx.world_size,
                                           "device": str(dist_ctx.device), "precision": run.precision.name,
-                                          **speed_choices(loop, attention, dist_ctx.device),
+                                          **speed_choices(loop, loaded.model.config._attn_implementation, dist_ctx.device),
                                           "train_examples": len(train_records), "train_features": len(features["train"]),
                                           "eval_examples": len(eval_records), "eval_features": len(features["eval"])})
         for name, data in (("train", train_data), ("validation", eval_data)):

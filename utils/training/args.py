@@ -95,8 +95,8 @@ def add_training_args(parser: argparse.ArgumentParser, *, learning_rate: float, 
                             "tensors. auto: fused on CPU and CUDA (measured fastest), else for-loop.")
     speed.add_argument("--attn_implementation", choices=ATTENTION_IMPLEMENTATIONS, default="auto",
                        help="transformers' attention: sdpa (torch's scaled_dot_product_attention: flash or "
-                            "memory-efficient kernels on GPU) or eager (explicit softmax). auto: sdpa, transformers' "
-                            "default (eager measured no faster on CPU).")
+                            "memory-efficient kernels on GPU) or eager (explicit softmax). auto: transformers' choice, "
+                            "sdpa where the architecture has it (eager measured no faster on CPU).")
     speed.add_argument("--torch_compile", action="store_true",
                        help="torch.compile the training and evaluation forward passes (inductor, static shapes). "
                             "Batches are padded to widths that are multiples of --compile_width_multiple, so a run "

@@ -90,15 +90,15 @@ def resolve_device(choice: str) -> torch.device:
     return torch.device(choice)
 
 
-def resolve_attention(choice: str, device: torch.device) -> str:
-    """transformers' attention implementation for a run. `auto` means sdpa (torch's
-    scaled_dot_product_attention: flash / memory-efficient kernels on GPU), transformers' own
-    default: on CPU the explicit-softmax `eager` path measured no faster in
-    benchmarks/training_throughput.py (0.89-1.00x). Both take the same right-padding mask and
-    agree within float rounding."""
+def resolve_attention(choice: str) -> str | None:
+    """transformers' attention implementation to ask for: None for `auto`, which leaves the choice
+    to transformers (sdpa, torch's scaled_dot_product_attention with flash / memory-efficient
+    kernels on GPU, where the architecture supports it, else eager; GPT-Neo's QA head has no sdpa).
+    Explicit `eager` measured no faster on CPU (benchmarks/training_throughput.py, 0.97-1.05x).
+    Both take the same right-padding mask and agree within float rounding."""
     if choice not in ("auto", "sdpa", "eager"):
         raise ValueError(f"attention implementation must be auto, sdpa or eager, got {choice!r}")
-    return "sdpa" if choice == "auto" else choice
+    return None if choice == "auto" else choice
 
 
 @dataclass(frozen=True)

@@ -105,7 +105,8 @@ def build_optimizer(model: torch.nn.Module, learning_rate: float, weight_decay: 
 
 
 def speed_choices(settings: LoopSettings, attention: str, device: torch.device) -> dict[str, object]:
-    """What the run's speed options resolved to, for run_args.json's derived values."""
+    """What the run's speed options resolved to, for run_args.json's derived values (`attention`:
+    the loaded model's `config._attn_implementation`)."""
     return {"optimizer_implementation": resolve_optimizer_implementation(settings.optimizer_implementation, device),
             "attn_implementation": attention, "torch_compile": settings.torch_compile,
             "padded_width_multiple": padding_multiple(settings)}
