@@ -52,6 +52,8 @@ def measured_matmul_peak(device: torch.device, dtype: torch.dtype, size: int = 2
     b = torch.randn(size, size, device=device, dtype=dtype)
     best = 0.0
     for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize()   # earlier kernels must not count against this product
         started = time.perf_counter()
         a @ b
         if device.type == "cuda":

@@ -42,6 +42,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from qa_batching import measured_matmul_peak
 from recording import provenance, write_result
 
 from transformers import GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceClassification
@@ -124,23 +125,6 @@ def non_embedding_parameters(model: torch.nn.Module) -> int:
 def useful_flops(lengths: list[int], config: GPT2Config, non_embedding: int) -> float:
     """Training FLOPs (forward + backward) of sequences with these real lengths, padding excluded."""
     return float(sum(6 * non_embedding * t + 12 * config.n_layer * config.n_embd * t * t for t in lengths))
-
-
-def measured_peak(device: torch.device, dtype: torch.dtype, size: int = 4096, repeats: int = 10) -> float:
-    """Best FLOP/s of a size×size matrix product in `dtype` (the device's practical peak)."""
-    size = size if device.type == "cuda" else 2048
-    a = torch.randn(size, size, device=device, dtype=dtype)
-    b = torch.randn(size, size, device=device, dtype=dtype)
-    best = 0.0
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        started = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        best = max(best, 2 * size ** 3 / (time.perf_counter() - started))
-    return best
 
 
 def run_once(model, rows, lengths, objective, settings: LoopSettings, ctx: LoopContext) -> dict:
@@ -248,7 +232,8 @@ def main(argv: list[str] | None = None) -> dict:
     device = resolve_device(args.device)
     precision = resolve_precision(args.precision, device)
     dtype = precision.autocast_dtype or torch.float32
-    peak = measured_peak(device, dtype)
+    # The best matrix product in the run's precision: 2,048² on a CPU, 8,192² on a GPU (big enough to reach its peak).
+    peak = measured_matmul_peak(device, dtype, size=2048 if device.type == "cpu" else 8192)
     tokenizer = load_tokenizer(args.tokenizer)
     chosen = variants(device, args.fast_compile)
     if args.variants:
