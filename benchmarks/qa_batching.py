@@ -32,6 +32,7 @@ from recording import paired_ratio_spread, provenance, write_result
 from transformers import GPT2Config, GPT2ForQuestionAnswering
 
 from utils.training.batching import length_grouped_batches
+from utils.training.compilation import pad_batch_to_width
 from utils.data.loading import load_task_data
 from utils.training.objectives import SpanObjective
 from utils.qa.features import SpanFeatureConfig, span_features
@@ -67,17 +68,6 @@ def training_flops(lengths: list[int], config: GPT2Config, non_embedding_params:
     return float(sum(6 * non_embedding_params * t + 12 * config.n_layer * config.n_embd * t * t for t in lengths))
 
 
-def pad_batch_to(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) -> dict[str, torch.Tensor]:
-    """Pad every (B, T) tensor of a batch on the right to `width`: ids with the pad id, labels with
-    -100, masks with 0 (the stock pad-to-max-length behaviour)."""
-    padded = {}
-    for key, value in batch.items():
-        extra = width - value.size(1) if value.dim() == 2 else 0
-        fill = pad_token_id if key == "input_ids" else (-100 if key == "labels" else 0)
-        padded[key] = torch.nn.functional.pad(value, (0, extra), value=fill) if extra > 0 else value
-    return padded
-
-
 def run_variant(model, optimizer, objective, rows, batches, pad_to: int | None, device, precision) -> float:
     """Seconds to train on `batches` (one optimizer step each); `pad_to` pads every batch to that width."""
     model.train()
@@ -87,7 +77,7 @@ def run_variant(model, optimizer, objective, rows, batches, pad_to: int | None, 
     for indices in batches:
         batch = objective.collate([rows[i] for i in indices])
         if pad_to is not None:
-            batch = pad_batch_to(batch, pad_to, objective.pad_token_id)
+            batch = pad_batch_to_width(batch, pad_to, objective.pad_token_id)
         batch = move_batch(batch, device)
         with autocast_context(precision, device):
             loss = objective.loss(model, batch)

@@ -53,12 +53,17 @@ def length_grouped_batches(lengths: Sequence[int], batch_size: int, *, seed: int
     return [batch.tolist() for batch in batches]
 
 
+def round_up(width: int, multiple: int) -> int:
+    """`width` rounded up to a multiple of `multiple`."""
+    return -(-width // multiple) * multiple
+
+
 def token_budget_cut(order: np.ndarray, lengths: np.ndarray, max_tokens: int, multiple: int) -> list[np.ndarray]:
     """Consecutive runs of `order` (sorted longest first) whose padded size, count × the first
     (longest) length rounded up to `multiple`, is at most max_tokens."""
     batches, start = [], 0
     while start < len(order):
-        width = -(-int(lengths[order[start]]) // multiple) * multiple
+        width = round_up(int(lengths[order[start]]), multiple)
         if width > max_tokens:
             raise ValueError(f"a sequence of {int(lengths[order[start]])} tokens (padded to {width}) does not fit "
                              f"--max_tokens_per_batch {max_tokens}; raise it to at least {width}")
@@ -86,8 +91,7 @@ def evaluation_batches(lengths: Sequence[int], batch_size: int, rank: int = 0, w
 def padded_width(sequences: Sequence[Sequence[int]], multiple: int = 1) -> int:
     """The longest length, rounded up to a multiple (few distinct shapes keep GPU kernels and the
     allocator warm; tensor cores like multiples of 8)."""
-    longest = max(len(s) for s in sequences)
-    return -(-longest // multiple) * multiple
+    return round_up(max(len(s) for s in sequences), multiple)
 
 
 def pad_sequences(sequences: Sequence[Sequence[int]], pad_value: int, multiple: int = 1) -> torch.Tensor:

@@ -27,6 +27,7 @@ import torch._dynamo
 
 from utils.run.errors import ToolkitError
 from utils.training.args import LoopSettings
+from utils.training.batching import round_up
 
 # Graphs one compiled function may hold before compiling another is an error rather than a
 # silent fall-back to eager: 12 buckets (384 tokens / 32) × 2 batch sizes × 2 modes, with room.
@@ -51,7 +52,7 @@ class GraphCounter:
 
 def bucket_width(width: int, multiple: int) -> int:
     """`width` rounded up to a multiple of `multiple` (the bucket it falls in)."""
-    return -(-width // multiple) * multiple
+    return round_up(width, multiple)
 
 
 def pad_batch_to_width(batch: dict[str, torch.Tensor], width: int, pad_token_id: int) -> dict[str, torch.Tensor]:
