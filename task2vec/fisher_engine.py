@@ -139,15 +139,23 @@ class LabelRule:
         """K: label sets per prediction."""
         return 1 if self.estimator == "empirical" else self.num_samples
 
-    def chunk(self, predictions: Predictions, rows: slice, probs: torch.Tensor) -> torch.Tensor:
-        """(K, n) labels of the counted predictions `rows` (row-major order), whose softmax is `probs`."""
+    def given(self, predictions: Predictions) -> torch.Tensor | None:
+        """(K, N) labels of all N counted predictions (row-major order) when they do not depend on
+        the probabilities (the data's for `empirical`, explicit ones); None when they are sampled."""
         if self.estimator == "empirical":
-            return predictions.targets[predictions.mask][rows].unsqueeze(0)
+            return predictions.targets[predictions.mask].unsqueeze(0)
         if self.labels is not None:
             if self.labels.shape[1:] != predictions.mask.shape:
                 raise ValueError(f"labels of shape {tuple(self.labels.shape)} do not match predictions "
                                  f"{tuple(predictions.mask.shape)}")
-            return self.labels.to(predictions.mask.device)[:, predictions.mask][:, rows]
+            return self.labels.to(predictions.mask.device)[:, predictions.mask]
+        return None
+
+    def chunk(self, predictions: Predictions, rows: slice, probs: torch.Tensor) -> torch.Tensor:
+        """(K, n) labels of the counted predictions `rows` (row-major order), whose softmax is `probs`."""
+        given = self.given(predictions)
+        if given is not None:
+            return given[:, rows]
         return torch.multinomial(probs, self.num_samples, replacement=True, generator=self.generator).T
 
     def rows(self, first: int, last: int) -> LabelRule:
@@ -166,17 +174,36 @@ def _output_gradients(predictions: Predictions, rule: LabelRule) -> tuple[torch.
     target = predictions.features if predictions.factored else predictions.logits
     dtype = accumulator_dtype(target)
     grads = torch.zeros(rule.count, *target.shape, dtype=dtype, device=target.device)
-    counted = torch.zeros(rule.count, int(predictions.mask.sum()), target.size(-1), dtype=dtype, device=target.device)
-    weight = predictions.head_weight.detach().to(dtype) if predictions.factored else None
+    counted = _feature_gradients if predictions.factored else _logit_gradients
+    grads[:, predictions.mask] = counted(predictions, rule, dtype)
+    return target, grads
+
+
+def _feature_gradients(predictions: Predictions, rule: LabelRule, dtype: torch.dtype) -> torch.Tensor:
+    """(K, N, d): W[y^(k)_n] - sum_c p_nc W_c for the N counted predictions of a factored head."""
+    weight = predictions.head_weight.detach().to(dtype)                                        # (C, d)
+    size = int(predictions.mask.sum())
+    expected = torch.empty(size, weight.size(1), dtype=dtype, device=weight.device)            # (N, d)
+    # Labels that do not depend on the probabilities are gathered once, not once per chunk.
+    labels = rule.given(predictions)                                                           # (K, N)
+    sampled = labels is None
+    if sampled:
+        labels = torch.empty(rule.count, size, dtype=torch.long, device=weight.device)
+    for rows, probs in probability_chunks(predictions):
+        if sampled:
+            labels[:, rows] = rule.chunk(predictions, rows, probs)
+        torch.mm(probs, weight, out=expected[rows])
+    return weight[labels] - expected.unsqueeze(0)
+
+
+def _logit_gradients(predictions: Predictions, rule: LabelRule, dtype: torch.dtype) -> torch.Tensor:
+    """(K, N, C): onehot(y^(k)_n) - p_n for the N counted predictions of a head given its logits."""
+    counted = torch.zeros(rule.count, int(predictions.mask.sum()), predictions.logits.size(-1), dtype=dtype,
+                          device=predictions.logits.device)
     for rows, probs in probability_chunks(predictions):
         labels = rule.chunk(predictions, rows, probs)                                          # (K, n)
-        if predictions.factored:
-            counted[:, rows] = weight[labels] - (probs @ weight).unsqueeze(0)                  # (K, n, d)
-        else:
-            onehot = F.one_hot(labels, probs.size(-1)).to(dtype)                               # (K, n, C)
-            counted[:, rows] = onehot - probs.unsqueeze(0)
-    grads[:, predictions.mask] = counted
-    return target, grads
+        counted[:, rows] = F.one_hot(labels, probs.size(-1)).to(dtype) - probs.unsqueeze(0)
+    return counted
 
 
 def hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
