@@ -1,15 +1,17 @@
 """Re-run every CPU benchmark into a temporary folder and compare it with what is recorded.
 
-For each benchmark this prints the recorded ratio (benchmarks/results/<name>.json), the re-measured
-one, its target, and whether the re-measured ratio still meets the target. With `--twice` every
-benchmark runs twice, back to back, and the table also says whether the two re-measured ratios
-agree within `--tolerance` (10%). The exit status is 1 when any re-measured ratio misses its
-target (or, with --twice, when two runs disagree), else 0. Nothing under benchmarks/results/ is
-written.
+For each benchmark this prints the recorded ratio (benchmarks/results/<name>.json, marked when the
+recorded run itself missed its target), the re-measured one with the [min–max] of its paired
+per-repeat ratios where the benchmark records them, its target, and whether every re-measured ratio
+meets the target. With `--twice` every benchmark runs twice, back to back, and the table also says
+whether the two re-measured ratios agree within `--tolerance` (10% of the larger). The exit status
+is 1 when any re-measured ratio misses its target (or, with --twice, when two runs disagree), else
+0. Nothing under benchmarks/results/ is written.
 
     bash benchmarks/reproduce.sh                 # every CPU benchmark once (about 45 minutes)
     bash benchmarks/reproduce.sh --twice --quick # the fast ones, twice
-    bash benchmarks/reproduce.sh qa_batching fisher_per_sequence
+    bash benchmarks/reproduce.sh qa_batching fisher_per_sequence --keep /tmp/repro
+    bash benchmarks/reproduce.sh --twice --tabulate /tmp/repro   # the table of a kept folder again
 """
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ BENCHMARKS = (
     Benchmark("reptile_bookkeeping", 2.0, "speed"),
     Benchmark("fisher_per_sequence", 1.5, "speed"),
     Benchmark("training_throughput", 9.0, "speed"),
-    Benchmark("reptile_inner_state", 2.0, "quality"),
+    Benchmark("reptile_inner_state", 6.0, "quality"),
     Benchmark("meta_baselines", 6.0, "quality"),
     Benchmark("response_times", 3.0, "bounds"),
     Benchmark("task2vec_noise_floor", 15.0, "quality"),
@@ -67,6 +69,73 @@ def agree(a: float, b: float, tolerance: float) -> bool:
     return abs(a - b) <= tolerance * max(abs(a), abs(b))
 
 
+@dataclass(frozen=True)
+class Row:
+    """One benchmark's line of the table: what is recorded and what each re-run measured."""
+
+    benchmark: Benchmark
+    recorded: dict
+    measured: tuple[dict | None, ...]   # one result per run, None where the run failed
+
+    @property
+    def target(self) -> float:
+        return self.recorded["target_ratio"]
+
+    @property
+    def meets(self) -> bool:
+        """Every run finished and its ratio is at least the target."""
+        return all(m is not None and m["ratio"] >= self.target for m in self.measured)
+
+    def consistent(self, tolerance: float) -> bool | None:
+        """Whether two runs' ratios agree within `tolerance`; None with one run or a failed run."""
+        if len(self.measured) != 2 or None in self.measured:
+            return None
+        return agree(self.measured[0]["ratio"], self.measured[1]["ratio"], tolerance)
+
+
+def shown_ratio(result: dict | None) -> str:
+    """A run's ratio, with the [min–max] of its paired per-repeat ratios where it records them."""
+    if result is None:
+        return "failed"
+    spread = result.get("extra", {}).get("paired_ratio")
+    return f"{result['ratio']:.3g}" + ("" if spread is None else f" [{spread['min']:.3g}–{spread['max']:.3g}]")
+
+
+def table(rows: list[Row], runs: int, tolerance: float) -> str:
+    """The Markdown table: recorded ratio (and whether it met the target), each run, target, verdicts."""
+    lines = ["| benchmark | kind | recorded | " + " | ".join(f"run {i + 1} [paired min–max]" for i in range(runs)) +
+             " | target | met in every run |" + (f" runs agree within {tolerance:.0%} |" if runs == 2 else ""),
+             "|---|---|---|" + "---|" * runs + "---|---|" + ("---|" if runs == 2 else "")]
+    for row in rows:
+        recorded = f"{row.recorded['ratio']:.3g}" + ("" if row.recorded["ratio"] >= row.target else " (a miss)")
+        agreement = "" if runs == 1 else {None: " n/a |", True: " yes |", False: " **no** |"}[row.consistent(tolerance)]
+        lines.append(f"| {row.benchmark.name} | {row.benchmark.kind} | {recorded} | "
+                     + " | ".join(shown_ratio(m) for m in row.measured)
+                     + f" | {row.target:g} | {'yes' if row.meets else '**no**'} |" + agreement)
+    return "\n".join(lines)
+
+
+def measure(chosen: list[Benchmark], runs: int, folder: Path) -> None:
+    """Run every chosen benchmark `runs` times, back to back, into folder/<name>_<run>.json."""
+    for benchmark in chosen:
+        for run in range(runs):
+            result, seconds, error = run_benchmark(benchmark, folder / f"{benchmark.name}_{run + 1}.json")
+            if result is None:
+                print(f"{benchmark.name} run {run + 1} FAILED after {seconds:.0f} s:\n{error}", flush=True)
+            else:
+                print(f"{benchmark.name} run {run + 1}: ratio {result['ratio']:.3g} in {seconds:.0f} s", flush=True)
+
+
+def collect(chosen: list[Benchmark], runs: int, folder: Path) -> list[Row]:
+    """Each benchmark's recorded result beside the runs found in `folder` (None where one is missing)."""
+    rows = []
+    for benchmark in chosen:
+        recorded = json.loads((HERE / "results" / f"{benchmark.name}.json").read_text())
+        found = [folder / f"{benchmark.name}_{run + 1}.json" for run in range(runs)]
+        rows.append(Row(benchmark, recorded, tuple(json.loads(f.read_text()) if f.exists() else None for f in found)))
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("names", nargs="*", help="Benchmarks to run (default: all): " +
@@ -78,50 +147,36 @@ def main(argv: list[str] | None = None) -> int:
                         help="How far two runs' ratios may be apart, as a share of the larger (default 0.10).")
     parser.add_argument("--keep", type=str, default=None,
                         help="Folder for the re-measured result files (default: a temporary folder, removed).")
+    parser.add_argument("--tabulate", type=str, default=None, metavar="FOLDER",
+                        help="Run nothing: print the table (and exit status) for the <name>_<run>.json files "
+                             "an earlier --keep FOLDER left.")
     args = parser.parse_args(argv)
     known = {b.name: b for b in BENCHMARKS}
     unknown = sorted(set(args.names) - set(known))
     if unknown:
         parser.error(f"unknown benchmarks {unknown}; choose from {sorted(known)}")
+    if args.tabulate and args.keep:
+        parser.error("--tabulate reads an earlier --keep folder and runs nothing; give one of the two")
     chosen = [known[name] for name in args.names] if args.names else list(BENCHMARKS)
     if args.quick:
         chosen = [b for b in chosen if b.minutes < QUICK_MINUTES]
     runs = 2 if args.twice else 1
-    print(f"re-running {len(chosen)} benchmark(s) x {runs}, about "
-          f"{sum(b.minutes for b in chosen) * runs:.0f} minutes; nothing else should run on this machine", flush=True)
     with tempfile.TemporaryDirectory() as scratch:
-        folder = Path(args.keep) if args.keep else Path(scratch)
-        folder.mkdir(parents=True, exist_ok=True)
-        rows, failed = [], False
-        for benchmark in chosen:
-            recorded = json.loads((HERE / "results" / f"{benchmark.name}.json").read_text())
-            measured = []
-            for run in range(runs):
-                result, seconds, error = run_benchmark(benchmark, folder / f"{benchmark.name}_{run + 1}.json")
-                if result is None:
-                    print(f"{benchmark.name} run {run + 1} FAILED after {seconds:.0f} s:\n{error}", flush=True)
-                    measured.append(None)
-                    continue
-                measured.append(result["ratio"])
-                print(f"{benchmark.name} run {run + 1}: ratio {result['ratio']:.3g} in {seconds:.0f} s", flush=True)
-            target = recorded["target_ratio"]
-            meets = [m is not None and m >= target for m in measured]
-            consistent = None if runs == 1 or None in measured else agree(measured[0], measured[1], args.tolerance)
-            failed |= not all(meets) or consistent is False
-            rows.append((benchmark, recorded["ratio"], measured, target, meets, consistent))
-        print()
-        print("| benchmark | kind | recorded | " + " | ".join(f"run {i + 1}" for i in range(runs)) +
-              " | target | meets | " + ("runs agree within {:.0%} |".format(args.tolerance) if runs == 2 else ""))
-        print("|---|---|---|" + "---|" * runs + "---|---|" + ("---|" if runs == 2 else ""))
-        for benchmark, recorded_ratio, measured, target, meets, consistent in rows:
-            shown = " | ".join("failed" if m is None else f"{m:.3g}" for m in measured)
-            verdict = "yes" if all(meets) else "**no**"
-            agreement = "" if runs == 1 else (" n/a |" if consistent is None else
-                                               (" yes |" if consistent else " **no** |"))
-            print(f"| {benchmark.name} | {benchmark.kind} | {recorded_ratio:.3g} | {shown} | {target:g} | {verdict} |"
-                  + agreement)
+        if args.tabulate:
+            folder = Path(args.tabulate)
+            if not folder.is_dir():
+                parser.error(f"--tabulate {folder}: no such folder; give the one an earlier --keep wrote")
+        else:
+            folder = Path(args.keep) if args.keep else Path(scratch)
+            folder.mkdir(parents=True, exist_ok=True)
+            print(f"re-running {len(chosen)} benchmark(s) x {runs}, about {sum(b.minutes for b in chosen) * runs:.0f} "
+                  "minutes; nothing else should run on this machine", flush=True)
+            measure(chosen, runs, folder)
+        rows = collect(chosen, runs, folder)
+        print("\n" + table(rows, runs, args.tolerance))
         if args.keep:
             print(f"\nre-measured results kept in {folder}")
+    failed = any(not row.meets or row.consistent(args.tolerance) is False for row in rows)
     return 1 if failed else 0
 
 

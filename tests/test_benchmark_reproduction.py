@@ -39,3 +39,33 @@ def test_an_unknown_benchmark_is_refused(capsys):
     with pytest.raises(SystemExit) as stopped:
         reproduce_module().main(["qa_batchin"])
     assert stopped.value.code == 2 and "unknown benchmarks ['qa_batchin']" in capsys.readouterr().err
+
+
+def kept_run(folder, name, run, ratio, spread=None):
+    """A result file as a kept re-run leaves it (only the keys reproduce.py reads)."""
+    result = {"ratio": ratio, "extra": {} if spread is None else {"paired_ratio": {"min": spread[0], "max": spread[1]}}}
+    (folder / f"{name}_{run}.json").write_text(json.dumps(result))
+
+
+def test_tabulating_kept_runs_exits_1_on_a_miss_or_a_disagreement_and_0_otherwise(tmp_path, capsys):
+    main = reproduce_module().main
+    target = json.loads((REPO_ROOT / "benchmarks" / "results" / "qa_batching.json").read_text())["target_ratio"]
+    cases = {"agree": (target * 1.30, target * 1.40, 0),      # 0.1 target apart: 7.1% of the larger
+             "disagree": (target * 1.30, target * 1.50, 1),   # 13.3% of the larger
+             "miss": (target * 0.90, target * 0.95, 1)}       # agree, but under the target
+    for case, (first, second, status) in cases.items():
+        folder = tmp_path / case
+        folder.mkdir()
+        kept_run(folder, "qa_batching", 1, first, spread=(first * 0.9, first * 1.1))
+        kept_run(folder, "qa_batching", 2, second)
+        assert main(["--twice", "--tabulate", str(folder), "qa_batching"]) == status, case
+        line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("| qa_batching"))
+        assert f"{first:.3g} [{first * 0.9:.3g}–{first * 1.1:.3g}]" in line and f"| {second:.3g} |" in line
+        assert line.endswith({"agree": "| yes |", "disagree": "| **no** |", "miss": "| yes |"}[case])
+        assert ("| **no** | yes |" in line) == (case == "miss")
+
+
+def test_a_missing_run_is_a_failure_not_a_pass(tmp_path, capsys):
+    kept_run(tmp_path, "qa_batching", 1, 10.0)
+    assert reproduce_module().main(["--twice", "--tabulate", str(tmp_path), "qa_batching"]) == 1
+    assert "| 10 | failed |" in capsys.readouterr().out
