@@ -44,6 +44,15 @@ def _inner_state_f1(variant: str, steps: int) -> float:
     return mean(curve[f"f1_{steps}"] for curve in curves.values())
 
 
+def _inner_state_paired(key: str, low_sign: int) -> list[float]:
+    """carry − reset paired by seed: mean, CI low times `low_sign` (the phrase writes the sign; a
+    flipped sign then fails), CI high, seeds where carry is higher, seeds."""
+    extra = RESULTS["reptile_inner_state"]["extra"]
+    difference = extra["paired_difference"][key]
+    return [difference["mean"], low_sign * difference["ci_low"], difference["ci_high"], extra["seeds_carry_higher"][key],
+            len(extra["seeds"])]
+
+
 def _meta_f1(algorithm: str, steps: int) -> float:
     curves = RESULTS["meta_baselines"]["extra"]["curves"][algorithm]
     return mean(curve[f"f1_{steps}"] for curve in curves.values())
@@ -87,8 +96,9 @@ PHRASES = [
      lambda: [RESULTS["qa_batching"]["extra"]["gpu"]["ours_tokens_per_second"] / 1000]),
     ("F1 on the held-out fifth after 30 adaptation steps is {} with `carry` against {} with `reset`",
      lambda: [RESULTS["reptile_inner_state"]["ours"]["value"], RESULTS["reptile_inner_state"]["baseline"]["value"]]),
-    ("higher for every seed, by {}, {} and {} points",
-     lambda: RESULTS["reptile_inner_state"]["extra"]["paired_difference_f1_30"]),
+    ("carry − reset after 30 steps is +{} points (95% t-interval −{} to +{}; higher for {} of {} seeds)",
+     lambda: _inner_state_paired("f1_30", low_sign=-1)),
+    ("after 5 steps +{} (+{} to +{}; {} of {})", lambda: _inner_state_paired("f1_5", low_sign=1)),
     ("and after 5 steps {} against {}",
      lambda: [_inner_state_f1("carry", 5), _inner_state_f1("reset", 5)]),
     ("after 30 adaptation steps is {} for multi-task, {} for Reptile, {} for FOMAML and {} for the initial model",
