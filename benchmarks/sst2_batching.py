@@ -115,6 +115,11 @@ def main(argv: list[str] | None = None) -> dict:
     return result
 
 
+def median_or_none(values: list[float | None]) -> float | None:
+    """The median, or None when any value is None (no MFU without a measured peak, as on a GPU)."""
+    return None if any(v is None for v in values) else statistics.median(values)
+
+
 def pooled(processes: list[dict], output: str) -> dict:
     """One result from several processes' results: every repeat pooled, the ratio the median of all
     the paired per-repeat ratios, MFU the median of the processes' MFU, each process's ratio kept."""
@@ -128,8 +133,8 @@ def pooled(processes: list[dict], output: str) -> dict:
               "ratio": spread["median"],
               "extra": {**first["extra"], "repeats": {"ours": ours, "baseline": base}, "paired_ratio": spread,
                         "ratio_of_medians": statistics.median(ours) / statistics.median(base),
-                        "mfu_ours": statistics.median(r["extra"]["mfu_ours"] for r in processes),
-                        "mfu_baseline": statistics.median(r["extra"]["mfu_baseline"] for r in processes),
+                        "mfu_ours": median_or_none([r["extra"]["mfu_ours"] for r in processes]),
+                        "mfu_baseline": median_or_none([r["extra"]["mfu_baseline"] for r in processes]),
                         "peak_flops": [r["extra"]["peak_flops"] for r in processes],
                         "processes": len(processes),
                         "per_process_ratio": [r["ratio"] for r in processes]}}
