@@ -76,7 +76,30 @@ def test_the_command_ranks_the_sources_of_two_targets(study, capsys):
     assert {line["target"] for line in lines} == {"sst2", "rte"}
     assert (out / "selection_sst2.png").stat().st_size > 1000 and (out / "selection_rte.png").exists()
     printed = capsys.readouterr().out
-    assert "Target sst2:" in printed and "task2vec: spearman" in printed
+    assert "Target sst2:" in printed and "task2vec (corrected values): spearman" in printed
+
+
+def test_a_source_without_its_re_embedding_puts_every_source_on_raw_values(study, capsys):
+    folder, table, emb = study
+    argv = ["--results_table", str(table), "--emb_dir", str(emb), "--selectors", "task2vec", "--target_tasks", "sst2",
+            "--bootstrap", "20", "--no_plots", "--overwrite_output_dir", "--output_dir", str(folder / "selection")]
+    corrected = selection.main(argv)["targets"]["sst2"]["leaderboard"][0]
+    assert corrected["values"] == "corrected" and "values_reason" not in corrected
+    (emb / "drop" / "embedding_reseeded.npy").unlink()
+    capsys.readouterr()
+    raw = selection.main(argv)["targets"]["sst2"]["leaderboard"][0]
+    assert raw["values"] == "raw" and "no re-embedding (embedding_reseeded.npy) of drop" in raw["values_reason"]
+    # Every set is scored raw, not only those holding drop: squad's score is its raw distance now.
+    a, t = (np.load(emb / task / "embedding.npy").astype(np.float64) for task in ("squad", "sst2"))
+    a, t = a / a.mean(), t / t.mean()
+    keep = a + t > 0
+    u, v = a[keep] / (a + t)[keep], t[keep] / (a + t)[keep]
+    assert raw["predicted"]["squad"] == pytest.approx(-(1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))))
+    assert raw["predicted"]["squad"] != corrected["predicted"]["squad"]
+    printed = capsys.readouterr().out
+    assert "task2vec (raw values): spearman" in printed and "raw values: no re-embedding" in printed
+    with open(folder / "selection" / "selection.csv", newline="") as handle:
+        assert all("no re-embedding" in line["note"] for line in csv.DictReader(handle))
 
 
 def test_bad_flags_are_one_line_errors(study, capsys):

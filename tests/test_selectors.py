@@ -43,8 +43,8 @@ def test_record_text_and_vocabulary_overlap_by_hand():
     inputs = SelectionInputs(vocabularies={"s1": vocabulary(["The dog runs"]), "s2": vocabulary(["a cat"]),
                                            "t": vocabulary(["the cat runs fast"])})
     # {the, dog, runs} ∪ {a, cat} against {the, cat, runs, fast}: 3 shared of 6 in the union.
-    assert predict("vocabulary_overlap", inputs, [("s1", "s2")], "t")[0] == pytest.approx(3 / 6)
-    assert predict("vocabulary_overlap", inputs, [("s1",)], "t")[0] == pytest.approx(2 / 5)
+    assert predict("vocabulary_overlap", inputs, [("s1", "s2")], "t").scores[0] == pytest.approx(3 / 6)
+    assert predict("vocabulary_overlap", inputs, [("s1",)], "t").scores[0] == pytest.approx(2 / 5)
 
 
 def test_missing_inputs_and_unknown_selectors_are_one_line_errors():
@@ -81,10 +81,36 @@ def test_on_a_known_ground_truth_informed_selectors_rank_well_and_random_does_no
     for seed in range(10):
         inputs, sources, gain = synthetic_benchmark(seed)
         for name in table:
-            table[name].append(ndcg_at_k(predict(name, inputs, sources, "t"), gain, 3).value)
+            table[name].append(ndcg_at_k(predict(name, inputs, sources, "t").scores, gain, 3).value)
     means = {name: float(np.mean(values)) for name, values in table.items()}
     with capsys.disabled():
         print("NDCG@3 on the synthetic benchmark (10 draws):", {k: round(v, 3) for k, v in means.items()})
     assert means["task2vec"] > 0.98 and means["vocabulary_overlap"] > 0.98
     assert means["random"] < 0.85 and means["data_size"] < 0.85
     assert set(SELECTORS) >= set(table)
+
+
+def test_one_ranking_uses_one_kind_of_value_for_every_source():
+    """Two identical sources, one without its re-embedding: both are ranked on raw values (the
+    same number), and the reason is given; with every re-embedding, both are corrected."""
+    rng = np.random.default_rng(3)
+    target = rng.uniform(0.5, 1.5, size=64)
+    source = target * np.exp(0.4 * rng.normal(size=64))
+    def noisy(vector, seed):
+        return vector * np.exp(0.3 * np.random.default_rng(seed).normal(size=64))
+    embeddings = {"a": noisy(source, 1), "b": noisy(source, 1), "t": noisy(target, 2)}
+    reseeded = {"a": noisy(source, 4), "b": noisy(source, 4), "t": noisy(target, 5)}
+    sets = [("a",), ("b",)]
+    full = predict("task2vec", SelectionInputs(embeddings=embeddings, reseeded=reseeded), sets, "t")
+    assert full.values == "corrected" and full.reason is None
+    assert full.scores[0] == full.scores[1]
+    lacking = predict("task2vec", SelectionInputs(embeddings=embeddings, reseeded={**reseeded, "b": None}), sets, "t")
+    assert lacking.values == "raw" and "of b" in lacking.reason
+    assert lacking.scores[0] == lacking.scores[1]
+    # Independent computation: minus the Task2Vec distance, 1 − <u,v>/(|u||v|) with u = a/(a+b),
+    # v = b/(a+b) after each is divided by its mean (task2vec.distances.task2vec_distance).
+    a, t = embeddings["a"] / embeddings["a"].mean(), embeddings["t"] / embeddings["t"].mean()
+    u, v = a / (a + t), t / (a + t)
+    assert lacking.scores[0] == pytest.approx(-(1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))), rel=1e-9)
+    # Mixed before: the corrected score of a and the raw one of b differed by the noise bias alone.
+    assert full.scores[0] > lacking.scores[1]

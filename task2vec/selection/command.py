@@ -114,16 +114,19 @@ def run_selection(args: argparse.Namespace, selectors: list[str], targets: list[
                     entries.append({"condition": condition.condition, "selector": name, "skipped": missing[name]})
                     continue
                 try:
-                    predicted = predict(name, inputs, sets, target)
+                    prediction = predict(name, inputs, sets, target)
                 except ToolkitError as err:
                     entries.append({"condition": condition.condition, "selector": name, "skipped": str(err)})
                     continue
+                predicted = prediction.scores
                 undefined = ["+".join(s) for s, value in zip(sets, predicted) if not np.isfinite(value)]
                 if undefined:   # e.g. the diversity of a single task: no ranking of every set
                     entries.append({"condition": condition.condition, "selector": name,
                                     "skipped": f"undefined for {', '.join(undefined)}"})
                     continue
                 entries.append({"condition": condition.condition, "selector": name,
+                                **({"values": prediction.values} if prediction.values else {}),
+                                **({"values_reason": prediction.reason} if prediction.reason else {}),
                                 "predicted": dict(zip(["+".join(s) for s in sets], predicted.tolist())),
                                 "scores": score_ranking(predicted, condition, k=args.k, samples=max(1, args.bootstrap),
                                                         seed=args.seed, confidence=args.confidence)})

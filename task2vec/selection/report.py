@@ -33,7 +33,11 @@ def leaderboard_lines(target: str, entries: list[dict], k: int) -> list[str]:
             lines.append(f"    {entry['selector'] or 'every selector'}: skipped ({entry['skipped']})")
             continue
         scores = entry["scores"]
-        lines.append(f"    {entry['selector']}: " + ", ".join(f"{name} {_interval(value)}" for name, value in scores.items()))
+        values = f" ({entry['values']} values)" if entry.get("values") else ""
+        lines.append(f"    {entry['selector']}{values}: "
+                     + ", ".join(f"{name} {_interval(value)}" for name, value in scores.items()))
+        if entry.get("values_reason"):
+            lines.append(f"      raw values: {entry['values_reason']}")
     return lines
 
 
@@ -49,9 +53,10 @@ def write_csv(path: Path, report: dict) -> None:
                     writer.writerow([target, label, entry["selector"] or "", "", "", "", "", entry["skipped"]])
                     continue
                 for name, value in entry["scores"].items():
+                    note = "; ".join(filter(None, [value.get("reason"), entry.get("values_reason")]))
                     writer.writerow([target, label, entry["selector"], name,
                                      *("" if value.get(key) is None else value[key] for key in ("value", "ci_low", "ci_high")),
-                                     value.get("reason", "")])
+                                     note])
 
 
 def _mean_interval(values: list[float]) -> tuple[float, float]:

@@ -1,11 +1,13 @@
 """Selectors: functions from (a source set, a target) to a score, higher meaning "predicted to help
-the target more", with a registry. A new selector is one function and one line in SELECTORS.
+the target more", with a registry. A new selector is one function of one source set and one line in
+PER_SET_SELECTORS (the Task2Vec ones score all the sets of a ranking together: TASK2VEC_SELECTORS).
 
 What each reads is precomputed in a `SelectionInputs` (embeddings, text vectors, vocabularies, data
 sizes, LogME values); a selector whose input is missing says which flag or file provides it.
 
-    task2vec             −d(mean Task2Vec embedding of the set, target), noise-corrected when
-                         re-embeddings are given (task2vec.diversity.set_statistics)
+    task2vec             −d(mean Task2Vec embedding of the set, target), noise-corrected when every
+                         task of the ranking has its re-embedding, otherwise raw for every set
+                         (task2vec.diversity.set_statistics; `Prediction` says which and why)
     diversity            the set's diversity coefficient (corrected as above): the hypothesis that
                          more diverse source sets transfer better
     diversity_with_target  −(diversity of the set with the target added)
@@ -28,6 +30,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from task2vec.correction import MAX_FLOOR_SUM
 from task2vec.diversity import CORRECTED, set_statistics
 from utils.run.errors import ToolkitError
 
@@ -55,25 +58,52 @@ def _need(table: Mapping, keys: Sequence, what: str) -> None:
         raise ToolkitError(f"no {what} for {', '.join(map(str, missing))}")
 
 
-def _set_statistic(inputs: SelectionInputs, sources: tuple[str, ...], target: str, name: str) -> float:
-    """A Task2Vec set statistic, the corrected one when every re-embedding is there."""
-    _need(inputs.embeddings, [*sources, target], "Task2Vec embedding (python -m task2vec)")
-    statistics = set_statistics([inputs.embeddings[s] for s in sources], inputs.embeddings[target], inputs.distance,
-                                [inputs.reseeded.get(s) for s in sources], inputs.reseeded.get(target))
-    corrected = statistics[name + CORRECTED]
-    return float(corrected if np.isfinite(corrected) else statistics[name])
+# Selectors that read one Task2Vec statistic of each source set (task2vec.diversity.set_statistics):
+# name -> (statistic, sign that makes a larger score mean "predicted to help more").
+TASK2VEC_SELECTORS: dict[str, tuple[str, float]] = {
+    "task2vec": ("distance_to_target", -1.0),
+    "diversity": ("diversity", 1.0),
+    "diversity_with_target": ("diversity_with_target", -1.0),
+}
 
 
-def task2vec_selector(inputs: SelectionInputs, sources: tuple[str, ...], target: str) -> float:
-    return -_set_statistic(inputs, sources, target, "distance_to_target")
+@dataclass(frozen=True)
+class Prediction:
+    """A selector's scores of the source sets, and for a Task2Vec selector which values they are.
+
+    One ranking uses one kind of value for every source set: noise-corrected when every set has its
+    corrected statistic, otherwise the raw statistic for all (a raw value carries the noise bias,
+    (f_a + f_b)/2 to first order, so ranking raw values beside corrected ones ranks by that bias).
+    """
+
+    scores: np.ndarray            # (S,)
+    values: str | None = None     # "corrected" or "raw" (Task2Vec selectors); None for the others
+    reason: str | None = None     # why raw values were used
 
 
-def diversity_selector(inputs: SelectionInputs, sources: tuple[str, ...], target: str) -> float:
-    return _set_statistic(inputs, sources, target, "diversity")
-
-
-def diversity_with_target_selector(inputs: SelectionInputs, sources: tuple[str, ...], target: str) -> float:
-    return -_set_statistic(inputs, sources, target, "diversity_with_target")
+def task2vec_prediction(inputs: SelectionInputs, sources: Sequence[tuple[str, ...]], target: str,
+                        selector: str) -> Prediction:
+    """The Task2Vec statistic of `selector` for every source set, all corrected or all raw."""
+    statistic, sign = TASK2VEC_SELECTORS[selector]
+    tasks = sorted({task for subset in sources for task in subset} | {target})
+    _need(inputs.embeddings, tasks, "Task2Vec embedding (python -m task2vec)")
+    per_set = [set_statistics([inputs.embeddings[s] for s in subset], inputs.embeddings[target], inputs.distance,
+                              [inputs.reseeded.get(s) for s in subset], inputs.reseeded.get(target))
+               for subset in sources]
+    raw = np.array([values[statistic] for values in per_set], dtype=np.float64)
+    corrected = np.array([values[statistic + CORRECTED] for values in per_set], dtype=np.float64)
+    unembedded = [task for task in tasks if inputs.reseeded.get(task) is None]
+    uncorrectable = ["+".join(subset) for subset, r, c in zip(sources, raw, corrected)
+                     if np.isfinite(r) and not np.isfinite(c)]
+    if not unembedded and not uncorrectable:
+        return Prediction(sign * corrected, "corrected")
+    if unembedded:
+        reason = (f"no re-embedding (embedding_reseeded.npy) of {', '.join(unembedded)}, so no noise floor: every "
+                  "source set is ranked on raw values, noise bias included")
+    else:
+        reason = (f"noise floors too large to correct for {', '.join(uncorrectable)} (the floors of a pair sum "
+                  f"above {MAX_FLOOR_SUM}): every source set is ranked on raw values, noise bias included")
+    return Prediction(sign * raw, "raw", reason)
 
 
 def textemb_selector(inputs: SelectionInputs, sources: tuple[str, ...], target: str) -> float:
@@ -105,10 +135,8 @@ def random_selector(inputs: SelectionInputs, sources: tuple[str, ...], target: s
     return float(np.random.default_rng([inputs.seed, key]).random())
 
 
-SELECTORS: dict[str, Selector] = {
-    "task2vec": task2vec_selector,
-    "diversity": diversity_selector,
-    "diversity_with_target": diversity_with_target_selector,
+# The other selectors score one source set at a time.
+PER_SET_SELECTORS: dict[str, Selector] = {
     "textemb": textemb_selector,
     "vocabulary_overlap": vocabulary_overlap_selector,
     "data_size": data_size_selector,
@@ -117,12 +145,18 @@ SELECTORS: dict[str, Selector] = {
 }
 
 
-def predict(selector: str, inputs: SelectionInputs, sources: Sequence[tuple[str, ...]], target: str) -> np.ndarray:
-    """(S,) the selector's scores of the source sets for the target.
+SELECTORS: tuple[str, ...] = (*TASK2VEC_SELECTORS, *PER_SET_SELECTORS)
+
+
+def predict(selector: str, inputs: SelectionInputs, sources: Sequence[tuple[str, ...]], target: str) -> Prediction:
+    """The selector's scores of the source sets for the target ((S,) in `.scores`).
 
     Raises:
         ToolkitError: an unknown selector (the known ones are listed), or an input it needs is missing.
     """
     if selector not in SELECTORS:
         raise ToolkitError(f"unknown selector {selector!r}; known: {', '.join(SELECTORS)}")
-    return np.array([SELECTORS[selector](inputs, tuple(s), target) for s in sources], dtype=np.float64)
+    if selector in TASK2VEC_SELECTORS:
+        return task2vec_prediction(inputs, [tuple(s) for s in sources], target, selector)
+    return Prediction(np.array([PER_SET_SELECTORS[selector](inputs, tuple(s), target) for s in sources],
+                               dtype=np.float64))
