@@ -43,9 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--selection", type=str, default="holdout", choices=SELECTIONS,
                         help="holdout: keep the epoch with the best primary metric (accuracy, Matthews "
                              "correlation, F1 or Pearson) on a hold-out taken from the training data (never the "
-                             "reported validation set); last: the last epoch.")
+                             "reported validation set; the last epoch where the hold-out cannot tell epochs "
+                             "apart); last: the last epoch.")
     parser.add_argument("--holdout_size", type=positive_int, default=1000,
-                        help="Hold-out sentences (at most a tenth of the training data).")
+                        help="Largest hold-out: it takes a tenth of the training data, and at least one example "
+                             "of each class (or STS-B score bin) that has two.")
     parser.add_argument("--save_model", type=str, default="none", choices=SAVE_MODEL_CHOICES,
                         help="Save each run's model (runs/seed_S/model): the selected epoch, the last one, or none.")
     parser.add_argument("--results_table", type=str, default=None,

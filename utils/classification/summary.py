@@ -74,10 +74,30 @@ def metric_summary(runs: list[dict], key: str) -> dict:
     return json_ready(summarize([float(run[key]) for run in runs]))
 
 
+def selection_summary(runs: list[dict]) -> dict | None:
+    """How the runs' epochs were chosen: the hold-out's size and classes (the same for every seed),
+    the rule used ("holdout", "last", or "mixed" when some seeds fell back to the last epoch), and
+    whether and why the hold-out could not tell epochs apart (the seeds named)."""
+    choices = [run for run in runs if "selection_rule" in run]
+    if not choices:
+        return None
+    rules = {run["selection_rule"] for run in choices}
+    fallen = [run for run in choices if run["selection_degenerate"]]
+    reasons = sorted({run["selection_reason"] for run in fallen})
+    first = choices[0]
+    return {"requested": first["selection"], "rule": rules.pop() if len(rules) == 1 else "mixed",
+            "holdout_size": first["holdout_size"], "holdout_classes": first["holdout_classes"],
+            "degenerate": bool(fallen),
+            "reason": None if not fallen else "; ".join(reasons) + f" (seeds {', '.join(str(r['seed']) for r in fallen)}:"
+                                                                   " the last epoch was kept)"}
+
+
 def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
-                  output_dir: Path) -> dict:
+                  output_dir: Path, train_examples: int) -> dict:
     """summary.json: every run, and per reported metric (the task's, then accuracy and macro-F1 of a
-    class task) `eval_<metric>` = its statistics over the seeds (std and interval null with one run)."""
+    class task) `eval_<metric>` = its statistics over the seeds (std and interval null with one run);
+    `train_examples` (what each run trained on, the hold-out excluded) and `selection`
+    (selection_summary)."""
     reported = reported_metrics(spec)
     summary = {
         "target_task": spec.name,
@@ -87,6 +107,8 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
         "lineage": lineage,
         **chain_description(lineage, pretrained),
         "seeds": [run["seed"] for run in runs],
+        "train_examples": train_examples,
+        "selection": selection_summary(runs),
         "runs": [{"seed": run["seed"], **{f"eval_{name}": run.get(f"eval_{name}") for name in reported},
                   "eval_loss": run["eval_loss"], "selected_epoch": run["selected_epoch"],
                   "results": f"runs/seed_{run['seed']}/all_results.json",

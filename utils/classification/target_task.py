@@ -12,6 +12,7 @@ import argparse
 import logging
 import math
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,7 +36,7 @@ from utils.training.resume import RESULT_NEUTRAL_ARGS, resolve_resume_args
 from utils.run.folder import RunFolder
 from utils.run.setup import RunStart, start_run
 from utils.training.runtime import resolve_attention, set_seed
-from utils.data.subsets import stratified_sample
+from utils.data.subsets import proportional_quotas, strata, stratified_sample
 from utils.models.tokenization import truncation_note
 from utils.data.registry import TaskSpec
 from utils.training.inference import predict
@@ -55,11 +56,68 @@ def require_labels(records: list[dict], what: str, file: str) -> None:
                            "e.g. dev.tsv for validation")
 
 
-def split_holdout(records: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict]]:
-    """(training, hold-out): `size` records, at most a tenth of them, drawn with `seed`."""
-    size = min(size, max(1, len(records) // 10))
-    chosen = set(np.random.default_rng(seed).choice(len(records), size=size, replace=False).tolist())
-    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen])
+def split_holdout(records: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict], int]:
+    """(training, hold-out, number of strata the hold-out holds), stratified by label.
+
+    The strata are the classes (for a regression target, five quantile bins of the scores;
+    utils.data.subsets.strata). The hold-out takes max(E, ⌊N/10⌋) records, at most `size`, where E
+    is the number of strata with two records or more: first one record of each such stratum (so a
+    one-class hold-out happens only when the data or `size` allow no other), then the rest shared
+    in proportion to the strata's remaining sizes (utils.data.subsets.proportional_quotas), never
+    taking a stratum's last record, so training keeps every class. Drawn with `seed`; records keep
+    their order.
+    """
+    if not records:
+        return [], [], 0
+    _, members, _ = strata(records)
+    sizes = np.array([len(m) for m in members])
+    eligible = sizes >= 2
+    count = min(size, max(int(eligible.sum()), len(records) // 10), int((sizes - 1).sum()))
+    rng = np.random.default_rng(seed)
+    quotas = np.zeros(len(members), dtype=np.int64)
+    if count >= eligible.sum():
+        quotas += eligible
+    spare = sizes - 1 - quotas                      # what each stratum can still give, keeping one
+    remaining, open_strata = count - int(quotas.sum()), np.flatnonzero(spare > 0)
+    if remaining > 0:
+        quotas[open_strata] += proportional_quotas(spare[open_strata], remaining, rng)
+    chosen = {i for indices, quota in zip(members, quotas) if quota
+              for i in rng.choice(indices, size=int(quota), replace=False).tolist()}
+    return ([r for i, r in enumerate(records) if i not in chosen], [r for i, r in enumerate(records) if i in chosen],
+            int(np.count_nonzero(quotas)))
+
+
+def holdout_problem(spec: TaskSpec, labels: Sequence[float]) -> str | None:
+    """Why a hold-out cannot tell epochs apart whatever the model does, or None.
+
+    Empty; one class (accuracy then rewards predicting that class, and MCC and F1 are constant);
+    for a regression target fewer than three examples (a Pearson correlation of two points is ±1)
+    or one score (undefined).
+    """
+    if len(labels) == 0:
+        return "the training data is too small to hold any example out"
+    distinct = len(set(labels))
+    if spec.is_regression and len(labels) < 3:
+        return f"a hold-out of {len(labels)} examples is too small (a Pearson correlation of two points is ±1)"
+    if distinct < 2:
+        what = "score" if spec.is_regression else "class"
+        return f"every one of the {len(labels)} hold-out examples has the same {what}"
+    return None
+
+
+def choose_epoch(curve: Sequence[float], problem: str | None) -> tuple[int | None, str | None]:
+    """(the best epoch, 1-based, or None; why the last epoch is taken instead, or None).
+
+    The best epoch on the hold-out (non-finite scores count as -inf; among tied best epochs the
+    earliest), except that the last epoch is taken when the hold-out cannot tell epochs apart:
+    `problem` says so before training, or the score is the same at every epoch.
+    """
+    if problem is not None:
+        return None, problem
+    if len(curve) > 1 and len(set(curve)) == 1:
+        value = "undefined" if not math.isfinite(curve[0]) else f"{curve[0]:.4g}"
+        return None, f"the hold-out metric is {value} at every epoch"
+    return int(np.argmax(curve)) + 1, None
 
 
 @dataclass(frozen=True)
@@ -70,6 +128,7 @@ class TargetData:
     holdout_rows: Any | None
     eval_rows: Any
     eval_records: list[dict]
+    holdout: dict          # the selection object's hold-out part: rule, holdout_size, holdout_classes, problem
 
 
 def _outputs(model, rows, objective: ClassificationObjective | RegressionObjective, batch_size: int,
@@ -91,6 +150,7 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
     objective = target_objective(spec, loaded.tokenizer.pad_token_id)
     schedule = plan_schedule(len(data.train_rows), settings, ctx.dist.world_size, list(data.train_rows["length"]))
     holdout_key = f"holdout_{primary_metric(spec)}"
+    holdout = selection == "holdout"
     best: dict[str, Any] = {"score": -math.inf, "epoch": None, "state": None, "curve": []}
 
     def holdout_step(current: torch.nn.Module) -> dict:
@@ -99,22 +159,30 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         outputs = _outputs(current, data.holdout_rows, objective, settings.per_device_eval_batch_size, ctx)
         score = None if outputs is None else selection_score(spec, np.asarray(data.holdout_rows["labels"]), outputs)
         score = broadcast_from_main(ctx.dist, score)
-        best["curve"].append(score if math.isfinite(score) else None)
+        best["curve"].append(score)
         if best["epoch"] is None or score > best["score"]:
             best.update(score=score, epoch=epoch,
                         state={k: v.detach().to("cpu", copy=True) for k, v in current.state_dict().items()})
-        return {"epoch": epoch, holdout_key: best["curve"][-1]}
+        return {"epoch": epoch, holdout_key: _finite_or_none(score)}
 
-    per_epoch = LoopSettings(**{**settings.__dict__, "eval_steps": schedule.steps_per_epoch}) \
-        if selection == "holdout" else settings
+    scored = holdout and data.holdout_rows is not None
+    per_epoch = LoopSettings(**{**settings.__dict__, "eval_steps": schedule.steps_per_epoch}) if scored else settings
     train_metrics = train(model, data.train_rows, list(data.train_rows["length"]), objective, per_epoch, ctx,
-                          save_model=lambda m, folder: None, evaluate=holdout_step if selection == "holdout" else None)
-    if selection == "holdout":
+                          save_model=lambda m, folder: None, evaluate=holdout_step if scored else None)
+    if scored:
         holdout_step(model)  # the final epoch (the loop evaluates only between epochs)
     if save_model == "last" and ctx.dist.is_main:
         _save_run_model(model, loaded, spec, seed, run_dir)
-    if selection == "holdout" and best["state"] is not None and best["epoch"] != len(best["curve"]):
-        model.load_state_dict(best["state"])
+    choice = {"rule": "last", "degenerate": False, "reason": None}
+    selected = None
+    if holdout:
+        selected, reason = choose_epoch(best["curve"], data.holdout["problem"])
+        selected = selected or (len(best["curve"]) if scored else math.ceil(schedule.total_steps / schedule.steps_per_epoch))
+        choice = {"rule": "last" if reason else "holdout", "degenerate": reason is not None, "reason": reason}
+        if reason and ctx.dist.is_main:
+            logger.warning("seed %d: the hold-out cannot choose the epoch (%s); the last epoch is kept", seed, reason)
+        if not reason and best["epoch"] != len(best["curve"]):
+            model.load_state_dict(best["state"])
     if save_model == "best" and ctx.dist.is_main:
         _save_run_model(model, loaded, spec, seed, run_dir)
     outputs = _outputs(model, data.eval_rows, objective, settings.per_device_eval_batch_size, ctx)
@@ -122,18 +190,23 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         return None
     labels = np.asarray(data.eval_rows["labels"])
     results = {"primary_metric": primary_metric(spec), **evaluation_results(spec, labels, outputs)}
-    holdout = selection == "holdout"
-    results.update({"eval_samples": len(labels), "train_loss": train_metrics["train_loss"],
-                    "train_steps": train_metrics["train_steps"], "selection": selection,
+    results.update({"eval_samples": len(labels), "train_examples": len(data.train_rows),
+                    "train_loss": train_metrics["train_loss"], "train_steps": train_metrics["train_steps"],
+                    "selection": selection, **{f"selection_{key}": value for key, value in choice.items()},
+                    "holdout_size": data.holdout["holdout_size"], "holdout_classes": data.holdout["holdout_classes"],
                     **training_compute(model, train_metrics["train_passes"], train_metrics["train_tokens"]),
-                    "selected_epoch": best["epoch"] if holdout else None,
-                    holdout_key: (best["score"] if math.isfinite(best["score"]) else None) if holdout else None,
-                    "holdout_curve": best["curve"] if holdout else None, "seed": seed})
+                    "selected_epoch": selected,
+                    holdout_key: _finite_or_none(best["curve"][selected - 1]) if scored else None,
+                    "holdout_curve": [_finite_or_none(x) for x in best["curve"]] if scored else None, "seed": seed})
     # Timings vary from run to run; they go to the log so that all_results.json is reproducible.
     ctx.log.log({"event": "train_end", **train_metrics})
     write_jsonl(run_dir / "predictions.jsonl", prediction_rows(spec, data.eval_records, labels, outputs))
     write_all_results(run_dir, results)  # last: its presence marks the seed as finished
     return results
+
+
+def _finite_or_none(value: float) -> float | None:
+    return value if math.isfinite(value) else None
 
 
 def target_objective(spec: TaskSpec, pad_token_id: int) -> ClassificationObjective | RegressionObjective:
@@ -210,8 +283,14 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
     require_labels(eval_data.records, "validation", eval_data.stats.source)
     train_records, train_subset = stratified_sample(train_data.records, args.max_train_samples, args.data_seed)
     holdout_records: list[dict] = []
+    holdout = {"holdout_size": 0, "holdout_classes": 0, "problem": None}
     if args.selection == "holdout":
-        train_records, holdout_records = split_holdout(train_records, args.holdout_size, args.data_seed)
+        train_records, holdout_records, classes = split_holdout(train_records, args.holdout_size, args.data_seed)
+        holdout = {"holdout_size": len(holdout_records), "holdout_classes": classes,
+                   "problem": holdout_problem(spec, [r["label"] for r in holdout_records])}
+        if holdout["problem"] and dist_ctx.is_main:
+            logger.warning("the hold-out cannot choose the epoch (%s): every run keeps its last epoch; give more "
+                           "training data or a larger --holdout_size, or use --selection last", holdout["problem"])
     eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
 
     attention = resolve_attention(args.attn_implementation)
@@ -235,7 +314,7 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
 
     with main_process_first(dist_ctx):
         data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
-                          features(eval_records, "eval"), eval_records)
+                          features(eval_records, "eval"), eval_records, holdout)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
@@ -279,7 +358,8 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
     summary: dict = {}
     if dist_ctx.is_main:
         summary = build_summary(spec=spec, pretrained=args.pretrained_model, lineage=reference.provenance.lineage,
-                                runs=runs, settings={k: v for k, v in vars(args).items()}, output_dir=output_dir)
+                                runs=runs, settings={k: v for k, v in vars(args).items()}, output_dir=output_dir,
+                                train_examples=len(train_records))
         write_json(output_dir / "summary.json", summary)
         if args.results_table:
             append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
