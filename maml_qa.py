@@ -12,7 +12,7 @@ from pathlib import Path
 from utils.run.cli import (add_data_seed_arg, add_output_args, add_runtime_args, add_task_file_arg, files_by_task,
                            learning_rate, name_path, non_negative_float, positive_float, positive_int, run_entry_point,
                            unit_interval_float)
-from utils.meta.args import (ALGORITHMS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES, matched_iterations,
+from utils.meta.args import (ALGORITHMS, COMPUTE_UNITS, INNER_OPTIMIZERS, INNER_STATE_CHOICES, SAMPLING_CHOICES,
                              read_budget, step_list)
 from utils.qa.args import add_qa_args
 from utils.training.args import add_eval_batch_size_arg
@@ -53,9 +53,13 @@ def build_parser() -> argparse.ArgumentParser:
                         help="Outer (meta) steps (default 1000, or what --match_compute sets).")
     parser.add_argument("--match_compute", type=str, default=None,
                         help="The folder of another training run (maml_qa.py of any --algorithm, or "
-                             "run_intermediate_source_GPT2.py): take as many outer steps as make this run's "
-                             "forward/backward passes nearest to its recorded train_passes (a FOMAML step costs "
-                             "meta_batch_size·(k + 1) passes, the others meta_batch_size·k).")
+                             "run_intermediate_source_GPT2.py): train until this run's compute (--match_compute_by) "
+                             "is nearest to what that run recorded, within one batch (the last outer step may "
+                             "stop after any task's inner step).")
+    parser.add_argument("--match_compute_by", choices=COMPUTE_UNITS, default="tokens",
+                        help="What --match_compute matches: real training tokens (default), FLOPs (6·N·tokens, "
+                             "N the non-embedding parameters: differs from tokens when the models differ), or "
+                             "forward/backward passes (batches, whatever their size).")
     parser.add_argument("--num_inner_steps", type=positive_int, default=5, help="Inner steps k per task.")
     parser.add_argument("--inner_lr", type=learning_rate, default=3e-5,
                         help="Inner-loop learning rate, at most 1 (typical: 1e-5 to 1e-3).")
@@ -120,6 +124,10 @@ def main(argv: list[str] | None = None) -> dict:
                      "remove them from one of the two lists")
     for message in shared_data_warnings(specs, eval_specs):
         logger.warning(message)
+    if args.meta_batch_size > len(specs):
+        logger.warning("--meta_batch_size %d with %d tasks: tasks are drawn with replacement, so every outer step "
+                       "adapts some task more than once (each time on its next batches); use --meta_batch_size %d "
+                       "or fewer to lower the repeats", args.meta_batch_size, len(specs), len(specs))
     train_files = files_by_task(args.task_file, [*specs, *eval_specs], "--task_file")
     eval_files = files_by_task(args.eval_file, eval_specs, "--eval_file")
     iterations, per_task, inner_steps = (3, 16, 2) if args.debug else (args.num_train_iterations or 1000,
@@ -129,10 +137,11 @@ def main(argv: list[str] | None = None) -> dict:
         if args.num_train_iterations is not None or args.debug:
             parser.error("--match_compute sets the number of outer steps; leave out --num_train_iterations and --debug")
         budget = read_budget(args.match_compute)
-        per_task_passes = inner_steps + (1 if args.algorithm == "fomaml" else 0)
-        iterations = matched_iterations(budget["train_passes"], args.meta_batch_size, per_task_passes)
-        logger.info("--match_compute %s: %d passes recorded there; %d outer steps of %d passes here", args.match_compute,
-                    budget["train_passes"], iterations, args.meta_batch_size * per_task_passes)
+        if budget[args.match_compute_by] is None:
+            parser.error(f"--match_compute {args.match_compute}: that run recorded no train_{args.match_compute_by}; "
+                         "use --match_compute_by tokens or passes")
+    elif args.match_compute_by != "tokens":
+        parser.error("--match_compute_by needs --match_compute")
     run_dir = Path(args.output_dir) if args.output_dir else Path(args.log_dir) / f"qa_tasks_{args.out}"
     with hold_output_dir(run_dir, overwrite=args.overwrite_output_dir,
                          resuming=bool(args.resume_from_checkpoint)) as folder:

@@ -44,7 +44,9 @@ def run(folder: Path, files: list[str], model: Path, seed: int, algorithm: str, 
     elif algorithm == "reptile":
         extra = ["--num_train_iterations", "80"]
     else:
-        extra = ["--algorithm", algorithm, "--match_compute", str(output.parent / f"reptile{seed}")]
+        # passes, as recorded: "the same 800 passes" (multi-task's tokens are Reptile's either way)
+        extra = ["--algorithm", algorithm, "--match_compute", str(output.parent / f"reptile{seed}"),
+                 "--match_compute_by", "passes"]
     results = maml_qa.main([*common, *extra])
     curve = {f"f1_{k}": results[f"eval_quoref_f1_{k}"] for k in STEPS}
     curve["train_passes"] = results["train_passes"] if algorithm != "initial" else 0

@@ -69,7 +69,8 @@ META=(--tasks 'squad,squad_v2,duorc;SelfRC' --model_name "$OUT/$TINY"
       --eval_tasks quoref --task_file quoref=data/samples/quoref/quoref-train.json
       --eval_file quoref=data/samples/quoref/quoref-dev.json --eval_adapt_steps 5,20
       --meta_batch_size 2 --num_inner_steps 3 --inner_lr 1e-3 --features_cache_dir "$OUT/features_cache" --no_progress)
-# 12 Reptile steps of 2 tasks x 3 inner steps = 72 passes, which FOMAML (2 x (3 + 1) per step) meets in 9 steps.
+# 12 Reptile steps of 2 tasks x 3 inner steps = 72 passes; FOMAML and multi-task train until their tokens are
+# nearest Reptile's (within one batch).
 "$PY" maml_qa.py "${META[@]}" --log_dir "$OUT/logs" --out demo --overwrite_output_dir --num_train_iterations 12
 for algorithm in fomaml multitask; do
     "$PY" maml_qa.py "${META[@]}" --algorithm "$algorithm" --match_compute "$OUT/logs/qa_tasks_demo" \

@@ -75,23 +75,25 @@ def streams_of(vocab):
     return support, query
 
 
-def expected_fomaml(model, support, query, steps, inner_lr, outer_lr, k):
+def expected_fomaml(model, support, query, steps, inner_lr, outer_lr, k, last_cut=None):
     """θ after the logged outer steps, by deep copies: k SGD steps on the support batches from θ,
-    the query gradient at φ, θ ← θ − β·mean (an SGD meta optimizer with learning rate β)."""
+    the query gradient at φ, θ ← θ − β·mean (an SGD meta optimizer with learning rate β); the last
+    step's task i takes last_cut[i] steps when given."""
     objective = LMObjective()
     theta = copy.deepcopy(model)
     positions = {name: 0 for name in support}
     query_positions = {name: 0 for name in support}
-    for tasks in steps:
+    for number, tasks in enumerate(steps):
         total = [torch.zeros_like(p) for p in meta_parameters(theta)]
-        for name in tasks:
+        for slot, name in enumerate(tasks):
             adapted = copy.deepcopy(theta)
-            for j in range(k):
+            inner = last_cut[slot] if last_cut and number == len(steps) - 1 else k
+            for j in range(inner):
                 g = grads(adapted, objective, support[name].batch(positions[name] + j))
                 with torch.no_grad():
                     for p, gi in zip(meta_parameters(adapted), g):
                         p -= inner_lr * gi
-            positions[name] += k
+            positions[name] += inner
             g = grads(adapted, objective, query[name].batch(query_positions[name]))
             query_positions[name] += 1
             total = [t + gi for t, gi in zip(total, g)]
@@ -116,6 +118,38 @@ def test_fomaml_update_equals_deep_copies_and_autograd(model, tmp_path, inner_lr
     assert any(not torch.equal(got, old) for got, old in zip(meta_parameters(model), meta_parameters(before)))
     assert all(len(s["query_losses"]) == 2 for s in steps)
     assert [s["passes"] for s in steps] == [6, 12]   # (k + 1) passes per sampled task
+
+
+def test_a_last_outer_step_cut_short_adapts_its_first_tasks_only(model, tmp_path):
+    """final_inner_steps (a compute budget met within one batch): FOMAML's last step adapts its
+    first task 2 steps and its second 1, and counts those passes; multi-task's cut step takes its
+    second optimizer step on the first task's batch alone."""
+    vocab = model.config.vocab_size
+    support, query = streams_of(vocab)
+    before = copy.deepcopy(model)
+    steps = run(model, support, settings(algorithm="fomaml", meta_lr=0.5, meta_optimizer="sgd",
+                                         final_inner_steps=(2, 1)), tmp_path, query)
+    expected = expected_fomaml(before, support, query, [s["tasks"] for s in steps], 0.1, 0.5, 2, last_cut=(2, 1))
+    for got, want in zip(meta_parameters(model), meta_parameters(expected)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
+    assert [s["passes"] for s in steps] == [6, 6 + 3 + 2]
+
+    model = copy.deepcopy(before)
+    folder = tmp_path / "multitask"
+    folder.mkdir()
+    steps = run(model, support, settings(algorithm="multitask", num_train_iterations=1, final_inner_steps=(2, 1)),
+                folder)
+    assert steps[0]["passes"] == 3
+    first, second = steps[0]["tasks"]
+    theta = copy.deepcopy(before)
+    for batches in ([support[first].batch(0), support[second].batch(0 if first != second else 2)],
+                    [support[first].batch(1)]):    # step 2: the first task's batch alone, not halved
+        g = [sum(parts) / len(batches) for parts in zip(*(grads(theta, LMObjective(), rows) for rows in batches))]
+        with torch.no_grad():
+            for p, gi in zip(meta_parameters(theta), g):
+                p -= 0.1 * gi
+    for got, want in zip(meta_parameters(model), meta_parameters(theta)):
+        torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-6)
 
 
 def test_fomaml_with_zero_inner_steps_size_is_gradient_descent_on_the_query_loss(model, tmp_path):

@@ -16,9 +16,13 @@ INNER_STATE_CHOICES = ("reset", "carry")
 SAMPLING_CHOICES = ("uniform", "proportional", "temperature")
 
 
-def read_budget(folder: str) -> dict[str, int]:
-    """The training compute another run recorded (train_passes, train_tokens of its
-    all_results.json; the folder of a maml_qa.py or run_intermediate_source_GPT2.py run).
+COMPUTE_UNITS = ("tokens", "flops", "passes")
+
+
+def read_budget(folder: str) -> dict[str, float | None]:
+    """The training compute another run recorded (train_passes, train_tokens and train_flops of its
+    all_results.json; the folder of a maml_qa.py or run_intermediate_source_GPT2.py run);
+    train_flops is None for a run that did not record it.
 
     Raises:
         ToolkitError: no such file, or one without train_passes / train_tokens.
@@ -34,13 +38,9 @@ def read_budget(folder: str) -> dict[str, int]:
     if not isinstance(results, dict) or not all(isinstance(results.get(k), int) for k in ("train_passes", "train_tokens")):
         raise ToolkitError(f"--match_compute {path}: no train_passes / train_tokens (a run from before compute was "
                            "recorded); run it again, or set --num_train_iterations yourself")
-    return {"train_passes": results["train_passes"], "train_tokens": results["train_tokens"]}
-
-
-def matched_iterations(budget_passes: int, meta_batch_size: int, passes_per_task: int) -> int:
-    """Outer steps whose passes (meta_batch_size · passes_per_task each) come nearest the budget,
-    at least one."""
-    return max(1, round(budget_passes / (meta_batch_size * passes_per_task)))
+    flops = results.get("train_flops")
+    return {"passes": results["train_passes"], "tokens": results["train_tokens"],
+            "flops": float(flops) if isinstance(flops, (int, float)) else None}
 
 
 def step_list(text: str) -> list[int]:

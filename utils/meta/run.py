@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -12,8 +13,10 @@ from utils.models.checkpoint import Provenance, build_lineage, save_checkpoint
 from utils.models.loading import require_positions
 from utils.training.distributed import barrier, main_process_first
 from utils.meta.algorithms import split_support_query
-from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train, read_meta_state, write_meta_state
-from utils.training.compute import training_compute
+from utils.meta.args import COMPUTE_UNITS
+from utils.meta.training import (MetaSettings, MetaState, TaskStream, meta_train, plan_to_budget, read_meta_state,
+                                  write_meta_state)
+from utils.training.compute import non_embedding_parameters, training_compute, training_flops
 from utils.run.outputs import JsonlLog, write_all_results, write_json, write_run_args
 from utils.qa.pipeline import cache_dir_from, load_qa_model, load_qa_split, make_objective, qa_features, qa_settings
 from utils.meta.evaluation import AdaptationSettings, HeldOutTask, evaluate_adaptation, support_stream
@@ -26,6 +29,34 @@ from utils.training.loop import LoopContext
 
 logger = logging.getLogger(__name__)
 SCRIPT = "maml_qa.py"
+
+
+def matched_settings(meta: MetaSettings, budget: dict, unit: str, parameters: int, streams: dict,
+                     query_streams: dict | None, folder: str, log: bool) -> MetaSettings:
+    """`meta` with the outer steps (and the cut of the last one) that bring this run's compute in
+    `unit` nearest the budget (utils.meta.training.plan_to_budget); FLOPs are matched as tokens,
+    budget_flops / (6·N) with this model's N."""
+    target = budget["flops"] / training_flops(parameters, 1) if unit == "flops" else budget[unit]
+    steps, cut, planned = plan_to_budget(streams, meta, target, "passes" if unit == "passes" else "tokens",
+                                         query_streams)
+    if log:
+        logger.info("--match_compute %s: %s %s recorded there; %d outer steps here%s, %s planned", folder,
+                    f"{budget[unit]:,.0f}", unit, steps, f" (the last one cut to inner steps {list(cut)})" if cut else "",
+                    f"{planned:,.0f} {'passes' if unit == 'passes' else 'tokens'}")
+    return replace(meta, num_train_iterations=steps, final_inner_steps=cut)
+
+
+def compute_match(budget: dict, unit: str, results: dict, folder: str) -> dict:
+    """all_results.json's record of the match: what was matched, the budget, and achieved over
+    budget in tokens, FLOPs and passes (None where the budget run did not record it). Warns when
+    the matched quantity is off by more than one batch (the run's mean tokens or FLOPs per pass)."""
+    achieved = {"tokens": results["train_tokens"], "flops": results["train_flops"], "passes": results["train_passes"]}
+    ratio = {key: (achieved[key] / budget[key] if budget[key] else None) for key in COMPUTE_UNITS}
+    one_batch = achieved[unit] / max(1, achieved["passes"])
+    if budget[unit] is not None and abs(achieved[unit] - budget[unit]) > one_batch:
+        logger.warning("--match_compute: %s %s here against %s in %s, more than one batch apart", f"{achieved[unit]:,.0f}",
+                       unit, f"{budget[unit]:,.0f}", folder)
+    return {"by": unit, "run": str(Path(folder).resolve()), "budget": dict(budget), "ratio": ratio}
 
 
 def meta_train_and_evaluate(args: argparse.Namespace, folder: RunFolder | None, run_dir: Path, **plan) -> dict:
@@ -59,12 +90,13 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
     model, tokenizer = loaded.model.to(dist_ctx.device), loaded.tokenizer
     parent = state.parent if resume_dir else loaded.provenance.__dict__
     cache = cache_dir_from(args.features_cache_dir)
-    streams, query_streams, held_out, subsets = {}, {}, {}, {}
+    streams, query_streams, held_out, subsets, adapter_stats = {}, {}, {}, {}, {}
     with main_process_first(dist_ctx):  # rank 0 tokenizes (and caches) first
         def split(spec, name: str, files: dict[str, str], limit: int | None) -> list[dict]:
-            _, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
+            data, records, subsets[f"{spec.name}/{name}"] = load_qa_split(
                 spec, name, files.get(spec.name), limit=limit, objective=args.objective, seed=args.data_seed,
                 local_hint="--task_file NAME=PATH" if name == "train" else "--eval_file NAME=PATH")
+            adapter_stats[f"{spec.name}_{name}"] = data.stats.to_dict()
             return records
 
         for spec in specs:
@@ -90,6 +122,9 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
                         args.outer_lr, args.outer_lr_final, args.inner_optimizer, args.inner_opt_state,
                         args.task_sampling, args.max_grad_norm, args.seed, args.eval_every, args.save_every,
                         args.algorithm, args.meta_lr, args.meta_optimizer, args.sampling_temperature)
+    if budget is not None:
+        meta = matched_settings(meta, budget, args.match_compute_by, non_embedding_parameters(model), streams,
+                                query_streams or None, args.match_compute, log=dist_ctx.is_main)
 
     adaptation = AdaptationSettings(tuple(args.eval_adapt_steps), args.inner_optimizer, args.inner_lr,
                                     args.max_grad_norm, args.per_device_eval_batch_size)
@@ -119,11 +154,14 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
 
     if dist_ctx.is_main:
         write_run_args(run_dir, args, {"tasks": [s.name for s in specs], "eval_tasks": list(held_out), "resume": resumed,
-                                       "num_train_iterations": iterations, "num_inner_steps": inner_steps,
+                                       "num_train_iterations": meta.num_train_iterations,
+                                       "final_inner_steps": meta.final_inner_steps, "num_inner_steps": inner_steps,
                                        "training_rows": {n: len(s.lengths) for n, s in streams.items()},
                                        "query_rows": {n: len(s.lengths) for n, s in query_streams.items()},
                                        "world_size": dist_ctx.world_size, "model_dir": str(model_dir)})
         write_json(run_dir / "data_subsets.json", {name: info.to_dict() for name, info in subsets.items()})
+        for name, stats in adapter_stats.items():   # meta-training tasks and held-out ones alike
+            write_json(run_dir / f"adapter_stats_{name}.json", stats)
     log = JsonlLog(run_dir / "meta_log.jsonl", run_id=run.run_id) if dist_ctx.is_main else None
     if resume_dir is not None:  # dropout continues exactly where the interrupted run was
         restore_rng_state(resume_dir, dist_ctx.rank)
@@ -138,12 +176,10 @@ def _meta_train_and_evaluate(args: argparse.Namespace, run: RunStart, run_dir: P
         results = {"algorithm": args.algorithm, "meta_steps": state.step, "tasks": ",".join(s.name for s in specs),
                    "seed": args.seed, **training_compute(model, state.passes, state.tokens)}
         if budget is not None:   # how near the matched run this one came
-            results.update({"matched_run": str(Path(args.match_compute).resolve()),
-                            "matched_train_passes": budget["train_passes"],
-                            "matched_train_tokens": budget["train_tokens"]})
+            results["compute_match"] = compute_match(budget, args.match_compute_by, results, args.match_compute)
         for name, values in final.items():
             results.update({f"eval_{name}_{key}": value for key, value in values.items()})
-        write_all_results(run_dir, results)
+        write_all_results(run_dir, results, records=("compute_match",))
         write_json(run_dir / "meta_final.json", {"eval": final, "model_dir": str(model_dir.resolve())})
         logger.info("%s over %s: %d outer steps, %d forward/backward passes, %d tokens; model in %s; %s",
                     args.algorithm, args.tasks, state.step, state.passes, state.tokens, model_dir, final)

@@ -61,6 +61,9 @@ class MetaSettings:
     meta_lr: float | None = None          # FOMAML's outer learning rate (None: inner_lr)
     meta_optimizer: str | None = None     # FOMAML's outer optimizer (None: inner_optimizer's kind)
     sampling_temperature: float = 1.0     # τ of task_sampling "temperature"
+    # The last outer step cut short to meet a compute budget (plan_to_budget): the inner steps of
+    # each task it adapts, the first len(...) of its sampled tasks. None: a full step.
+    final_inner_steps: tuple[int, ...] | None = None
 
     def passes_per_task(self) -> int:
         """Forward/backward passes one sampled task costs an outer step: k (Reptile, multi-task), or
@@ -125,6 +128,91 @@ def sample_tasks(rng: np.random.Generator, names: Sequence[str], sizes: Sequence
     """`count` task names with replacement, drawn with `sampling_probabilities`."""
     probabilities = sampling_probabilities(sizes, sampling, temperature)
     return [names[i] for i in rng.choice(len(names), size=count, replace=True, p=probabilities)]
+
+
+@dataclass(frozen=True)
+class OuterStepDraw:
+    """The tasks of one outer step, where their batches start in their streams, and what they cost."""
+
+    tasks: list[str]
+    inner_steps: list[int]     # support batches of each task
+    starts: list[int]          # stream position of each task's first support batch
+    query_starts: list[int]    # FOMAML: position of each task's query batch
+    passes: int
+    tokens: int
+
+
+def draw_outer_step(rng: np.random.Generator, names: Sequence[str], sizes: Sequence[int], settings: MetaSettings,
+                    streams: dict[str, TaskStream], query_streams: dict[str, TaskStream] | None,
+                    positions: dict[str, int], inner_steps: Sequence[int] | None = None) -> OuterStepDraw:
+    """Sample a meta-batch of tasks and advance their streams in `positions` (in place).
+
+    `inner_steps` cuts the step short: only the first len(inner_steps) sampled tasks are adapted,
+    task i with inner_steps[i] support batches (a full meta-batch is still drawn, so the sampler
+    is where an uncut step leaves it). Every task also costs FOMAML one query batch.
+    """
+    sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling,
+                           settings.sampling_temperature)
+    steps = list(inner_steps) if inner_steps is not None else [settings.num_inner_steps] * len(sampled)
+    sampled = sampled[:len(steps)]
+    starts, query_starts, passes, tokens = [], [], 0, 0
+    for name, count in zip(sampled, steps):
+        starts.append(positions[name])
+        tokens += sum(streams[name].tokens(positions[name] + j) for j in range(count))
+        positions[name] += count
+        passes += count
+        if settings.algorithm == "fomaml":
+            query_starts.append(positions[query_key(name)])
+            tokens += query_streams[name].tokens(positions[query_key(name)])
+            positions[query_key(name)] += 1
+            passes += 1
+    return OuterStepDraw(sampled, steps, starts, query_starts, passes, tokens)
+
+
+def plan_to_budget(streams: dict[str, TaskStream], settings: MetaSettings, budget: float, unit: str,
+                   query_streams: dict[str, TaskStream] | None = None) -> tuple[int, tuple[int, ...] | None, float]:
+    """The outer steps whose forward/backward passes or real tokens come nearest `budget`.
+
+    The run's draws are replayed without training (the same sampler and streams as meta_train),
+    and the run may stop after any task's r-th inner step of its last outer step (r = 1..k; a
+    FOMAML task also takes its query batch), so the total lands within one batch of the budget:
+    the candidate totals rise by one batch at a time, and the nearest is taken. At least one
+    batch is trained.
+
+    Args:
+        budget: passes or tokens to match (`unit` "passes" or "tokens").
+
+    Returns:
+        (outer steps T, the last step's inner steps per task or None when it is a full step,
+         the planned total in `unit`).
+    """
+    if unit not in ("passes", "tokens"):
+        raise ValueError(f"unknown compute unit {unit!r}")
+    names = sorted(streams)
+    sizes = [len(streams[name].lengths) for name in names]
+    rng = np.random.default_rng(settings.seed)
+    positions = {name: 0 for name in names}
+    if settings.algorithm == "fomaml":
+        positions.update({query_key(name): 0 for name in names})
+    total, step, best = 0.0, 0, None      # best: (distance, steps, inner steps of the last step, total)
+    k = settings.num_inner_steps
+    while True:
+        draw = draw_outer_step(rng, names, sizes, settings, streams, query_streams, positions)
+        step += 1
+        for slot, name in enumerate(draw.tasks):
+            query = 0.0
+            if settings.algorithm == "fomaml":
+                query = 1.0 if unit == "passes" else float(query_streams[name].tokens(draw.query_starts[slot]))
+            for r in range(1, k + 1):
+                batch = 1.0 if unit == "passes" else float(streams[name].tokens(draw.starts[slot] + r - 1))
+                candidate = total + batch + query
+                cut = tuple([k] * slot + [r])
+                if best is None or abs(candidate - budget) < best[0]:
+                    best = (abs(candidate - budget), step, None if cut == (k,) * len(draw.tasks) else cut, candidate)
+                if candidate >= budget:
+                    return best[1], best[2], best[3]
+                total += batch
+            total += query
 
 
 def adapt(model: torch.nn.Module, objective: Any, optimizer: torch.optim.Optimizer, batches: list[list[dict]],
@@ -200,37 +288,32 @@ def meta_train(model: torch.nn.Module, objective: Any, streams: dict[str, TaskSt
                    interval_s=progress_interval_s if dist_ctx.is_main else None)
     for step in range(state.step, settings.num_train_iterations):
         epsilon = annealed_epsilon(step, settings.num_train_iterations, settings.outer_lr, settings.outer_lr_final)
-        sampled = sample_tasks(rng, names, sizes, settings.meta_batch_size, settings.task_sampling,
-                               settings.sampling_temperature)
-        starts, query_starts = [], []
-        for name in sampled:  # every process advances every sampled stream, and counts every pass
-            starts.append(positions[name])
-            tokens += sum(streams[name].tokens(positions[name] + j) for j in range(settings.num_inner_steps))
-            positions[name] += settings.num_inner_steps
-            if settings.algorithm == "fomaml":
-                query_starts.append(positions[query_key(name)])
-                tokens += query_streams[name].tokens(positions[query_key(name)])
-                positions[query_key(name)] += 1
-        passes += len(sampled) * settings.passes_per_task()
+        # every process draws every task and advances every sampled stream, and counts every pass
+        draw = draw_outer_step(rng, names, sizes, settings, streams, query_streams, positions,
+                               settings.final_inner_steps if step + 1 == settings.num_train_iterations else None)
+        sampled, starts, query_starts = draw.tasks, draw.starts, draw.query_starts
+        passes, tokens = passes + draw.passes, tokens + draw.tokens
         mine = list(range(dist_ctx.rank, len(sampled), dist_ctx.world_size))
         buffers.begin()
         losses: dict[int, list[float]] = {}
         query_losses: dict[int, float] = {}
         if settings.algorithm == "multitask":
             losses = {slot: [] for slot in mine}
-            for j in range(settings.num_inner_steps):
+            for j in range(max(draw.inner_steps)):
+                taking = [slot for slot in mine if draw.inner_steps[slot] > j]
                 values = multitask_step(model, objective, carried, params,
-                                        [streams[sampled[slot]].batch(starts[slot] + j) for slot in mine], len(sampled),
+                                        [streams[sampled[slot]].batch(starts[slot] + j) for slot in taking],
+                                        sum(count > j for count in draw.inner_steps),
                                         device=device, precision=precision, max_grad_norm=settings.max_grad_norm,
                                         distributed=dist_ctx.enabled)
-                for slot, value in zip(mine, values):
+                for slot, value in zip(taking, values):
                     losses[slot].append(value)
         else:
             for slot in mine:
                 name = sampled[slot]
                 buffers.restore()
                 optimizer = carried or make_inner_optimizer(settings.inner_optimizer, params, settings.inner_lr)
-                batches = [streams[name].batch(starts[slot] + j) for j in range(settings.num_inner_steps)]
+                batches = [streams[name].batch(starts[slot] + j) for j in range(draw.inner_steps[slot])]
                 losses[slot] = adapt(model, objective, optimizer, batches, device, precision, settings.max_grad_norm)
                 if settings.algorithm == "fomaml":
                     grads, query_losses[slot] = query_gradient(model, objective, params,

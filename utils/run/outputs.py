@@ -135,14 +135,16 @@ def finite_json(value: Any) -> Any:
     return value
 
 
-def write_all_results(output_dir: str | os.PathLike, results: dict[str, Any]) -> Path:
-    """`all_results.json`: flat split-prefixed metrics. Values must be JSON scalars or lists.
+def write_all_results(output_dir: str | os.PathLike, results: dict[str, Any], records: tuple[str, ...] = ()) -> Path:
+    """`all_results.json`: flat split-prefixed metrics. Values must be JSON scalars or lists, except
+    under the keys named in `records`: one object describing how the run was set up (e.g.
+    maml_qa.py's `compute_match`), never a metric.
 
     Raises:
-        ValueError: a nested dict (results are flat by contract) or a non-finite number.
+        ValueError: a nested dict elsewhere (results are flat by contract) or a non-finite number.
     """
     for key, value in results.items():
-        if isinstance(value, dict):
+        if isinstance(value, dict) and key not in records:
             raise ValueError(f"all_results.json is flat; {key!r} holds a dict")
         if isinstance(value, float) and not math.isfinite(value):
             raise ValueError(f"all_results.json value {key!r} is not finite: {value}")
