@@ -49,6 +49,7 @@ BENCHMARKS = (
     Benchmark("meta_baselines", 6.0, "quality"),
     Benchmark("response_times", 3.0, "bounds"),
     Benchmark("task2vec_noise_floor", 15.0, "quality"),
+    Benchmark("task2vec_bias_formula", 1.5, "quality"),
 )
 QUICK_MINUTES = 3.0
 

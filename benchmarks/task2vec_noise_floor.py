@@ -1,8 +1,8 @@
 """Real data: Task2Vec embeddings of SST-2, SQuAD v1.1, SQuAD v2.0, DuoRC (both), DROP and Quoref from
 ../shared/data with a tiny GPT-2 probe and the real GPT-2 tokenizer; the task distance matrix and the
 Monte-Carlo noise floor at K = 1 (baseline) and K = 8 (ours), and whether each pair of different tasks
-is resolved: its distance corrected for the noise of both embeddings (task2vec.correction) is at
-least the noise's share (f_a + f_b)/2 of the raw one. The corrected distances should agree between
+is resolved: at least half of its raw distance is signal, i.e. its distance corrected for the noise
+of both embeddings (task2vec.correction) is at least the bias the correction removed. The corrected distances should agree between
 K = 1 and K = 8 (same data, only the noise differs), the raw ones should not: the run reports both.
 
 DROP is represented by the only DROP questions here that the adapter can use (6 single-span answers

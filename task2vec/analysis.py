@@ -166,28 +166,34 @@ def noise_floor_summary(embeddings: Mapping[str, TaskEmbedding], task_matrix: np
     return {"distance": distance, "tasks": per_task,
             "max_task_level": max(measured) if measured else None,
             "min_task_distance": float(off_diagonal.min()) if off_diagonal.size else None,
-            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); a pair is resolved when its "
-                    "bias-corrected distance is at least (f_a + f_b)/2, the noise's share of the raw distance",
+            "note": "task_level = d(e, e re-embedded with a new Monte-Carlo seed); a pair is resolved when at least "
+                    "half of its raw distance is signal: corrected >= raw - corrected (bias_removed, the bias the "
+                    "full correction removed; bias = (f_a + f_b)/2 is its first-order value, right for small "
+                    "distances only)",
             "pairs": resolved_pairs(list(embeddings), task_matrix, per_task, distance)}
 
 
 def resolved_pairs(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapping[str, dict],
                    distance: str = "task2vec") -> list[dict]:
-    """For each pair of different tasks: raw distance d, both floors, the noise bias (f_a + f_b)/2,
-    the corrected distance and whether the pair is resolved (corrected ≥ bias; None when a floor
-    was not measured)."""
+    """For each pair of different tasks: raw distance d, both floors, the first-order noise bias
+    (f_a + f_b)/2 ("bias"), the corrected distance, the bias it removed ("bias_removed" = raw −
+    corrected) and whether the pair is resolved (corrected ≥ bias_removed, `is_resolved`; None
+    when a floor was not measured or the floors are too large to correct)."""
     pairs = []
     for i, j in zip(*np.triu_indices(len(tasks), 1)):
         floors = [per_task[tasks[k]]["task_level"] for k in (i, j)]
         raw = float(task_matrix[i, j])
         entry: dict[str, Any] = {"tasks": [tasks[i], tasks[j]], "distance": raw, "floors": floors,
-                                 "bias": None, "corrected": None, "resolved": None}
+                                 "bias": None, "corrected": None, "bias_removed": None, "resolved": None}
         if None not in floors:
             corrected = float(corrected_distance(raw, floors[0], floors[1], distance))
-            entry.update(bias=float(noise_bias(*floors)), corrected=corrected if math.isfinite(corrected) else None,
-                         resolved=is_resolved(corrected, *floors))
-            if not math.isfinite(corrected):
-                entry["corrected_reason"] = "noise floors too large to correct"
+            finite = math.isfinite(corrected)
+            entry.update(bias=float(noise_bias(*floors)), corrected=corrected if finite else None,
+                         bias_removed=raw - corrected if finite else None,
+                         resolved=is_resolved(raw=raw, corrected=corrected))
+            if not finite:
+                reason = "noise floors too large to correct"
+                entry.update(corrected_reason=reason, bias_removed_reason=reason, resolved_reason=reason)
         else:
             entry["reason"] = "a task of the pair has no embedding_reseeded.npy (no noise floor)"
         pairs.append(entry)
@@ -195,11 +201,11 @@ def resolved_pairs(tasks: Sequence[str], task_matrix: np.ndarray, per_task: Mapp
 
 
 def noise_floor_verdict(pairs: Sequence[Mapping[str, Any]]) -> str:
-    """One line: how many task pairs the embeddings resolve (corrected distance at least the noise's
-    share (f_a + f_b)/2 of the raw one), and what to do if not all."""
+    """One line: how many task pairs the embeddings resolve (at least half of the raw distance is
+    signal: corrected ≥ raw − corrected, `task2vec.correction.is_resolved`), and what to do if not all."""
     unresolved = [" / ".join(p["tasks"]) for p in pairs if p["resolved"] is False]
     unmeasured = sum(1 for p in pairs if p["resolved"] is None)
-    rule = "bias-corrected distance at least the noise's share (f_a + f_b)/2"
+    rule = "at least half of the raw distance is signal: corrected >= raw - corrected"
     line = (f"verdict: all {len(pairs) - unmeasured} task pairs are resolved ({rule})" if not unresolved
             else f"verdict: {len(unresolved)} of {len(pairs)} task pairs are not resolved ({', '.join(unresolved)}; "
                  f"resolved means {rule}); raise --num_samples")

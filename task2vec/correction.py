@@ -20,7 +20,7 @@ coordinate; each embedding first scaled to unit mean, as `task2vec.distances` do
 3. The floor has δ = 0 and ξ = ε − ε' of variance 2σ²: E[V(f_a)] = σ_a²/2 − σ_a⁴/2. So the
    floor d(e, e') measures TWICE the noise that one noisy embedding adds to a distance
    (f ≈ σ², one embedding adds σ²/2), and the first-order bias of d̂(a, b) is (f_a + f_b)/2,
-   not f_a + f_b.
+   not f_a + f_b. First order in the floors and in d: for small d only (below).
 4. Solving 2 and 3 for V_ab to second order, with V_a = V(f_a):
        V* = [V(d̂) − (V_a + V_b)/2 − (V_a − V_b)²/2] / (1 − 2(V_a + V_b)),    d* = 2V*/(1 + V*).
    To first order d* = d̂ − (f_a + f_b)/2, the correction the README states. The second-order
@@ -29,11 +29,17 @@ coordinate; each embedding first scaled to unit mean, as `task2vec.distances` do
    of 0.005, 6% at 0.03), and at floors like those of the real-data run that is several standard
    errors of a 400-repetition check (tests/test_task2vec_correction.py).
 
-What remains: terms of third order in the floors, and the parts of the second-order ones that
-the model averages away. With noise whose size varies strongly between coordinates, or large
-per-coordinate differences between the tasks, a few percent of d remain (against a raw bias of
-50% to 500% of d in the same simulations); floors above MAX_FLOOR_SUM make the expansion
-meaningless and give NaN.
+Where the first-order formula holds, and what the full correction leaves (measured by a seeded
+simulation with known true distances, benchmarks/task2vec_bias_formula.py; the numbers are in
+benchmarks/results/task2vec_bias_formula.json and docs/task2vec.md):
+- E[d̂] ≈ d + (f_a + f_b)/2 holds for small d only. The noise also shrinks the signal (the
+  factor 1 − s² of step 2) and d = 2V/(1 + V) bends, so the bias falls well below (f_a + f_b)/2
+  as d grows, and subtracting (f_a + f_b)/2 from a large distance over-corrects.
+- The full correction is second-order in the floors, not in d: step 2 keeps h''(δ)/2 ≈
+  1/4 − h(δ) and drops a term (3/4)·s²·tanh⁴(δ/2) that grows with the per-coordinate
+  differences between the tasks, so it under-corrects by a few percent of d at large d, more
+  with larger floors; at small d it leaves under 1% of the bias.
+Floors above MAX_FLOOR_SUM make the expansion meaningless and give NaN.
 
 A corrected distance can be negative: the raw distance was smaller than the noise alone makes it
 on average. It is reported as it is (clipping the point estimate at 0 would bias every mean of
@@ -120,10 +126,23 @@ def corrected_matrix(distances: np.ndarray, floors: np.ndarray, distance: str = 
     return corrected
 
 
-def is_resolved(corrected: float, floor_a: float, floor_b: float) -> bool | None:
-    """Whether a pair of tasks is resolved by its embeddings: the bias-corrected distance is at
-    least the noise's first-order contribution (f_a + f_b)/2, i.e. at least half of the raw
-    distance is signal. None when it cannot be decided (a floor or the correction is NaN)."""
-    if any(value is None or math.isnan(value) for value in (corrected, floor_a, floor_b)):
+def is_resolved(*, raw: float, corrected: float) -> bool | None:
+    """Whether a pair of tasks is resolved by its embeddings: at least half of the raw distance is
+    signal, i.e. the corrected distance is at least the bias the full correction removed,
+    corrected ≥ raw − corrected (equivalently 2·corrected ≥ raw).
+
+    The bias removed is raw − corrected, not the first-order (f_a + f_b)/2: the two agree for
+    small distances only ("Where the first-order formula holds" in the module docstring). For the
+    cosine distance the correction is first-order, so there the rule is corrected ≥ (f_a + f_b)/2.
+
+    Args:
+        raw: d̂(a, b), the distance between the two estimated embeddings.
+        corrected: `corrected_distance(raw, f_a, f_b)` (keyword-only, so the two cannot be swapped).
+
+    Returns:
+        True or False; None when it cannot be decided (the correction is NaN or None: a floor was not
+        measured, or the floors are too large to correct).
+    """
+    if raw is None or corrected is None or math.isnan(raw) or math.isnan(corrected):
         return None
-    return bool(corrected >= float(noise_bias(floor_a, floor_b)))
+    return bool(corrected >= raw - corrected)

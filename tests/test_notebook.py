@@ -97,7 +97,8 @@ def test_the_noise_floor_and_its_verdict_are_printed(executed):
     verdicts = [line for line in printed.splitlines() if line.startswith("verdict: ")]
     assert len(verdicts) == 1 and "15 task pairs" in verdicts[0]
     pairs = [line for line in printed.splitlines() if " vs " in line and "corrected" in line]
-    assert len(pairs) == 15   # every pair: raw distance, noise share, corrected distance, resolved or not
+    assert len(pairs) == 15   # every pair: raw distance, bias removed, corrected distance, resolved or not
+    assert all("bias removed" in line for line in pairs)
     assert all(line.rstrip().endswith(("resolved", "NOT resolved")) for line in pairs)
 
 

@@ -76,6 +76,27 @@ def _per_task_floor_ratios() -> list[float]:
     return [k1 / k8 for k1, k8 in zip(extra["K1"]["floors"], extra["K8"]["floors"])]
 
 
+def _bias_formula(*keys: str) -> dict:
+    """An entry of the bias-formula simulation's summary for the correction's own noise model."""
+    entry = RESULTS["task2vec_bias_formula"]["extra"]["summary"]["lognormal"]
+    for key in keys:
+        entry = entry[key]
+    return entry
+
+
+def _bias_formula_residuals() -> list[float]:
+    """What the full correction leaves at d = 0.2–0.35, % of d, min and max per pair of floors as the
+    docs name them, then the raw bias (% of d) there, the first-order over-correction and, at small d,
+    the largest part of the bias (f_a + f_b)/2 left."""
+    residual = _bias_formula("large_d_residual_percent")
+    values = [residual[floors][end] for floors in ("0.03/0.03", "0.03/0.11", "0.11/0.11", "0.25/0.03")
+              for end in ("min", "max")]
+    raw = _bias_formula("large_d_raw_bias_percent")
+    left = _bias_formula("small_d_residual_share")
+    return [*values, raw["min"], raw["max"], -_bias_formula("large_d_first_order_residual_percent")["min"],
+            100 * max(abs(left["min"]), abs(left["max"]))]
+
+
 def _throughput(variant: str) -> list[float]:
     """The variant's median, min and max ratio to `before`, for each measured (task, shape) in order."""
     values = []
@@ -116,6 +137,18 @@ PHRASES = [
     ("At K = 1 only the {} pairs with SST-2 are resolved; at K = 8, {} of the {}",
      lambda: [_resolved_pairs(1)[0], *_resolved_pairs(8)]),
     ("has a floor ({}) close to its raw distances", lambda: [_noise_floor(8, "drop")]),
+    ("the raw bias is {}–{} times (f_a + f_b)/2 at true distances d ≤ 0.02, but only {}–{}% of it at d = 0.2–0.35",
+     lambda: [_bias_formula("small_d_raw_bias_share", "min"), _bias_formula("small_d_raw_bias_share", "max"),
+              100 * _bias_formula("large_d_raw_bias_share", "min"), 100 * _bias_formula("large_d_raw_bias_share", "max")]),
+    ("leaves +{} to +{}% of d at floors of 0.03, +{} to +{}% at floors of 0.03 and 0.11, +{} to +{}% at floors of "
+     "0.11, and +{} to +{}% with one floor at 0.25 (against a raw bias of {}% to {}% of d there, and a first-order "
+     "subtraction that over-corrects by up to {}% of d); at d ≤ 0.02 it leaves at most {}% of the bias",
+     _bias_formula_residuals),
+    ("at true distances of 0.2–0.35 it adds {}–{}% of that, and the full correction used here still leaves +{} to "
+     "+{}% of the distance",
+     lambda: [100 * _bias_formula("large_d_raw_bias_share", "min"), 100 * _bias_formula("large_d_raw_bias_share", "max"),
+              _bias_formula("large_d_residual_percent", "0.03/0.03", "min"),
+              _bias_formula("large_d_residual_percent", "0.03/0.11", "max")]),
     ("At K = 1 its floor is {}, past where", lambda: [_noise_floor(1, "drop")]),
     ("| **default now** (fused AdamW, SDPA) | **{}×** [{}–{}] | **{}×** [{}–{}] | **{}×** [{}–{}] |",
      lambda: _throughput("default")),

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cosine as scipy_cosine
 
-from task2vec.analysis import subset_diversities
+from task2vec.analysis import noise_floor_verdict, resolved_pairs, subset_diversities
 from task2vec.correction import (MAX_FLOOR_SUM, corrected_distance, corrected_matrix, is_resolved, noise_bias,
                                  noise_scale)
 from task2vec.diversity import corrected_data_diversity, set_statistics
@@ -62,8 +62,61 @@ def test_negative_values_are_kept_and_impossible_inputs_refused():
     matrix = corrected_matrix(np.array([[0.0, 0.1, 0.2], [0.1, 0.0, 0.3], [0.2, 0.3, 0.0]]), np.array([0.01, 0.02, 0.03]))
     assert np.array_equal(matrix, matrix.T) and np.all(np.diag(matrix) == 0.0)
     assert matrix[0, 2] == pytest.approx(float(corrected_distance(0.2, 0.01, 0.03)), rel=1e-15)
-    assert is_resolved(0.02, 0.01, 0.03) is True and is_resolved(0.019, 0.01, 0.03) is False
-    assert is_resolved(0.02, math.nan, 0.03) is None
+    assert is_resolved(raw=0.04, corrected=0.02) is True and is_resolved(raw=0.04, corrected=0.019) is False
+    assert is_resolved(raw=0.3, corrected=math.nan) is None and is_resolved(raw=0.3, corrected=None) is None
+
+
+def test_a_pair_is_resolved_when_half_its_raw_distance_is_signal_beyond_first_order():
+    """is_resolved against a hand computation where the first-order rule (corrected ≥ (f_a + f_b)/2)
+    and the full one (corrected ≥ raw − corrected) disagree: raw 0.18, floors 0.11 and 0.11."""
+    # By hand: V(0.18) = 0.18/1.82 = 9/91, V(0.11) = 0.11/1.89 = 11/189, (V_a − V_b)² = 0;
+    # V* = (9/91 − 11/189)/(1 − 4·11/189) = (100/2457)/(145/189) = 20/377; d* = 2V*/(1 + V*) = 40/397.
+    corrected = float(corrected_distance(0.18, 0.11, 0.11))
+    assert corrected == pytest.approx(40 / 397, rel=1e-13)
+    assert 0.18 - 40 / 397 <= 40 / 397 < (0.11 + 0.11) / 2          # 0.0792 <= 0.1008 < 0.11: they disagree
+    assert is_resolved(raw=0.18, corrected=corrected) is True
+    # raw 0.15: V* = (0.15/1.85 − 11/189)/(145/189) = 0.0298, d* = 0.0579 < 0.15 − 0.0579: not resolved.
+    assert is_resolved(raw=0.15, corrected=float(corrected_distance(0.15, 0.11, 0.11))) is False
+    # The cosine correction is first-order, so there the two rules are the same rule.
+    cosine = float(corrected_distance(0.18, 0.11, 0.11, "cosine"))
+    assert is_resolved(raw=0.18, corrected=cosine) is (cosine >= 0.11) is False
+    with pytest.raises(TypeError):
+        is_resolved(0.18, corrected)        # keyword-only: raw and corrected cannot be swapped unnoticed
+    # The reports use the same rule: a resolved pair although its corrected distance is below (f_a + f_b)/2.
+    matrix = np.array([[0.0, 0.18, 0.15], [0.18, 0.0, 0.15], [0.15, 0.15, 0.0]])
+    pairs = resolved_pairs(["a", "b", "c"], matrix, {name: {"task_level": 0.11} for name in "abc"})
+    assert [pair["resolved"] for pair in pairs] == [True, False, False]
+    assert pairs[0]["bias"] == pytest.approx(0.11) and pairs[0]["bias_removed"] == pytest.approx(0.18 - 40 / 397)
+    assert "2 of 3 task pairs are not resolved (a / c, b / c;" in noise_floor_verdict(pairs)
+
+
+def test_the_first_order_bias_formula_holds_for_small_distances_only():
+    """E[d̂] − d against (f_a + f_b)/2 at true distances of about 0.01 and 0.3, chi-square noise with
+    floors about 0.03 and 0.11 (100 repetitions each; the full grid with standard errors is
+    benchmarks/task2vec_bias_formula.py): at 0.01 the formula holds, at 0.3 the noise adds well
+    under half of it; the full correction under-corrects there (a few percent of d) and the
+    first-order one over-corrects by more."""
+    rng = np.random.default_rng(11)
+    measured = {}
+    for spread in (0.1008, 0.7155):        # true distances about 0.01 and 0.3 (log-ratio sd √2·spread)
+        rows = []
+        for _ in range(100):
+            a, b = true_pair(rng, 2000, spread)
+            a1, a2, b1, b2 = noisy(rng, a, 64.6), noisy(rng, a, 64.6), noisy(rng, b, 16.2), noisy(rng, b, 16.2)
+            raw, f_a, f_b = reference_distance(a1, b1), reference_distance(a1, a2), reference_distance(b1, b2)
+            rows.append((reference_distance(a, b), raw, (f_a + f_b) / 2, float(corrected_distance(raw, f_a, f_b))))
+        truth, raw, half, corrected = np.asarray(rows).T
+        measured[round(float(np.mean(truth)), 2)] = (np.mean(raw - truth) / np.mean(half),
+                                                     np.mean(corrected - truth) / np.mean(truth),
+                                                     np.mean(raw - half - truth) / np.mean(truth))
+    print("\ntrue distance: (raw bias / ((f_a + f_b)/2), full residual / d, first-order residual / d)",
+          {d: tuple(round(float(v), 4) for v in values) for d, values in measured.items()})
+    assert set(measured) == {0.01, 0.3}
+    small_share, _, _ = measured[0.01]
+    large_share, large_residual, large_first_order = measured[0.3]
+    assert 0.95 < small_share < 1.05
+    assert 0.3 < large_share < 0.5
+    assert 0.02 < large_residual < 0.07 and large_first_order < -0.1
 
 
 def test_the_floor_is_twice_what_one_noisy_embedding_adds():
