@@ -55,6 +55,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "mean, std, CI) to this CSV.")
     add_features_cache_arg(parser)
     add_data_file_args(parser)
+    parser.add_argument("--validation_mismatched_file", type=str, default=None,
+                        help="mnli: the mismatched dev set, scored by the same model as --validation_file (the "
+                             "matched one, the primary metric); default dev_mismatched.tsv beside "
+                             "--validation_file, or the Hub's validation_mismatched.")
     add_training_args(parser, learning_rate=2e-5, batch_size=32, epochs=3.0, warmup_ratio=0.06,
                       batch_flag="--batch_size", epochs_flag="--epochs", periodic=False)
     add_allow_changed_args(parser)
@@ -68,6 +72,8 @@ def main(argv: list[str] | None = None) -> dict:
     spec = get_task(args.dataset_name)
     if spec.kind != "classification":
         parser.error(f"--dataset_name {spec.name} is a {spec.kind} task; use run_intermediate_source_GPT2.py")
+    if args.validation_mismatched_file and spec.name != "mnli":
+        parser.error(f"--validation_mismatched_file is for mnli (scored matched and mismatched), not {spec.name}")
     problem = legacy_table_problem(args.results_table, spec.name, spec.metric) if args.results_table else None
     if problem:   # before any training, which could not be recorded
         parser.error(problem)

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from utils.classification.metrics import GLUE_METRICS, METRIC_FUNCTIONS, MetricValue
+from utils.classification.metrics import COMPANION_VALIDATION, GLUE_METRICS, METRIC_FUNCTIONS, MetricValue
 from utils.classification.objective import classification_report, softmax_cross_entropy
 from utils.data.registry import TaskSpec
 
@@ -72,8 +72,20 @@ def evaluation_results(spec: TaskSpec, labels: np.ndarray, outputs: np.ndarray) 
     return results
 
 
+def companion_metrics(spec: TaskSpec) -> tuple[str, ...]:
+    """The task's metrics on its companion dev set (COMPANION_VALIDATION), e.g. MNLI's
+    accuracy_mismatched; () for a task without one."""
+    if spec.name not in COMPANION_VALIDATION:
+        return ()
+    suffix = COMPANION_VALIDATION[spec.name][0]
+    return tuple(f"{name}_{suffix}" for name in metric_names(spec))
+
+
 def reported_metrics(spec: TaskSpec) -> tuple[str, ...]:
     """The metrics summary.json summarises over seeds: the task's, then accuracy and macro-F1 for a
-    class task (the columns every earlier summary had)."""
+    class task (the columns every earlier summary had), then for a task with a companion dev set
+    its metrics named by set (MNLI: accuracy_matched, the same number as accuracy, and
+    accuracy_mismatched)."""
     extra = () if spec.is_regression else ("accuracy", "macro_f1")
-    return tuple(dict.fromkeys(metric_names(spec) + extra))
+    named = tuple(f"{name}_matched" for name in metric_names(spec)) if spec.name in COMPANION_VALIDATION else ()
+    return tuple(dict.fromkeys(metric_names(spec) + extra + named + companion_metrics(spec)))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.classification.evaluation import metric_names, primary_metric, reported_metrics
+from utils.classification.evaluation import companion_metrics, metric_names, primary_metric, reported_metrics
 from utils.data.registry import TaskSpec
 from utils.results.seed_statistics import json_ready, summarize
 from utils.results.table import (LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS, append_row, existing_columns,
@@ -102,7 +102,7 @@ def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs
     summary = {
         "target_task": spec.name,
         "primary_metric": primary_metric(spec),
-        "metrics": list(metric_names(spec)),
+        "metrics": [*metric_names(spec), *companion_metrics(spec)],
         "pretrained_model": pretrained,
         "lineage": lineage,
         **chain_description(lineage, pretrained),

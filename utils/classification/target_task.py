@@ -22,10 +22,12 @@ import torch
 
 from utils.models.checkpoint import build_lineage, save_checkpoint
 from utils.models.loading import LoadedModel, load_model, require_positions
-from utils.classification.evaluation import evaluation_results, predictions_of, primary_metric, selection_score
+from utils.classification.evaluation import (companion_metrics, evaluation_results, metric_names, predictions_of,
+                                             primary_metric, selection_score)
+from utils.classification.metrics import COMPANION_VALIDATION
 from utils.classification.objective import ClassificationObjective, RegressionObjective, classification_features
 from utils.classification.summary import append_results_table, build_summary
-from utils.data.loading import load_task_data, same_file_warning
+from utils.data.loading import companion_file, load_task_data, same_file_warning
 from utils.training.distributed import barrier, broadcast_from_main, main_process_first
 from utils.run.errors import ToolkitError
 from utils.data.feature_cache import build_features, source_digest, tokenizer_digest
@@ -129,6 +131,8 @@ class TargetData:
     eval_rows: Any
     eval_records: list[dict]
     holdout: dict          # the selection object's hold-out part: rule, holdout_size, holdout_classes, problem
+    # A companion dev set the same model is scored on (MNLI mismatched): (metric suffix, rows, records).
+    companion: tuple[str, Any, list[dict]] | None = None
 
 
 def _outputs(model, rows, objective: ClassificationObjective | RegressionObjective, batch_size: int,
@@ -190,6 +194,14 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         return None
     labels = np.asarray(data.eval_rows["labels"])
     results = {"primary_metric": primary_metric(spec), **evaluation_results(spec, labels, outputs)}
+    if data.companion is not None:   # the same model on the second dev set; the first one's named too
+        suffix, rows, records = data.companion
+        other = _outputs(model, rows, objective, settings.per_device_eval_batch_size, ctx)
+        other_labels = np.asarray(rows["labels"])
+        results.update({f"eval_{name}_matched": results[f"eval_{name}"] for name in metric_names(spec)})
+        results.update({f"{key}_{suffix}": value for key, value in evaluation_results(spec, other_labels, other).items()})
+        results[f"eval_samples_{suffix}"] = len(other_labels)
+        write_jsonl(run_dir / f"predictions_{suffix}.jsonl", prediction_rows(spec, records, other_labels, other))
     results.update({"eval_samples": len(labels), "train_examples": len(data.train_rows),
                     "train_loss": train_metrics["train_loss"], "train_steps": train_metrics["train_steps"],
                     "selection": selection, **{f"selection_{key}": value for key, value in choice.items()},
@@ -292,6 +304,15 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
             logger.warning("the hold-out cannot choose the epoch (%s): every run keeps its last epoch; give more "
                            "training data or a larger --holdout_size, or use --selection last", holdout["problem"])
     eval_records, eval_subset = stratified_sample(eval_data.records, args.max_eval_samples, args.data_seed)
+    companion_data = None
+    if spec.name in COMPANION_VALIDATION:
+        suffix, other = COMPANION_VALIDATION[spec.name]
+        file = companion_file(args.validation_file, args.validation_mismatched_file, suffix,
+                              "--validation_mismatched_file")
+        companion_data = load_task_data(other, "validation", file, **columns)
+        require_labels(companion_data.records, f"{suffix} validation", companion_data.stats.source)
+        companion_records, companion_subset = stratified_sample(companion_data.records, args.max_eval_samples,
+                                                                args.data_seed)
 
     attention = resolve_attention(args.attn_implementation)
     reference = load_model(args.pretrained_model, "classification", label_names=spec.label_names,
@@ -314,7 +335,9 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
 
     with main_process_first(dist_ctx):
         data = TargetData(features(train_records, "train"), features(holdout_records, "holdout"),
-                          features(eval_records, "eval"), eval_records, holdout)
+                          features(eval_records, "eval"), eval_records, holdout,
+                          (suffix, features(companion_records, f"eval_{suffix}"), companion_records)
+                          if companion_data else None)
     if dist_ctx.is_main:
         write_run_args(output_dir, args, {"seeds": seeds, "resume": resumed, "train_sentences": len(train_records),
                                           "holdout_sentences": len(holdout_records), "eval_sentences": len(eval_records),
@@ -322,11 +345,16 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
                                           "precision": precision.name,
                                           **speed_choices(loop_settings(args), reference.model.config._attn_implementation,
                                                          dist_ctx.device)})
-        for name, loaded in (("train", train_data), ("validation", eval_data)):
+        loaded_splits = [("train", train_data), ("validation", eval_data)]
+        subsets = {"train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
+                   "holdout": {"seed": args.data_seed, "count": len(holdout_records),
+                               "ids": [r["id"] for r in holdout_records]}}
+        if companion_data:
+            loaded_splits.append((f"validation_{suffix}", companion_data))
+            subsets[f"validation_{suffix}"] = companion_subset.to_dict()
+        for name, loaded in loaded_splits:
             write_json(output_dir / f"adapter_stats_{name}.json", loaded.stats.to_dict())
-        write_json(output_dir / "data_subsets.json", {
-            "train": train_subset.to_dict(), "validation": eval_subset.to_dict(),
-            "holdout": {"seed": args.data_seed, "count": len(holdout_records), "ids": [r["id"] for r in holdout_records]}})
+        write_json(output_dir / "data_subsets.json", subsets)
         logger.info("%s from %s: %d training, %d hold-out, %d validation sentences; seeds %s", spec.name,
                     args.pretrained_model, len(train_records), len(holdout_records), len(eval_records), seeds)
     runs = []
@@ -363,16 +391,20 @@ def _run_target(args: argparse.Namespace, spec: TaskSpec, seeds: list[int], run:
         write_json(output_dir / "summary.json", summary)
         if args.results_table:
             append_results_table(Path(args.results_table), summary, args.max_train_samples, args.selection)
-        score = summary[f"eval_{metric}"]
-        if score["mean"] is None:
-            logger.warning("%s %s: %s", spec.name, metric, score["reason"])
-        elif score["n"] > 1:
-            logger.info("%s %s over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", spec.name, metric, score["n"],
-                        score["mean"], score["std"], score["ci_low"], score["ci_high"])
-        else:
-            logger.info("%s %s of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
-                        spec.name, metric, score["mean"])
+        for name in (metric, *companion_metrics(spec)):
+            _log_over_seeds(spec.name, name, summary[f"eval_{name}"])
     return summary
+
+
+def _log_over_seeds(task: str, metric: str, score: dict) -> None:
+    if score["mean"] is None:
+        logger.warning("%s %s: %s", task, metric, score["reason"])
+    elif score["n"] > 1:
+        logger.info("%s %s over %d runs: %.4f ± %.4f (95%% CI %.4f–%.4f)", task, metric, score["n"],
+                    score["mean"], score["std"], score["ci_low"], score["ci_high"])
+    else:
+        logger.info("%s %s of one run: %.4f (one seed gives no std or confidence interval; use --num_runs)",
+                    task, metric, score["mean"])
 
 
 def _shown(value: float | None) -> str:

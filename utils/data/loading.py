@@ -278,6 +278,30 @@ def load_task_data(task: str | TaskSpec, split: str = "train", file: str | os.Pa
 
 # ----------------------------------------------------------------------------- train vs evaluation data
 
+def companion_file(validation_file: str | os.PathLike | None, explicit: str | os.PathLike | None, suffix: str,
+                   flag: str) -> str | None:
+    """The local file of a task's companion dev set (MNLI's mismatched one): `explicit` when given;
+    else, beside `validation_file`, GLUE's dev_<suffix>.tsv or the validation file's own name with
+    "matched" turned into "<suffix>"; None when there is no local validation file (the Hub's split).
+
+    Raises:
+        ToolkitError: a local validation file with no companion beside it (name it with `flag`).
+    """
+    if explicit is not None:
+        return str(explicit)
+    if validation_file is None:
+        return None
+    given = Path(validation_file).expanduser()
+    candidates = [given.parent / f"dev_{suffix}.tsv"]
+    if "matched" in given.name:
+        candidates.append(given.parent / given.name.replace("matched", suffix, 1))
+    for candidate in candidates:
+        if candidate.exists() and candidate.resolve() != given.resolve():
+            return str(candidate)
+    raise ToolkitError(f"--validation_file {validation_file}: the {suffix} dev set is evaluated too, and none of "
+                       f"{', '.join(c.name for c in candidates)} lies beside it; give its file with {flag}")
+
+
 def same_file_warning(train_file: str | os.PathLike | None, validation_file: str | os.PathLike | None) -> str | None:
     """A warning when the training and evaluation data are one file (or folder), else None.
 

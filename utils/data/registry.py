@@ -183,7 +183,8 @@ _TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("mnli", ("mnli-m", "mnli_matched", "glue;mnli", "glue-mnli", "glue;mnli_matched"),
              "classification", False, "nyu-mll/glue", "mnli", _MNLI_MATCHED_SPLITS, "glue", "accuracy",
              label_names=_MNLI_LABELS, text_pair_required=True, table=_MNLI_TABLE,
-             notes="Validation is dev_matched.tsv (Hub validation_matched: the training genres). " + _GLUE_NOTE),
+             notes="Validation is dev_matched.tsv (Hub validation_matched: the training genres); the target "
+                   "script scores the same model on dev_mismatched.tsv too. " + _GLUE_NOTE),
     TaskSpec("mnli-mm", ("mnli_mismatched", "glue;mnli_mismatched", "glue-mnli-mm", "mnli_mm"),
              "classification", False, "nyu-mll/glue", "mnli", _MNLI_MISMATCHED_SPLITS, "glue", "accuracy",
              label_names=_MNLI_LABELS, text_pair_required=True, table=_MNLI_TABLE,
