@@ -126,3 +126,15 @@ def test_seed_resampling_intervals_cover_the_truth():
         hits += interval.low <= truth <= interval.high
     print(f"coverage of 95% seed-resampling intervals of Regret@3: {hits / 1000:.3f}")
     assert 0.92 <= hits / 1000 <= 0.98
+
+
+def test_every_logme_ranking_says_its_values_are_not_the_package_s():
+    from task2vec.selection.logme import LOGME_NOTE
+    from task2vec.selection.report import leaderboard_lines
+
+    condition = {"algorithm": "sequential", "metric": "accuracy", "max_train_samples": "", "selection": "last",
+                 "objectives": "span", "base_model": "gpt2"}
+    entry = {"condition": condition, "selector": "logme", "note": LOGME_NOTE, "predicted": {},
+             "scores": {"spearman": {"value": 0.5, "ci_low": 0.1, "ci_high": 0.9}}}
+    lines = leaderboard_lines("rte", [entry], 3)
+    assert lines[-1] == f"      note: {LOGME_NOTE}" and "N < D" in LOGME_NOTE

@@ -117,3 +117,48 @@ def test_logme_ranks_label_features_above_noise():
     scores = rng.normal(size=200)
     assert logme(np.c_[scores + rng.normal(0, 0.1, 200), rng.normal(size=200)], scores, regression=True) > \
         logme(rng.normal(size=(200, 2)), scores, regression=True)
+
+
+def package_fixed_point(features, target):
+    """thuml/LogME's default, LogME._fit_fixed_point as published, for N <= D (its SVD branch): the
+    log-determinant sums over the min(N, D) singular values only."""
+    n, d = features.shape
+    u, s, _ = np.linalg.svd(features, full_matrices=False)
+    sigma = (s ** 2).reshape(-1, 1)
+    x2 = (u.T @ target.reshape(-1, 1)) ** 2
+    rest = float((target ** 2).sum() - x2.sum())
+    alpha, beta = 1.0, 1.0
+    for _ in range(11):
+        t = alpha / beta
+        gamma = (sigma / (sigma + t)).sum()
+        m2 = (sigma * x2 / ((t + sigma) ** 2)).sum()
+        res2 = (x2 / ((1 + sigma / t) ** 2)).sum() + rest
+        alpha, beta = gamma / (m2 + 1e-5), (n - gamma) / (res2 + 1e-5)
+        if abs(alpha / beta - t) / t <= 1e-3:
+            break
+    value = (d / 2 * np.log(alpha) + n / 2 * np.log(beta) - 0.5 * np.sum(np.log(alpha + beta * sigma))
+             - beta / 2 * res2 - alpha / 2 * m2 - n / 2 * np.log(2 * np.pi))
+    return float(value) / n
+
+
+@pytest.mark.slow
+def test_logme_against_the_package_agrees_for_n_at_least_d_only(capsys):
+    """Where N >= D the package's default equals ours (within its 11-iteration, 0.1% stopping
+    rule); at N = 128 < D = 384 (N < D as in the toolkit's default regime, N <= 256 texts of
+    768-d features) ours is still the exact evidence at its maximiser (a perturbation of α or β
+    lowers it), while the package's is not the evidence at all."""
+    rng = np.random.default_rng(0)
+    gaps = []
+    for n, d in ((300, 40), (128, 384)):
+        features = rng.normal(size=(n, d)) * np.exp(-np.arange(d) / (d / 8))      # a decaying spectrum
+        target = (features @ rng.normal(size=d) + rng.normal(0, 2, n) > 0).astype(np.float64)
+        ours = column_evidence(features, target)
+        exact = evidence(features, target, ours.alpha, ours.beta)
+        assert ours.value == pytest.approx(exact, rel=1e-9)
+        for a, b in ((1.05, 1), (1 / 1.05, 1), (1, 1.05), (1, 1 / 1.05)):
+            assert evidence(features, target, ours.alpha * a, ours.beta * b) < exact
+        gaps.append(package_fixed_point(features, target) / ours.value)
+    assert gaps[0] == pytest.approx(1.0, abs=1e-3)
+    assert round(gaps[1], 1) == -3.8    # of the opposite sign: D − N log α terms left out (docs/selection.md)
+    with capsys.disabled():
+        print(f"package / exact LogME: N > D {gaps[0]:.4f}, N = 128 < D = 384 {gaps[1]:.2f}")

@@ -25,6 +25,7 @@ from task2vec.reporting import json_safe
 from task2vec.selection.inputs import (EMBEDDING_SELECTORS, TEXT_SELECTORS, DataPlan, embeddings_for, logme_inputs,
                                        text_inputs)
 from task2vec.selection.leaderboard import score_ranking
+from task2vec.selection.logme import LOGME_NOTE
 from task2vec.selection.measured import measured_conditions
 from task2vec.selection.report import leaderboard_lines, plot_selection, write_csv
 from task2vec.selection.selectors import SELECTORS, SelectionInputs, predict
@@ -127,6 +128,7 @@ def run_selection(args: argparse.Namespace, selectors: list[str], targets: list[
                 entries.append({"condition": condition.condition, "selector": name,
                                 **({"values": prediction.values} if prediction.values else {}),
                                 **({"values_reason": prediction.reason} if prediction.reason else {}),
+                                **({"note": LOGME_NOTE} if name == "logme" else {}),
                                 "predicted": dict(zip(["+".join(s) for s in sets], predicted.tolist())),
                                 "scores": score_ranking(predicted, condition, k=args.k, samples=max(1, args.bootstrap),
                                                         seed=args.seed, confidence=args.confidence)})

@@ -15,13 +15,25 @@ maximising (α, β) solve the fixed point (MacKay 1992, the published algorithm'
 iterated here to convergence (relative change of α/β below `tolerance`), then the evidence is
 evaluated exactly at the result. LogME = evidence / N, averaged over target columns: the one-hot
 columns of a class target, the single column of a regression target. Higher is better.
+
+The sum over i runs over all D eigenvalues of FᵀF, the zero ones included (each adds log α). The
+thuml/LogME package's default (`LogME._fit_fixed_point`) sums over the min(N, D) singular values
+only (its pull request #24), so where N < D, as in this toolkit's default regime (at most 256
+texts of 768-dimensional GPT-2 features), its values are not the evidence and are not comparable
+with these (tests/test_selection_scores.py measures the gap); where N ≥ D the two agree.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
 
 import numpy as np
+
+# Printed and written wherever a LogME value is reported.
+LOGME_NOTE = ("LogME here is the exact log evidence / N; the thuml/LogME package's values differ where texts are "
+              "fewer than feature dimensions (N < D: its fixed point drops the D - N zero eigenvalues), so do not "
+              "compare the two")
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,8 @@ def leaderboard_lines(target: str, entries: list[dict], k: int) -> list[str]:
                      + ", ".join(f"{name} {_interval(value)}" for name, value in scores.items()))
         if entry.get("values_reason"):
             lines.append(f"      raw values: {entry['values_reason']}")
+        if entry.get("note"):
+            lines.append(f"      note: {entry['note']}")
     return lines
 
 
@@ -53,7 +55,7 @@ def write_csv(path: Path, report: dict) -> None:
                     writer.writerow([target, label, entry["selector"] or "", "", "", "", "", entry["skipped"]])
                     continue
                 for name, value in entry["scores"].items():
-                    note = "; ".join(filter(None, [value.get("reason"), entry.get("values_reason")]))
+                    note = "; ".join(filter(None, [value.get("reason"), entry.get("values_reason"), entry.get("note")]))
                     writer.writerow([target, label, entry["selector"], name,
                                      *("" if value.get(key) is None else value[key] for key in ("value", "ci_low", "ci_high")),
                                      note])
