@@ -9,6 +9,7 @@ from safetensors.torch import load_file, save_file
 
 from tests.conftest import run_module
 from utils.models.checkpoint import INCOMPLETE_MARKER, build_lineage, read_lineage, save_checkpoint, sha256_file
+from utils.data.samples import sample_file
 from utils.models.loading import load_model
 from utils.run.errors import CheckpointError, HubUnavailableError
 from utils.training.runtime import set_seed
@@ -118,6 +119,26 @@ def test_weights_changed_after_saving_are_detected(tiny_checkpoint, tmp_path):
         handle.write(b"\x00" * 8)
     with pytest.raises(CheckpointError, match="sha256"):
         load_model(folder, "lm")
+
+
+@pytest.mark.parametrize("lineage", [True, False])
+def test_cut_weights_are_one_line_with_or_without_a_lineage(tiny_checkpoint, tmp_path, lineage):
+    """Any save_pretrained folder (no lineage.json, so no recorded sha256) whose model.safetensors
+    was cut short: a one-line error naming the file, exit status 2 from the script."""
+    folder = tmp_path / "cut"
+    shutil.copytree(tiny_checkpoint, folder)
+    if not lineage:
+        (folder / "lineage.json").unlink()
+    weights = folder / "model.safetensors"
+    with open(weights, "r+b") as handle:
+        handle.truncate(weights.stat().st_size // 2)
+    with pytest.raises(CheckpointError, match=r"model\.safetensors: not a complete safetensors file"):
+        load_model(folder, "lm")
+    done = run_module("run_target_task_GPT2_sst2_multiple.py", "--pretrained_model", str(folder), "--train_file",
+                      str(sample_file("sst2", "train")), "--validation_file", str(sample_file("sst2", "validation")),
+                      "--num_runs", "1", "--output_dir", str(tmp_path / "out"))
+    assert done.returncode == 2 and done.stderr.strip().count("\n") == 0, done.stderr[-2000:]
+    assert done.stderr.startswith("error: ") and "not a complete safetensors file" in done.stderr
 
 
 def test_folders_that_are_not_checkpoints(tiny_checkpoint, tmp_path):

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 from utils.models.families import family_of
@@ -67,17 +68,42 @@ def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
     return digest.hexdigest()
 
 
-def weights_sha256(folder: str | os.PathLike) -> str:
-    """sha256 of the folder's weights: `model.safetensors`, or the digests of its shards in
+def weight_files(folder: str | os.PathLike) -> list[Path]:
+    """The folder's safetensors files: `model.safetensors`, or the shards its index names, in
     file-name order."""
     folder = Path(folder)
     single = folder / WEIGHTS_FILE
     if single.exists():
-        return sha256_file(single)
+        return [single]
     index = json.loads((folder / WEIGHTS_INDEX_FILE).read_text(encoding="utf-8"))
+    return [folder / shard for shard in sorted(set(index["weight_map"].values()))]
+
+
+def require_readable_weights(folder: str | os.PathLike) -> None:
+    """Open each weights file's safetensors header, which must describe exactly the file's bytes.
+
+    Raises:
+        CheckpointError: a file that is missing, cut short or not safetensors at all, so that a
+            checkpoint without lineage.json (no recorded sha256 to compare) fails in one line too.
+    """
+    for path in weight_files(folder):
+        try:
+            with safe_open(str(path), framework="pt"):
+                pass
+        except (SafetensorError, OSError) as err:
+            raise CheckpointError(f"{path}: not a complete safetensors file ({err}); the weights were cut short "
+                                  "or damaged after saving: save the checkpoint again") from None
+
+
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of the folder's weights: `model.safetensors`, or the digests of its shards in
+    file-name order."""
+    files = weight_files(folder)
+    if files == [Path(folder) / WEIGHTS_FILE]:
+        return sha256_file(files[0])
     digest = hashlib.sha256()
-    for shard in sorted(set(index["weight_map"].values())):
-        digest.update(sha256_file(folder / shard).encode())
+    for shard in files:
+        digest.update(sha256_file(shard).encode())
     return digest.hexdigest()
 
 
@@ -238,6 +264,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
         extra = (" (it has PyTorch pickle weights only; convert them with save_pretrained to "
                  "safetensors)") if any(folder.glob("*.bin")) else ""
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{extra}")
+    require_readable_weights(folder)
     lineage = read_lineage(folder)
     digest = weights_sha256(folder)
     if lineage is not None and lineage.get("sha256") and digest != lineage["sha256"]:
