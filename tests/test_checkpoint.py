@@ -141,6 +141,19 @@ def test_cut_weights_are_one_line_with_or_without_a_lineage(tiny_checkpoint, tmp
     assert done.stderr.startswith("error: ") and "not a complete safetensors file" in done.stderr
 
 
+def test_the_space_a_save_needs_counts_the_tokenizer_and_stays_a_lower_bound(tiny_checkpoint, tmp_path):
+    """The full-disk check once counted the weights only, refused nothing, and the save then failed
+    on the tokenizer: it counts tokenizer.json as written, and never more than the folder takes."""
+    from utils.models.checkpoint import checkpoint_bytes
+
+    loaded = load_model(tiny_checkpoint, "lm")
+    saved = save_checkpoint(loaded.model, loaded.tokenizer, tmp_path / "saved", read_lineage(tiny_checkpoint))
+    sizes = {p.name: p.stat().st_size for p in saved.iterdir()}
+    assert checkpoint_bytes(loaded.model, loaded.tokenizer) - checkpoint_bytes(loaded.model) == sizes["tokenizer.json"]
+    assert sizes["tokenizer.json"] + sizes["config.json"] < checkpoint_bytes(loaded.model, loaded.tokenizer) \
+        <= sum(sizes.values())
+
+
 def test_folders_that_are_not_checkpoints(tiny_checkpoint, tmp_path):
     with pytest.raises(CheckpointError, match="not a folder"):
         load_model(tmp_path / "nowhere", "lm")

@@ -185,7 +185,7 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
         raise ValueError("set tokenizer.pad_token and model.config.pad_token_id (equal) before saving")
     destination = Path(output_dir).resolve()
     destination.parent.mkdir(parents=True, exist_ok=True)
-    needed = checkpoint_bytes(model)
+    needed = checkpoint_bytes(model, tokenizer)
     require_free_space(destination.parent, needed, f"saving the checkpoint {destination}")
     staging = staging_folder(destination)
     make_shareable(staging)
@@ -211,10 +211,11 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
     return destination
 
 
-def checkpoint_bytes(model: torch.nn.Module) -> int:
-    """The bytes of a checkpoint's weights: each distinct tensor of the state dict once (tied
-    weights are saved once). A lower bound of the folder's size (the tokenizer files come on top:
-    about 3 MB for GPT-2's), so a save refused for it could never have fitted."""
+def checkpoint_bytes(model: torch.nn.Module, tokenizer: Any = None) -> int:
+    """A lower bound of the bytes a checkpoint folder takes: each distinct tensor of the state dict
+    once (tied weights are saved once), config.json, and the tokenizer's tokenizer.json as it is
+    written (for GPT-2's vocabulary several times the weights of a tiny model), so a save refused
+    for it could never have fitted."""
     seen: set[tuple[int, int]] = set()
     total = 0
     for tensor in model.state_dict().values():
@@ -222,6 +223,10 @@ def checkpoint_bytes(model: torch.nn.Module) -> int:
         if key not in seen:
             seen.add(key)
             total += tensor.numel() * tensor.element_size()
+    total += len(model.config.to_json_string().encode())
+    backend = getattr(tokenizer, "backend_tokenizer", None)     # a fast tokenizer: tokenizer.json
+    if backend is not None:
+        total += len(backend.to_str(pretty=True).encode())
     return total
 
 
