@@ -39,6 +39,8 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
+from utils.classification.metrics import metric_range
+
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
 from utils.run.errors import DataError, UnknownTaskError
@@ -211,8 +213,10 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     """Mean, std and t-interval over all the seeds of several runs, from each run's n, mean, std.
 
     N = Σ n_i; mean = Σ n_i m_i / N; (N − 1)·std² = Σ (n_i − 1) s_i² + Σ n_i (m_i − mean)²;
-    CI = mean ± t_{(1+c)/2, N−1}·std/√N. A run of one seed has no within-run variance (its std
-    may be NaN). std and CI are NaN when N = 1, or when a run of several seeds lacks its std.
+    CI = mean ± t_{(1+c)/2, N−1}·std/√N, intersected with the range of the runs' metric (accuracy
+    [0, 1], a correlation [−1, 1]; utils.classification.metrics.metric_range). A run of one seed
+    has no within-run variance (its std may be NaN). std and CI are NaN when N = 1, or when a run
+    of several seeds lacks its std.
     """
     n = np.array([run["n"] for run in runs], dtype=np.float64)
     means = np.array([run["mean"] for run in runs], dtype=np.float64)
@@ -224,8 +228,11 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     if total > 1 and np.all(np.isfinite(within)):
         std = math.sqrt(float(within.sum() + (n * np.square(means - mean)).sum()) / (total - 1))
     half = float(stats.t.ppf((1 + confidence) / 2, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
-    return {"n_seeds": int(total), "mean": mean, "std": std,
-            "ci_low": mean - half, "ci_high": mean + half}
+    bounds = metric_range(str(runs[0].get("metric", ""))) if runs else None
+    low, high = mean - half, mean + half
+    if bounds is not None and math.isfinite(half):
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n_seeds": int(total), "mean": mean, "std": std, "ci_low": low, "ci_high": high}
 
 
 def distinct_runs(rows: Sequence[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[int]]:

@@ -72,6 +72,19 @@ def test_summary_matches_scipy():
     assert summary["std"] == pytest.approx(np.std(values, ddof=1))
     assert (summary["ci_low"], summary["ci_high"]) == (pytest.approx(low), pytest.approx(high))
     assert (summary["min"], summary["max"], summary["n"]) == (0.9, 0.93, 5)
+    # A bounded metric's interval is the t-interval intersected with its range (RTE, two seeds).
+    two = [0.25, 0.75]
+    t_low, t_high = stats.t.interval(0.95, 1, loc=0.5, scale=stats.sem(two))
+    assert t_low < -2 and t_high > 3
+    clipped = summarize(two, bounds=(0.0, 1.0))
+    assert (clipped["ci_low"], clipped["ci_high"], clipped["mean"]) == (0.0, 1.0, 0.5)
+    inside = summarize(values, bounds=(0.0, 1.0))
+    assert (inside["ci_low"], inside["ci_high"]) == (pytest.approx(low), pytest.approx(high))
+    from utils.classification.summary import metric_summary
+    runs = [{"seed": 1, "eval_accuracy": 0.9, "eval_matthews_correlation": -0.9},
+            {"seed": 2, "eval_accuracy": 0.2, "eval_matthews_correlation": 0.1}]
+    accuracy, mcc = metric_summary(runs, "eval_accuracy"), metric_summary(runs, "eval_matthews_correlation")
+    assert (accuracy["ci_low"], accuracy["ci_high"]) == (0.0, 1.0) and (mcc["ci_low"], mcc["ci_high"]) == (-1.0, 1.0)
     single = summarize([0.5])
     # One run says nothing about the spread: NaN, never 0.
     assert single["mean"] == 0.5 and single["n"] == 1

@@ -628,3 +628,17 @@ def test_runs_sharing_seeds_are_flagged_and_rerun_rows_are_duplicates():
     other_checkpoint = source_set_point([row(2, "13;21"), row(3, "13;21", pretrained="ckpt2")], 0.95)
     assert other_checkpoint["duplicate_lines"] == [] and not other_checkpoint["runs_share_seeds"]
     assert other_checkpoint["n_seeds"] == 4
+
+
+def test_pooled_intervals_of_bounded_metrics_stay_in_their_range():
+    """Two seeds of an accuracy 0.25 and 0.75: the t-interval [-2.68, 3.68] is cut to [0, 1]; a
+    correlation's to [-1, 1]; a tight one is left as it is."""
+    from task2vec.transfer import pooled_summary
+
+    wide = {"n": 2, "mean": 0.5, "std": float(np.std([0.25, 0.75], ddof=1))}
+    assert (pooled_summary([{**wide, "metric": "accuracy"}], 0.95)["ci_low"],
+            pooled_summary([{**wide, "metric": "accuracy"}], 0.95)["ci_high"]) == (0.0, 1.0)
+    correlation = pooled_summary([{**wide, "mean": -0.5, "metric": "matthews_correlation"}], 0.95)
+    assert (correlation["ci_low"], correlation["ci_high"]) == (-1.0, 1.0)
+    tight = pooled_summary([{"n": 5, "mean": 0.9, "std": 0.01, "metric": "accuracy"}], 0.95)
+    assert tight["ci_high"] == pytest.approx(0.9 + 2.776445 * 0.01 / np.sqrt(5), abs=1e-6)

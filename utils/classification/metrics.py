@@ -121,6 +121,19 @@ def average_ranks(values: np.ndarray) -> np.ndarray:
 METRIC_FUNCTIONS = {"accuracy": accuracy, "f1": binary_f1, "matthews_correlation": matthews_correlation,
                     "pearson": pearson, "spearmanr": spearman}
 
+# The range of each metric summarised over seeds (the interval of its mean stays within it).
+METRIC_RANGES: Mapping[str, tuple[float, float]] = {
+    "accuracy": (0.0, 1.0), "f1": (0.0, 1.0), "macro_f1": (0.0, 1.0),
+    "matthews_correlation": (-1.0, 1.0), "pearson": (-1.0, 1.0), "spearmanr": (-1.0, 1.0)}
+
+
+def metric_range(name: str) -> tuple[float, float] | None:
+    """The range of a metric, its dev-set suffix ignored (accuracy_mismatched is an accuracy); None
+    for an unbounded one."""
+    for suffix in ("_matched", "_mismatched"):
+        name = name.removesuffix(suffix)
+    return METRIC_RANGES.get(name)
+
 
 def task_metrics(task: str, labels: Sequence, predictions: Sequence) -> dict[str, MetricValue]:
     """Every metric of a GLUE task, the primary one first (`GLUE_METRICS`).

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+from utils.classification.metrics import metric_range
 from utils.classification.evaluation import companion_metrics, metric_names, primary_metric, reported_metrics
 from utils.data.registry import TaskSpec
 from utils.results.seed_statistics import json_ready, summarize
@@ -71,7 +72,7 @@ def metric_summary(runs: list[dict], key: str) -> dict:
         reason = f"{key} is undefined for seed(s) {', '.join(map(str, undefined))} (see their all_results.json)"
         return {"n": len(runs), **{name: None for name in ("mean", "std", "ci_low", "ci_high", "min", "max")},
                 "confidence": 0.95, "reason": reason}
-    return json_ready(summarize([float(run[key]) for run in runs]))
+    return json_ready(summarize([float(run[key]) for run in runs], bounds=metric_range(key.removeprefix("eval_"))))
 
 
 def selection_summary(runs: list[dict]) -> dict | None:

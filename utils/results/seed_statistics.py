@@ -25,11 +25,15 @@ from utils.classification.metrics import METRIC_FUNCTIONS
 from utils.data.records import read_jsonl
 
 
-def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+def summarize(values: Sequence[float], confidence: float = 0.95,
+              bounds: tuple[float, float] | None = None) -> dict[str, float]:
     """n, mean, std (ddof 1), the Student-t confidence interval of the mean, min and max.
 
     CI = mean ± t_{(1+c)/2, n−1} · std / √n. With one value there is no estimate of the spread:
     std and the CI bounds are NaN (never 0, which would claim a run-to-run spread of nothing).
+    With `bounds` (a metric's range, e.g. [0, 1] for accuracy) the interval is intersected with
+    them: the true mean lies in the range, so the cut part holds no value it could take (with few
+    seeds the t-interval of an accuracy can reach below 0 or above 1).
     """
     array = np.asarray(values, dtype=np.float64)
     n = len(array)
@@ -38,7 +42,10 @@ def summarize(values: Sequence[float], confidence: float = 0.95) -> dict[str, fl
     mean = float(array.mean())
     std = float(array.std(ddof=1)) if n > 1 else math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half,
+    low, high = mean - half, mean + half
+    if bounds is not None and n > 1:
+        low, high = max(low, bounds[0]), min(high, bounds[1])
+    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
             "confidence": confidence, "min": float(array.min()), "max": float(array.max())}
 
 
