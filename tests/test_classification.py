@@ -188,5 +188,6 @@ def test_seeds_subsets_and_holdout():
     records = [{"id": str(i), "text": "x", "label": i % 2} for i in range(100)]
     subset, _ = stratified_sample(records, 30, seed=0)
     assert len(subset) == 30 and subset == stratified_sample(records, 30, seed=0)[0] != stratified_sample(records, 30, seed=1)[0]
-    train, holdout = split_holdout(subset, 1000, seed=0)
+    train, holdout, classes = split_holdout(subset, 1000, seed=0)
     assert len(holdout) == 3 and len(train) == 27 and not {r["id"] for r in train} & {r["id"] for r in holdout}
+    assert classes == 2
