@@ -7,6 +7,7 @@ import pytest
 import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
 from tests.conftest import REPO_ROOT, run_module
+from utils.data.loading import load_task_data
 from utils.data.samples import sample_file
 from utils.models.tiny_model import build_tiny_model
 
@@ -101,6 +102,13 @@ def test_user_errors(tiny_checkpoint, tmp_path):
                       "--train_file", TRAIN, "--validation_file", str(sample_file("sst2", "train").parent / "test.tsv"),
                       "--output_dir", str(tmp_path / "b"))
     assert done.returncode == 2 and "no labels" in done.stderr and "Traceback" not in done.stderr
+    renamed = tmp_path / "renamed.tsv"     # the label column under another name: the message names the flag
+    renamed.write_text("sentence\tsentiment\nA fine film .\t1\nA dull film .\t0\n", encoding="utf-8")
+    done = run_module("run_target_task_GPT2_sst2_multiple.py", "--pretrained_model", str(tiny_checkpoint),
+                      "--train_file", str(renamed), "--validation_file", str(sample_file("sst2", "validation")),
+                      "--output_dir", str(tmp_path / "d"))
+    assert done.returncode == 2 and "give it with --label_column NAME" in done.stderr
+    assert [r["label"] for r in load_task_data("sst2", "train", renamed, label_column="sentiment").records] == [1, 0]
     done = run_module("run_target_task_GPT2_sst2_multiple.py", "--num_runs", "2", "--seeds", "1", "2", "3",
                       "--output_dir", str(tmp_path / "c"))
     assert done.returncode == 2 and "--num_runs" in done.stderr

@@ -54,8 +54,9 @@ logger = logging.getLogger(__name__)
 def require_labels(records: list[dict], what: str, file: str) -> None:
     """Refuse unlabelled records (GLUE's test file) for training or evaluation."""
     if any(record["label"] == UNLABELLED for record in records):
-        raise ToolkitError(f"{file}: the {what} data has no labels (GLUE test files hide them); use a labelled file, "
-                           "e.g. dev.tsv for validation")
+        raise ToolkitError(f"{file}: the {what} data has no labels: no label column was found. If the file has one "
+                           "under another name, give it with --label_column NAME; GLUE test files hide their labels, "
+                           "so use a labelled file (e.g. dev.tsv for validation)")
 
 
 def split_holdout(records: list[dict], size: int, seed: int) -> tuple[list[dict], list[dict], int]:
