@@ -110,7 +110,7 @@ cat <<SUMMARY
   one row per source in $OUT/results_table.csv, their paired comparison in $OUT/comparison.json;
   RTE (pair, accuracy) and STS-B (regression, Pearson), 2 seeds each      -> $OUT/target_rte_*/, $OUT/target_stsb_*/
 5 Reptile across squad, squad_v2, duorc-s, evaluated on held-out quoref   -> $OUT/logs/qa_tasks_demo/,
-  FOMAML and multi-task at the same passes                                -> $OUT/logs/qa_tasks_demo_fomaml/, .._multitask/
+  FOMAML and multi-task at the same training tokens                      -> $OUT/logs/qa_tasks_demo_fomaml/, .._multitask/
   then SST-2 from each, compared with the plain model                     -> $OUT/target_sst2_reptile/ (and _fomaml,
                                                                              _multitask), $OUT/meta_comparison.json
 6 Task2Vec embeddings with their noise floors                             -> $OUT/TaskEmb/,
@@ -132,7 +132,7 @@ for target in ('rte', 'stsb'):
         shown.append('%s %s' % (name, 'undefined (%s)' % score['reason'] if score['mean'] is None else '%.3f' % score['mean']))
     print('%s %s on the 8 dev examples, mean of 2 seeds:' % (target.upper(), summary['primary_metric']), ', '.join(shown))"
 cat <<SUMMARY
-Why these numbers are at chance: the model is a random 2-layer GPT-2 trained for seconds on a few
+Why these numbers are at chance: the model is a random 2-layer $FAMILY model trained for seconds on a few
 dozen examples per task, so SST-2 accuracy near 0.5, QA F1 near 0, an STS-B Pearson anywhere in
 [-1, 1] on 8 pairs, a transfer difference within the noise, and selectors scored against noise
 are what it should give. The numbers prove the plumbing, not the method: every stage ran, wrote

@@ -81,6 +81,7 @@ def test_demo_builds_the_tiny_model_and_reports_every_task(tmp_path):
     for name, accuracy in accuracies.items():
         assert f"{name} {accuracy:.3f}" in summary, name
     assert "chance" in summary and "plumbing, not the method" in summary
+    assert "a random 2-layer gpt2 model" in summary      # the family run, as FAMILY=llama names llama
     # The selectors rank the three chains' source sets for SST-2 (squad; squad, squad_v2; and all three).
     selection = json.loads((out / "selection" / "selection.json").read_text())
     sequential = [e for e in selection["targets"]["sst2"]["leaderboard"] if e["condition"]["algorithm"] == "sequential"]
