@@ -50,6 +50,7 @@ BENCHMARKS = (
     Benchmark("response_times", 3.0, "bounds"),
     Benchmark("task2vec_noise_floor", 15.0, "quality"),
     Benchmark("task2vec_bias_formula", 1.5, "quality"),
+    Benchmark("task2vec_head_fit", 3.0, "speed"),
 )
 QUICK_MINUTES = 3.0
 

@@ -45,7 +45,7 @@ from utils.models.tokenization import truncation_note
 from utils.training.distributed import DistContext, broadcast_from_main, gather_to_main
 from utils.run.errors import ToolkitError
 from utils.run.outputs import library_versions, utc_now
-from utils.run.progress import PROGRESS_INTERVAL_S, Progress
+from utils.run.progress import PROGRESS_INTERVAL_S, Progress, format_duration
 from utils.data.registry import TaskSpec
 
 logger = logging.getLogger(__name__)
@@ -299,6 +299,8 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
     """Fit the probe's head on the main process and give every process the same weights.
 
     Only the rows the step schedule uses get cached hidden states (at most steps x batch size).
+    Logs a line before and after, and, without a bar, the step and ETA every
+    `ctx.progress_interval_s` seconds.
     """
     report: dict = {"steps": 0}
     if settings.head.steps and ctx.dist.is_main:
@@ -307,9 +309,19 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
         used = sorted({i for step in schedule for i in step})
         cached = cache_hidden_states(probe, [rows[i] for i in used], collate, settings.chunk_size, ctx.device,
                                      ctx.autocast)
+        tokens = int(sum(len(rows[i]["input_ids"]) for i in used))
+        # The head's steps are the longest part of a small probe's embedding (a softmax over the
+        # vocabulary per token per step): say what runs before it runs, and what it gave.
+        logger.info("%s: fitting the %s head, %d AdamW steps of %d sequences (learning rate %g, weight decay %g) "
+                    "on %d cached sequences, %d tokens", task, probe.kind, settings.head.steps,
+                    settings.head.batch_size, settings.head.learning_rate, settings.head.weight_decay, len(used),
+                    tokens)
         report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device,
-                          progress=ctx.progress)
-        report["cached_tokens"] = int(sum(len(rows[i]["input_ids"]) for i in used))
+                          progress=ctx.progress, interval_s=ctx.progress_interval_s, description=f"head {task}")
+        report["cached_tokens"] = tokens
+        logger.info("%s: head fitted in %s; loss over all %d predictions %.4f (minibatch losses %.4f over the "
+                    "first steps, %.4f over the last)", task, format_duration(report["seconds"]),
+                    report["predictions"], report["full_data_loss"], report["first_loss"], report["last_loss"])
     if settings.head.steps and ctx.dist.enabled:
         state = broadcast_from_main(ctx.dist, {k: v.cpu() for k, v in probe.head.state_dict().items()})
         probe.head.load_state_dict(state)

@@ -8,22 +8,27 @@ head IS the token embedding matrix; fitting the tied head would rewrite the embe
   (every token -> start and end logits), initialised N(0, initializer_range) from the seed.
 The head is fitted for a fixed number of steps (AdamW, minibatches of sequences drawn with an
 explicit generator) on the body's final hidden states, computed once, so the step budget, not the
-data size, sets how far it moves. The probe then exposes three prediction functions for
+data size, sets how far it moves (`fit_head` gives the objective and the update). The vocabulary
+head's loss and gradient are formed a few rows of logits at a time (`lm_head_loss`), never as a
+(tokens, vocabulary) tensor. The probe then exposes three prediction functions for
 task2vec.fisher: next tokens, classes, span ends.
 """
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 from transformers.modeling_outputs import CausalLMOutput
 
-from task2vec.predictions import OutputFn, Predictions, next_token_predictions
+from task2vec.predictions import (OutputFn, Predictions, accumulator_dtype, next_token_predictions,
+                                  probability_chunks)
 from utils.classification.objective import ClassificationObjective
+from utils.run.progress import Progress
 from utils.training.objectives import CausalLMObjective, SpanObjective
 
 
@@ -147,13 +152,87 @@ def cache_hidden_states(model: ProbeModel, rows: Sequence[dict], collate: Callab
     return cached
 
 
-def _head_loss(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: list[dict],
-               device: torch.device) -> torch.Tensor:
-    """Mean loss of the head on some rows' cached hidden states."""
-    if kind == "lm":
-        inputs = torch.cat([h[:-1] for h in hidden]).to(device)                      # (N_tokens, d)
-        targets = torch.cat([torch.as_tensor(r["input_ids"][1:]) for r in rows]).to(device)
-        return F.cross_entropy(head(inputs).float(), targets)
+@dataclass(frozen=True)
+class HeadLoss:
+    """A head's mean loss on some predictions and, when asked for, its gradient."""
+
+    loss: float
+    count: int                                 # N, the predictions averaged over
+    weight_grad: torch.Tensor | None = None    # (C, d), dL/dW
+    bias_grad: torch.Tensor | None = None      # (C,), dL/db (None for a head without a bias)
+
+
+def lm_head_loss(features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
+                 bias: torch.Tensor | None = None, *, gradient: bool = True) -> HeadLoss:
+    """Mean cross-entropy of a vocabulary head on fixed features, and its exact gradient.
+
+        L(W, b) = -(1/N) sum_n log p_n[y_n],        p_n = softmax(W f_n + b),
+        dL/dW = (1/N) sum_n (p_n - e_{y_n}) f_n^T,   dL/db = (1/N) sum_n (p_n - e_{y_n}),
+
+    the numbers `F.cross_entropy(F.linear(f, W, b), y)` and autograd give. The probabilities come
+    from `task2vec.predictions.probability_chunks`, the chunked softmax the Fisher estimators read
+    (about 8 MB of logits at a time on a CPU, the bias inside addmm, one reused buffer), so the
+    (N, C) logits, their log-softmax and its gradient are never formed: for 800 tokens of GPT-2's
+    vocabulary each of those is 160 MB, and passing over them, not arithmetic, was the cost. With a
+    bias, the gradient of [W b] is [f 1]^T (P - Y), one product per chunk. Computed in fp32 (fp64
+    for fp64 features); a target probability that underflows (its logit ~100 below the row's
+    largest) is recomputed exactly from that row's log-softmax.
+
+    Args:
+        features: (N, d) the head's inputs (cached final hidden states; never differentiated).
+        targets: (N,) long, the class of each row.
+        weight: (C, d); bias: (C,) or None. Read only.
+        gradient: also form dL/dW and dL/db (in the weight's dtype).
+
+    Raises:
+        ValueError: no rows.
+    """
+    count = features.size(0)
+    if count == 0:
+        raise ValueError("no predictions to fit the head on (every sequence shorter than 2 tokens?)")
+    dtype = accumulator_dtype(features)
+    device = features.device
+    predictions = Predictions(torch.ones(1, count, dtype=torch.bool, device=device), targets.unsqueeze(0),
+                              features=features.unsqueeze(0), head_weight=weight, head_bias=bias)
+    inputs = features.detach().to(dtype)                                                 # (N, d)
+    if bias is not None:
+        inputs = torch.cat([inputs, torch.ones(count, 1, dtype=dtype, device=device)], dim=1)   # (N, d + 1)
+    grad_t = torch.zeros(inputs.size(1), weight.size(0), dtype=dtype, device=device) if gradient else None
+    picked = torch.empty(count, dtype=dtype, device=device)                              # p_n[y_n]
+    positions = torch.arange(count, device=device)
+    for rows, probs in probability_chunks(predictions):
+        index, chosen = positions[:rows.stop - rows.start], targets[rows]
+        picked[rows] = probs[index, chosen]
+        if grad_t is not None:
+            probs[index, chosen] = picked[rows] - 1.0                                    # P - Y, in place
+            grad_t.addmm_(inputs[rows].T, probs)                                         # (d[+1], C)
+    log_picked = picked.log()
+    lost = picked < torch.finfo(dtype).tiny
+    if bool(lost.any()):
+        logits = F.linear(features.detach()[lost].to(dtype), weight.detach().to(dtype),
+                          None if bias is None else bias.detach().to(dtype))
+        log_picked[lost] = torch.log_softmax(logits, dim=-1).gather(-1, targets[lost, None]).squeeze(-1)
+    loss = -float(log_picked.double().sum()) / count
+    if grad_t is None:
+        return HeadLoss(loss, count)
+    grad_t /= count
+    width = features.size(1)
+    weight_grad = grad_t[:width].T.contiguous().to(weight.dtype)
+    bias_grad = None if bias is None else grad_t[width].to(bias.dtype)
+    return HeadLoss(loss, count, weight_grad, bias_grad)
+
+
+def _lm_tokens(hidden: list[torch.Tensor], rows: list[dict], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, d) features and (N,) targets of every next-token prediction of some rows: position t
+    predicts token t + 1."""
+    features = torch.cat([h[:-1] for h in hidden]).to(device)
+    targets = torch.cat([torch.as_tensor(r["input_ids"][1:]) for r in rows]).to(device)
+    return features, targets
+
+
+def _task_head_loss(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: list[dict],
+                    device: torch.device) -> torch.Tensor:
+    """Mean loss of a task head (classification or span) on some rows' cached hidden states."""
     if kind == "classification":
         pooled = torch.stack([h[-1] for h in hidden]).to(device)                     # (b, d)
         targets = torch.tensor([r["labels"] for r in rows], device=device)
@@ -168,6 +247,17 @@ def _head_loss(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: lis
         targets = torch.tensor([row["start_positions"], row["end_positions"]], device=device)
         losses.append(F.cross_entropy(scores.T, targets))
     return torch.stack(losses).mean()
+
+
+@torch.no_grad()
+def head_data_loss(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: list[dict],
+                   device: torch.device) -> float:
+    """The objective of `fit_head` on all the given rows at once (for lm: the mean cross-entropy
+    over every next token of every row, not a mean of minibatch means)."""
+    if kind == "lm":
+        features, targets = _lm_tokens(hidden, rows, device)
+        return lm_head_loss(features, targets, head.weight, head.bias, gradient=False).loss
+    return float(_task_head_loss(head, kind, hidden, rows, device))
 
 
 def head_schedule(num_rows: int, settings: HeadSettings, generator: torch.Generator) -> list[list[int]]:
@@ -185,25 +275,82 @@ def head_schedule(num_rows: int, settings: HeadSettings, generator: torch.Genera
 
 def fit_head(head: nn.Module, kind: str, hidden: dict[int, torch.Tensor], rows: Sequence[dict],
              schedule: list[list[int]], settings: HeadSettings, device: torch.device,
-             progress: bool = False) -> dict[str, float]:
-    """Fit `head` in place, one AdamW step per entry of `schedule`; returns the mean loss of the
-    first and last steps.
+             progress: bool = False, *, interval_s: float | None = None,
+             description: str = "fitting the head") -> dict:
+    """Fit `head` in place, one AdamW step per entry of `schedule`, on cached hidden states.
+
+    Step s is one AdamW step on the mean cross-entropy of its rows' predictions P_s,
+
+        L_s(theta) = -(1/|P_s|) sum_{n in P_s} log softmax(head_theta(h_n))[y_n],
+
+    with h_n the body's final hidden state (lm: every next token of the step's sequences;
+    classification: each sequence's class from its last real token; span: a mean over windows of the
+    start and end losses over the context and the null slot). The update is torch's AdamW (betas 0.9,
+    0.999, eps 1e-8) with decoupled weight decay lambda = `weight_decay` and learning rate
+    eta = `learning_rate`:
+
+        theta <- theta (1 - eta lambda) - eta m_hat / (sqrt(v_hat) + eps),
+
+    so no penalty enters L_s, and the budget of steps, not convergence, decides the fit: Adam moves a
+    weight by about eta per step at most, so the head ends within about eta * steps, in every
+    weight, of where it started (the pretrained LM head, or a task head's N(0, initializer_range)
+    draw). The LM head's gradient is `lm_head_loss`'s (exact, chunked: no (tokens, vocabulary)
+    tensor); a task head's, a few classes wide, is autograd's. Deterministic given the schedule (on
+    a CPU bit for bit).
 
     Args:
         hidden: row index -> its (T_i, d) cached final hidden states (every row the schedule uses).
         rows: the probe rows, indexed as in `schedule`.
+        progress: a bar (a person at a terminal); without one a line every `interval_s` seconds
+            (None: no line) with the step, the total, the ETA and the last step's loss.
+        description: what the bar and the lines call the loop.
+
+    Returns:
+        {"steps", "first_loss", "last_loss" (means of the first and last <= 10 steps' minibatch losses),
+        "full_data_loss" (the fitted head's objective on every row of `hidden` at once, one more pass
+        over them), "predictions" (how many that averaged), "seconds"}; {"steps": 0} for no schedule.
+
+    Raises:
+        RuntimeError: a step's loss is NaN or infinite.
     """
     if not schedule:
         return {"steps": 0}
+    began = time.perf_counter()
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, eps=1e-8,
                                   weight_decay=settings.weight_decay)
     losses: list[float] = []
-    for chosen in tqdm(schedule, desc="fitting the head", unit="step", disable=not progress):
-        loss = _head_loss(head, kind, [hidden[i] for i in chosen], [rows[i] for i in chosen], device)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        losses.append(loss.item())
+    with Progress(len(schedule), description, bar=progress, unit="step", interval_s=interval_s) as bar:
+        for chosen in schedule:
+            losses.append(_head_step(head, kind, [hidden[i] for i in chosen], [rows[i] for i in chosen], device,
+                                     optimizer))
+            if not math.isfinite(losses[-1]):
+                raise RuntimeError(f"{description}: the loss of step {len(losses)} is {losses[-1]}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.update()
+    every = sorted(hidden)
+    final = head_data_loss(head, kind, [hidden[i] for i in every], [rows[i] for i in every], device)
     window = max(1, min(10, len(losses) // 2))
+    per_row = {"classification": 1, "span": 2}
+    predictions = sum(len(rows[i]["input_ids"]) - 1 if kind == "lm" else per_row[kind] for i in every)
     return {"steps": len(schedule), "first_loss": sum(losses[:window]) / window,
-            "last_loss": sum(losses[-window:]) / window}
+            "last_loss": sum(losses[-window:]) / window, "full_data_loss": final,
+            "predictions": predictions, "seconds": round(time.perf_counter() - began, 3)}
+
+
+def _head_step(head: nn.Module, kind: str, hidden: list[torch.Tensor], rows: list[dict], device: torch.device,
+               optimizer: torch.optim.Optimizer) -> float:
+    """One AdamW step on some rows; their mean loss before the step."""
+    optimizer.zero_grad(set_to_none=True)
+    if kind == "lm":
+        features, targets = _lm_tokens(hidden, rows, device)
+        result = lm_head_loss(features, targets, head.weight, head.bias)
+        head.weight.grad = result.weight_grad
+        if head.bias is not None:
+            head.bias.grad = result.bias_grad
+        loss = result.loss
+    else:
+        value = _task_head_loss(head, kind, hidden, rows, device)
+        value.backward()
+        loss = value.item()
+    optimizer.step()
+    return loss
