@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import tempfile
 from pathlib import Path
 
 from recording import provenance, write_result
-from scipy import stats
 
 import maml_qa
 from utils.data.synthetic_qa import meta_learning_family, write_family
 from utils.models.tiny_model import build_tiny_model
+from utils.results.seed_statistics import summarize
 
 WINDOWS = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
            "--features_cache_dir", "none", "--no_progress"]
@@ -53,11 +51,11 @@ def run(folder: Path, files: list[str], model: Path, seed: int, algorithm: str, 
     return curve
 
 
-def interval(values: list[float]) -> dict[str, float]:
-    """Mean and 95% Student-t interval over seeds."""
-    mean = statistics.mean(values)
-    half = stats.t.ppf(0.975, len(values) - 1) * statistics.stdev(values) / math.sqrt(len(values))
-    return {"mean": mean, "ci_low": mean - half, "ci_high": mean + half}
+def interval(values: list[float], bounds: tuple[float, float] = (0.0, 100.0)) -> dict[str, float]:
+    """Mean and 95% Student-t interval over seeds, cut to the range of F1 (or of a difference of
+    two F1s), as the target script cuts its intervals (utils.results.seed_statistics.summarize)."""
+    summary = summarize(values, bounds=bounds)
+    return {"mean": summary["mean"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"]}
 
 
 def main() -> None:
@@ -79,7 +77,8 @@ def main() -> None:
     summary = {name: {f"f1_{k}": interval([curves[name][s][f"f1_{k}"] for s in args.seeds]) for k in STEPS}
                for name in ALGORITHMS}
     paired = {name: {f"f1_{k}": interval([curves[name][s][f"f1_{k}"] - curves["initial"][s][f"f1_{k}"]
-                                          for s in args.seeds]) for k in STEPS} for name in ALGORITHMS[1:]}
+                                          for s in args.seeds], bounds=(-100.0, 100.0)) for k in STEPS}
+              for name in ALGORITHMS[1:]}
     best = max(ALGORITHMS[1:], key=lambda name: summary[name]["f1_30"]["mean"])
     result = {
         "name": "meta_baselines",
