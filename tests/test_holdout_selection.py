@@ -75,6 +75,22 @@ def test_the_epoch_is_the_best_unless_the_hold_out_cannot_tell_them_apart():
     assert choose_epoch([0.2, 0.7], "too small") == (None, "too small")
 
 
+def test_the_summary_names_the_seeds_that_fell_back_and_the_rule_they_took():
+    from utils.classification.summary import selection_summary
+
+    def run(seed, reason):
+        return {"seed": seed, "selection": "holdout", "selection_rule": "last" if reason else "holdout",
+                "selection_degenerate": reason is not None, "selection_reason": reason, "holdout_size": 2,
+                "holdout_classes": 2}
+
+    constant = "the hold-out metric is 0 at every epoch"
+    mixed = selection_summary([run(13, constant), run(21, None), run(42, constant)])
+    assert mixed == {"requested": "holdout", "rule": "mixed", "holdout_size": 2, "holdout_classes": 2,
+                     "degenerate": True, "reason": f"seeds 13, 42: {constant}; the last epoch was kept"}
+    assert selection_summary([run(21, None)])["reason"] is None
+    assert selection_summary([{"seed": 1, "selection": "holdout"}]) is None     # seeds of an earlier version
+
+
 def write_cola(path, total: int) -> None:
     """A CoLA-layout TSV (no header: source, label, mark, sentence), 70% acceptable."""
     rng = np.random.default_rng(1)
@@ -136,8 +152,8 @@ def test_a_one_class_hold_out_is_reported_and_the_last_epoch_kept(tiny_checkpoin
     summary = run("cola", tiny_checkpoint, out, sample_file("cola", "train"), "--holdout_size", "1")
     choice = summary["selection"]
     assert choice == {"requested": "holdout", "rule": "last", "holdout_size": 1, "holdout_classes": 1,
-                      "degenerate": True, "reason": "every one of the 1 hold-out examples has the same class "
-                                                    "(seeds 3: the last epoch was kept)"}
+                      "degenerate": True, "reason": "seed 3: every one of the 1 hold-out examples has the same "
+                                                    "class; the last epoch was kept"}
     results = json.loads((out / "runs" / "seed_3" / "all_results.json").read_text())
     assert results["selected_epoch"] == 2 and results["selection_rule"] == "last" and results["train_examples"] == 11
     assert "the hold-out cannot choose the epoch (every one of the 1 hold-out examples" in caplog.text

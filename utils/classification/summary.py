@@ -84,13 +84,16 @@ def selection_summary(runs: list[dict]) -> dict | None:
         return None
     rules = {run["selection_rule"] for run in choices}
     fallen = [run for run in choices if run["selection_degenerate"]]
-    reasons = sorted({run["selection_reason"] for run in fallen})
+    by_reason: dict[str, list[str]] = {}
+    for run in fallen:
+        by_reason.setdefault(run["selection_reason"], []).append(str(run["seed"]))
     first = choices[0]
     return {"requested": first["selection"], "rule": rules.pop() if len(rules) == 1 else "mixed",
             "holdout_size": first["holdout_size"], "holdout_classes": first["holdout_classes"],
             "degenerate": bool(fallen),
-            "reason": None if not fallen else "; ".join(reasons) + f" (seeds {', '.join(str(r['seed']) for r in fallen)}:"
-                                                                   " the last epoch was kept)"}
+            "reason": None if not fallen else "; ".join(f"seed{'s' * (len(seeds) > 1)} {', '.join(seeds)}: {reason}"
+                                                        for reason, seeds in by_reason.items())
+            + "; the last epoch was kept"}
 
 
 def build_summary(*, spec: TaskSpec, pretrained: str, lineage: dict | None, runs: list[dict], settings: dict,
