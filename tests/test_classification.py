@@ -12,7 +12,7 @@ from utils.classification.objective import ClassificationObjective, classificati
 from utils.results.seed_statistics import bootstrap_difference, bootstrap_metric_difference, compare, summarize
 from utils.data.subsets import stratified_sample
 from utils.classification.args import resolve_seeds
-from utils.classification.target_task import split_holdout
+from utils.classification.selection import split_holdout
 from utils.run.errors import DataError, ToolkitError
 
 LABELS = ("negative", "positive")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import run_target_task_GPT2_sst2_multiple as target
-from utils.classification.target_task import choose_epoch, holdout_problem, split_holdout
+from utils.classification.selection import choose_epoch, holdout_problem, split_holdout
 from utils.data.registry import get_task
 from utils.data.samples import sample_file
 

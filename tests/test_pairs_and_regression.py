@@ -124,10 +124,13 @@ def colour_model(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("rule, threshold", [("first", 0.85), ("second", 0.95), ("overlap", 0.5)])
-def test_both_texts_reach_the_model(rule, threshold, colour_model, tmp_path):
-    """800 steps of the project's loop on 2,000 synthetic pairs, scored on 300 others: accuracy (chance
-    0.5) for the two class rules, Pearson's r for the overlap regression."""
+# Comparing the two first words is learned in a sudden step whose place moves with the library
+# versions (at 800 steps one install gave 0.79, the steps around it 0.98): 1,600 steps clear it.
+@pytest.mark.parametrize("rule, threshold, steps", [("first", 0.85, 1600), ("second", 0.95, 800),
+                                                    ("overlap", 0.5, 800)])
+def test_both_texts_reach_the_model(rule, threshold, steps, colour_model, tmp_path):
+    """800 or 1,600 steps of the project's loop on 2,000 synthetic pairs, scored on 300 others:
+    accuracy (chance 0.5) for the two class rules, Pearson's r for the overlap regression."""
     regression = rule == "overlap"
     set_seed(0)
     loaded = load_model(colour_model, "classification", label_names=None if regression else ("no", "yes"),
@@ -143,8 +146,8 @@ def test_both_texts_reach_the_model(rule, threshold, colour_model, tmp_path):
     device = torch.device("cpu")
     ctx = LoopContext(device, resolve_precision("fp32", device), DistContext(0, 1, 0, device), tmp_path,
                       JsonlLog(tmp_path / "log.jsonl"), False)
-    settings = LoopSettings(learning_rate=3e-3, max_steps=800, per_device_train_batch_size=32, warmup_ratio=0.1,
-                            logging_steps=1000)
+    settings = LoopSettings(learning_rate=3e-3, max_steps=steps, per_device_train_batch_size=32, warmup_ratio=0.1,
+                            logging_steps=2000)
     train(loaded.model, train_rows, [len(r["input_ids"]) for r in train_rows], objective, settings, ctx,
           save_model=lambda model, folder: None)
     model = loaded.model.eval()
