@@ -39,10 +39,10 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from utils.classification.metrics import metric_range
-
 from task2vec.correlation import correlate
 from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
+from utils.classification.metrics import metric_range
+from utils.results.seed_statistics import bounded_interval
 from utils.run.errors import DataError, UnknownTaskError
 from utils.results.table import RESULTS_TABLE_KEY_COLUMNS, existing_columns, read_rows, row_score
 from utils.data.registry import get_task
@@ -228,10 +228,7 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     if total > 1 and np.all(np.isfinite(within)):
         std = math.sqrt(float(within.sum() + (n * np.square(means - mean)).sum()) / (total - 1))
     half = float(stats.t.ppf((1 + confidence) / 2, total - 1)) * std / math.sqrt(total) if total > 1 else math.nan
-    bounds = metric_range(str(runs[0].get("metric", ""))) if runs else None
-    low, high = mean - half, mean + half
-    if bounds is not None and math.isfinite(half):
-        low, high = max(low, bounds[0]), min(high, bounds[1])
+    low, high = bounded_interval(mean, half, metric_range(str(runs[0].get("metric", ""))) if runs else None)
     return {"n_seeds": int(total), "mean": mean, "std": std, "ci_low": low, "ci_high": high}
 
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from utils.classification.metrics import metric_range
 from utils.classification.evaluation import companion_metrics, metric_names, primary_metric, reported_metrics
+from utils.classification.metrics import metric_range
 from utils.data.registry import TaskSpec
 from utils.results.seed_statistics import json_ready, summarize
 from utils.results.table import (LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS, append_row, existing_columns,

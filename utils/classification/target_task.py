@@ -101,7 +101,8 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         score = None if outputs is None else selection_score(spec, np.asarray(data.holdout_rows["labels"]), outputs)
         score = broadcast_from_main(ctx.dist, score)
         best["curve"].append(score)
-        if best["epoch"] is None or score > best["score"]:
+        # A copy of the weights only where they may be chosen: never when the hold-out is known unusable.
+        if data.holdout["problem"] is None and (best["epoch"] is None or score > best["score"]):
             best.update(score=score, epoch=epoch,
                         state={k: v.detach().to("cpu", copy=True) for k, v in current.state_dict().items()})
         return {"epoch": epoch, holdout_key: _finite_or_none(score)}
@@ -122,8 +123,8 @@ def run_seed(*, seed: int, pretrained: str, spec: TaskSpec, data: TargetData, se
         choice = {"rule": "last" if reason else "holdout", "degenerate": reason is not None, "reason": reason}
         if reason and ctx.dist.is_main:
             logger.warning("seed %d: the hold-out cannot choose the epoch (%s); the last epoch is kept", seed, reason)
-        if not reason and best["epoch"] != len(best["curve"]):
-            model.load_state_dict(best["state"])
+        if not reason and selected != len(best["curve"]):
+            model.load_state_dict(best["state"])   # the copy of the first best epoch, the one choose_epoch names
     if save_model == "best" and ctx.dist.is_main:
         _save_run_model(model, loaded, spec, seed, run_dir)
     outputs = _outputs(model, data.eval_rows, objective, settings.per_device_eval_batch_size, ctx)

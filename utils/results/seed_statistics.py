@@ -42,11 +42,18 @@ def summarize(values: Sequence[float], confidence: float = 0.95,
     mean = float(array.mean())
     std = float(array.std(ddof=1)) if n > 1 else math.nan
     half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-    low, high = mean - half, mean + half
-    if bounds is not None and n > 1:
-        low, high = max(low, bounds[0]), min(high, bounds[1])
+    low, high = bounded_interval(mean, half, bounds)
     return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
             "confidence": confidence, "min": float(array.min()), "max": float(array.max())}
+
+
+def bounded_interval(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
+    """(mean − half, mean + half) intersected with `bounds` (a metric's range; None: unbounded);
+    NaN bounds stay NaN (no spread estimate)."""
+    low, high = mean - half, mean + half
+    if bounds is None or not math.isfinite(half):
+        return low, high
+    return max(low, bounds[0]), min(high, bounds[1])
 
 
 ONE_RUN_REASON = "one run: no spread estimate"
