@@ -1,2 +1,2 @@
-"""Run plumbing every command shares: flags and the entry point (`cli`), errors, file writing (`fs`,
-`outputs`), one run per output folder (`folder`), the start of a training run (`setup`), progress."""
+"""Run plumbing every command shares: flags, errors, output files and the run folder, progress and the
+entry point."""

@@ -1,12 +1,8 @@
-"""Errors that mean "the user gave us something we cannot use".
-
-Scripts turn these into a one-line message and a non-zero exit (see `utils.run.cli.run_entry_point`);
-anything else is a bug and keeps its stack trace.
-"""
+"""Errors that mean "the user gave us something we cannot use": scripts turn them into one line and
+exit status 2 (`utils.run.progress.run_entry_point`); anything else is a bug and keeps its trace."""
 from __future__ import annotations
 
-# The message of a JSON file whose nesting exceeds Python's recursion limit while it is parsed
-# (e.g. `[[[[...]]]]` thousands deep): no data file of ours is nested like that.
+# A JSON file nested deeper than Python's recursion limit (`[[[[...]]]]`): no data file is.
 JSON_TOO_DEEP = "JSON nested too deeply to be a data file"
 
 
@@ -15,31 +11,15 @@ class ToolkitError(Exception):
 
 
 class DataError(ToolkitError):
-    """A data file, or one record in it, cannot be read as the task requires.
-
-    The message names the file, the record (its id or position) and the field, so the user can
-    open the file at the right place.
-    """
+    """A data file, or one record in it, cannot be read as the task requires. The message starts
+    with 'FILE: record R: field F: ' (the parts that are known), so the user can open the file at
+    the right place."""
 
     def __init__(self, message: str, *, file: str | None = None, record: str | int | None = None,
                  field: str | None = None) -> None:
-        self.file = file
-        self.record = record
-        self.field = field
-        self.detail = message
-        super().__init__(format_location(file, record, field) + message)
-
-
-def format_location(file: str | None, record: str | int | None, field: str | None) -> str:
-    """'FILE: record R: field F: ' with the parts that are known, in that order."""
-    parts = []
-    if file is not None:
-        parts.append(str(file))
-    if record is not None:
-        parts.append(f"record {record}")
-    if field is not None:
-        parts.append(f"field '{field}'")
-    return "".join(part + ": " for part in parts)
+        parts = [str(file) if file is not None else None, f"record {record}" if record is not None else None,
+                 f"field '{field}'" if field is not None else None]
+        super().__init__("".join(f"{part}: " for part in parts if part is not None) + message)
 
 
 class UnknownTaskError(ToolkitError):
