@@ -1,6 +1,5 @@
-"""`python -m utils.tiny_model`: a tiny causal LM of any family, built offline (the builder is
-utils.models.tiny_model.build_tiny_model; this module is its command line, which checks its flags and
-holds the output folder before torch and transformers load).
+"""`python -m utils.tiny_model`: a tiny causal LM of any family, built offline (utils.models.tiny),
+its flags and output folder checked before torch and transformers load.
 
     python -m utils.tiny_model --output_dir tiny_gpt2 [--n_layer 2 --n_embd 32 ...]
     python -m utils.tiny_model --output_dir tiny_gpt2 --tokenizer ../shared/data/tiny_gpt2
@@ -12,11 +11,11 @@ import argparse
 import logging
 from pathlib import Path
 
-from utils.data.samples import SAMPLES_DIR
+from utils.data.loading import SAMPLES_DIR
 from utils.models.families import FAMILIES
-from utils.run.cli import (add_output_args, add_progress_arg, add_seed_arg, positive_int, progress_enabled,
-                           silence_library_progress_bars, unit_interval_float)
-from utils.run.folder import hold_run_folder
+from utils.run.flags import add_output_args, add_progress_arg, add_seed_arg, number
+from utils.run.progress import progress_enabled, run_entry_point, silence_library_progress_bars
+from utils.run.outputs import hold_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -29,15 +28,15 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--family", choices=tuple(FAMILIES), default="gpt2",
                        help="Model family (utils.models.families): gpt2 (default), gpt_neo, gpt_neox (Pythia's "
                             "layout), llama (Llama / SmolLM / Qwen2's layout).")
-    group.add_argument("--n_layer", type=positive_int, default=2, help="Transformer blocks (any family).")
-    group.add_argument("--n_embd", type=positive_int, default=32, help="Hidden size.")
-    group.add_argument("--n_head", type=positive_int, default=2, help="Attention heads (divides --n_embd).")
-    group.add_argument("--n_positions", type=positive_int, default=512,
+    group.add_argument("--n_layer", type=number(int, minimum=1), default=2, help="Transformer blocks (any family).")
+    group.add_argument("--n_embd", type=number(int, minimum=1), default=32, help="Hidden size.")
+    group.add_argument("--n_head", type=number(int, minimum=1), default=2, help="Attention heads (divides --n_embd).")
+    group.add_argument("--n_positions", type=number(int, minimum=1), default=512,
                        help="Longest sequence, max_position_embeddings outside GPT-2 (QA windows need at least "
                             "--max_seq_length).")
-    group.add_argument("--vocab_size", type=positive_int, default=1024,
+    group.add_argument("--vocab_size", type=number(int, minimum=1), default=1024,
                        help="Vocabulary of the trained tokenizer (ignored with --tokenizer).")
-    group.add_argument("--dropout", type=unit_interval_float, default=0.1,
+    group.add_argument("--dropout", type=number(float, minimum=0, maximum=1), default=0.1,
                        help="Residual, embedding and attention dropout (GPT-2 uses 0.1).")
     group.add_argument("--tokenizer", type=str, default=None,
                        help="Reuse this tokenizer folder instead of training one on data/samples: a "
@@ -59,7 +58,9 @@ def main(argv: list[str] | None = None) -> dict:
     if not progress_enabled(args.no_progress):
         silence_library_progress_bars()
     with hold_run_folder(args.output_dir, overwrite=args.overwrite_output_dir) as folder:
-        from utils.models.tiny_model import build_tiny_model  # torch and transformers load here
+        # torch and transformers load here, once the flags and the output folder are checked
+        from utils.models.loading import load_tokenizer
+        from utils.models.tiny import build_tiny_model
 
         path = build_tiny_model(folder.path, family=args.family, n_layer=args.n_layer, n_embd=args.n_embd, n_head=args.n_head,
                                 n_positions=args.n_positions, vocab_size=args.vocab_size, dropout=args.dropout,
@@ -67,14 +68,10 @@ def main(argv: list[str] | None = None) -> dict:
                                 seed=args.seed)
     summary = {"output_dir": str(path), **{k: getattr(args, k) for k in
                                            ("family", "n_layer", "n_embd", "n_head", "n_positions")}}
-    from utils.models.tokenization import load_tokenizer
-
     summary["vocab_size"] = len(load_tokenizer(path))
     logger.info("tiny %s model written to %s (vocabulary %d)", args.family, path, summary["vocab_size"])
     return summary
 
 
 if __name__ == "__main__":
-    from utils.run.cli import run_entry_point
-
     run_entry_point(main)

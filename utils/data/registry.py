@@ -1,31 +1,29 @@
-"""The task registry: every task the study knows, its kind, its Hub source and its adapter.
+"""The task registry: one frozen `TaskSpec` per task; names match case-insensitively and the original
+repository's spellings (`duorc;SelfRC`, `glue;sst2`, ...) are aliases. A task argument ending in
+`.json` names a task file of the user's own (`task_from_file`):
 
-One frozen `TaskSpec` per task. Names are matched case-insensitively and the original
-repository's spellings (`duorc;SelfRC`, `glue;sst2`, ...) are accepted as aliases, so that
-`--tasks 'squad,squad_v2,duorc;SelfRC'` works as it did there.
+    {"name": "reviews", "labels": ["negative", "neutral", "positive"],   (or "score_range": [0, 1])
+     "text_column": "review", "text_pair_column": "reply",               (the pair column is optional)
+     "label_column": "stars", "metrics": ["accuracy", "matthews_correlation"]}   (optional, primary first)
 
-The classification targets are the GLUE tasks. Each knows whether it reads one text or a pair
-(`text_pair_required`), its label space (class names in the Hub's order, or for STS-B a score
-range), its primary metric (the first of `utils.classification.metrics.GLUE_METRICS`), and where
-its original release TSV and its Hub rows keep the texts and the label (`TableLayout`).
+Its data come from local files only, read as the GLUE tables are (utils.data.formats).
 """
 from __future__ import annotations
 
+import argparse
+import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
-from utils.run.errors import UnknownTaskError
+from utils.run.errors import ToolkitError, UnknownTaskError
 
 TaskKind = Literal["qa", "classification"]
 AdapterFamily = Literal["squad", "duorc", "drop", "quoref", "mlqa", "glue"]
-# The official evaluation of each dataset (utils.qa.metrics): SQuAD v1.1 / v2.0, DuoRC's own
-# script (SQuAD v1.1 rules over all answer strings, "NA" for no answer), DROP's, and Quoref's
-# (DROP's metric with all answers of a question as one conjunctive answer), MLQA's (SQuAD v1.1
-# with Unicode punctuation and the answer language's articles removed).
-# A GLUE task's metric is its PRIMARY one in utils.classification.metrics.GLUE_METRICS (CoLA
-# Matthews correlation, MRPC and QQP F1, STS-B Pearson, the others accuracy).
+# Each dataset's official evaluation (utils.qa); a GLUE task's primary metric (utils.classification).
 MetricName = Literal["squad_v1", "squad_v2", "duorc", "drop", "quoref", "mlqa", "accuracy",
                      "matthews_correlation", "f1", "pearson"]
 SPLITS = ("train", "validation")
@@ -33,15 +31,9 @@ SPLITS = ("train", "validation")
 
 @dataclass(frozen=True)
 class TableLayout:
-    """Where a classification task's original release TSV and its Hub rows keep each field.
-
-    Attributes:
-        text_columns: the TSV column of the text, or of the two texts of a pair task, in order.
-        label_column: the TSV column of the label (a class name or id, or a score).
-        hub_fields: the Hub rows' field of the text, or of the two texts (the label is `label`).
-        headerless: the column names of a release file that has no header line (CoLA's train
-            and dev files), in order; None when the file starts with a header.
-    """
+    """Where a classification task's release TSV (`text_columns`, `label_column`) and its Hub rows
+    (`hub_fields`; the label is `label`) keep the texts and the label; `headerless` names the columns
+    of a release file without a header line (CoLA's), None when it has one."""
 
     text_columns: tuple[str, ...]
     label_column: str
@@ -51,29 +43,9 @@ class TableLayout:
 
 @dataclass(frozen=True)
 class TaskSpec:
-    """What the toolkit knows about one task.
-
-    Attributes:
-        name: canonical name, used in file names, lineage and result tables.
-        aliases: other accepted spellings (the original repository's among them).
-        kind: "qa" (extractive question answering) or "classification".
-        version_2_with_negative: True when the task has unanswerable questions, so training
-            labels them at the null slot and evaluation uses the SQuAD v2.0 metric.
-        hub_id / hub_config: the Hugging Face Hub dataset used when no local file is given.
-        hub_splits: the Hub split used for our logical "train" and "validation" splits.
-        adapter: which adapter family turns the dataset's files into canonical records.
-        metric: the dataset's official evaluation, for a GLUE task its primary metric (see
-            MetricName).
-        label_names: class names, index = integer label (classification only; None for a
-            regression task).
-        language: the answer language, where the metric depends on it (MLQA).
-        notes: caveats a user should know (shown by `python -m utils.data --list_tasks`).
-        text_pair_required: a sentence-pair task: every record has a non-empty `text_pair`.
-        regression_range: a regression task's score range [low, high] (labels are floats in it).
-        table: where the original TSV and the Hub rows keep the texts and the label.
-        metrics: the task's metrics, primary first, when they are not GLUE's (a task file's,
-            utils.data.task_files); empty for a registered task.
-    """
+    """One task: `version_2_with_negative` (unanswerable questions), its Hub dataset and the Hub split
+    of our "train" and "validation", its adapter family, its official `metric` (a GLUE task's primary
+    one), class names (index = label), the answer `language` (MLQA), a regression task's score range."""
 
     name: str
     aliases: tuple[str, ...]
@@ -99,10 +71,8 @@ class TaskSpec:
 
     @property
     def label_space(self) -> int | tuple[float, float]:
-        """The number of classes, or a regression task's score range (what record validation takes)."""
-        if self.regression_range is not None:
-            return self.regression_range
-        return len(self.label_names or ())
+        """The number of classes, or a regression task's score range."""
+        return self.regression_range if self.regression_range is not None else len(self.label_names or ())
 
     def hub_split(self, split: str) -> str:
         """The Hub split name behind our logical split ("train" or "validation")."""
@@ -112,9 +82,8 @@ class TaskSpec:
 
 
 _STANDARD_SPLITS = MappingProxyType({"train": "train", "validation": "validation"})
-# MLQA ships no training split; as in the literature, its test split is what one trains on and
-# the (small) validation split is what one evaluates on. Users who need a clean test set must
-# bring their own.
+# MLQA ships no training split; as in the literature, one trains on its test split and evaluates on
+# its (small) validation split.
 _MLQA_SPLITS = MappingProxyType({"train": "test", "validation": "validation"})
 _MLQA_NOTE = ("MLQA has no train split: 'train' reads the Hub 'test' split "
               "(test-context-XX-question-XX.json), 'validation' reads the dev split.")
@@ -127,13 +96,21 @@ _GLUE_NOTE = "GLUE test labels are hidden (-1); report on validation."
 # ("*" for unacceptable, empty for acceptable), sentence.
 _COLA_COLUMNS = ("source", "label", "original_label", "sentence")
 _MNLI_LABELS = ("entailment", "neutral", "contradiction")
-# MNLI's train.tsv and dev_*.tsv share these columns (the dev files add label2..label5); the label is
-# the annotators' consensus, gold_label.
-_MNLI_TABLE = TableLayout(("sentence1", "sentence2"), "gold_label", ("premise", "hypothesis"))
-_MNLI_MATCHED_SPLITS = MappingProxyType({"train": "train", "validation": "validation_matched"})
-_MNLI_MISMATCHED_SPLITS = MappingProxyType({"train": "train", "validation": "validation_mismatched"})
 
-_TASKS: tuple[TaskSpec, ...] = (
+
+def _glue(name: str, aliases: tuple[str, ...], metric: MetricName, labels: tuple[str, ...] | None,
+          texts: tuple[str, ...], label_column: str = "label", hub_fields: tuple[str, ...] | None = None, *,
+          config: str | None = None, splits: Mapping[str, str] = _STANDARD_SPLITS, headerless: tuple[str, ...]
+          | None = None, notes: str = _GLUE_NOTE, regression_range: tuple[float, float] | None = None) -> TaskSpec:
+    """A GLUE target: nyu-mll/glue's config `config` (default: `name`) or its release TSV, whose text
+    columns are `texts` (two for a pair task) and whose Hub fields are `hub_fields` (default: the same)."""
+    return TaskSpec(name, aliases, "classification", False, "nyu-mll/glue", config or name, splits, "glue", metric,
+                    label_names=labels, notes=notes, text_pair_required=len(texts) == 2,
+                    regression_range=regression_range,
+                    table=TableLayout(texts, label_column, hub_fields or texts, headerless=headerless))
+
+
+TASKS: tuple[TaskSpec, ...] = (
     TaskSpec("squad", ("squad_v1", "squad_v1.1"), "qa", False, "rajpurkar/squad", None,
              _STANDARD_SPLITS, "squad", "squad_v1"),
     TaskSpec("squad_v2", ("squad_v2.0", "squadv2"), "qa", True, "rajpurkar/squad_v2", None,
@@ -157,53 +134,32 @@ _TASKS: tuple[TaskSpec, ...] = (
              _MLQA_SPLITS, "mlqa", "mlqa", notes=_MLQA_NOTE, language="de"),
     TaskSpec("mlqa_es", ("mlqa-es", "mlqa.es.es"), "qa", False, "facebook/mlqa", "mlqa.es.es",
              _MLQA_SPLITS, "mlqa", "mlqa", notes=_MLQA_NOTE, language="es"),
-    TaskSpec("cola", ("glue;cola", "glue-cola"), "classification", False,
-             "nyu-mll/glue", "cola", _STANDARD_SPLITS, "glue", "matthews_correlation",
-             label_names=("unacceptable", "acceptable"), notes=_GLUE_NOTE,
-             table=TableLayout(("sentence",), "label", ("sentence",), headerless=_COLA_COLUMNS)),
-    TaskSpec("sst2", ("glue", "glue;sst2", "sst-2", "glue-sst2"), "classification", False,
-             "nyu-mll/glue", "sst2", _STANDARD_SPLITS, "glue", "accuracy",
-             label_names=("negative", "positive"),
-             notes="GLUE test labels are hidden (-1); report on validation.",
-             table=TableLayout(("sentence",), "label", ("sentence",))),
-    TaskSpec("mrpc", ("glue;mrpc", "glue-mrpc"), "classification", False,
-             "nyu-mll/glue", "mrpc", _STANDARD_SPLITS, "glue", "f1",
-             label_names=("not_equivalent", "equivalent"), notes=_GLUE_NOTE, text_pair_required=True,
-             table=TableLayout(("#1 String", "#2 String"), "Quality", ("sentence1", "sentence2"))),
-    TaskSpec("stsb", ("sts-b", "glue;stsb", "glue-stsb", "sts_b"), "classification", False,
-             "nyu-mll/glue", "stsb", _STANDARD_SPLITS, "glue", "pearson",
-             notes="A regression task: the label is a similarity score in [0, 5]. GLUE test scores are "
-                   "hidden (-1) and a file without scores is refused; report on validation.",
-             text_pair_required=True, regression_range=(0.0, 5.0),
-             table=TableLayout(("sentence1", "sentence2"), "score", ("sentence1", "sentence2"))),
-    TaskSpec("qqp", ("glue;qqp", "glue-qqp"), "classification", False,
-             "nyu-mll/glue", "qqp", _STANDARD_SPLITS, "glue", "f1",
-             label_names=("not_duplicate", "duplicate"), notes=_GLUE_NOTE, text_pair_required=True,
-             table=TableLayout(("question1", "question2"), "is_duplicate", ("question1", "question2"))),
-    TaskSpec("mnli", ("mnli-m", "mnli_matched", "glue;mnli", "glue-mnli", "glue;mnli_matched"),
-             "classification", False, "nyu-mll/glue", "mnli", _MNLI_MATCHED_SPLITS, "glue", "accuracy",
-             label_names=_MNLI_LABELS, text_pair_required=True, table=_MNLI_TABLE,
-             notes="Validation is dev_matched.tsv (Hub validation_matched: the training genres); the target "
-                   "script scores the same model on dev_mismatched.tsv too. " + _GLUE_NOTE),
-    TaskSpec("mnli-mm", ("mnli_mismatched", "glue;mnli_mismatched", "glue-mnli-mm", "mnli_mm"),
-             "classification", False, "nyu-mll/glue", "mnli", _MNLI_MISMATCHED_SPLITS, "glue", "accuracy",
-             label_names=_MNLI_LABELS, text_pair_required=True, table=_MNLI_TABLE,
-             notes="MNLI's training data with validation dev_mismatched.tsv (Hub validation_mismatched: "
-                   "genres not in training). " + _GLUE_NOTE),
-    TaskSpec("qnli", ("glue;qnli", "glue-qnli"), "classification", False,
-             "nyu-mll/glue", "qnli", _STANDARD_SPLITS, "glue", "accuracy",
-             label_names=("entailment", "not_entailment"), notes=_GLUE_NOTE, text_pair_required=True,
-             table=TableLayout(("question", "sentence"), "label", ("question", "sentence"))),
-    TaskSpec("rte", ("glue;rte", "glue-rte"), "classification", False,
-             "nyu-mll/glue", "rte", _STANDARD_SPLITS, "glue", "accuracy",
-             label_names=("entailment", "not_entailment"), notes=_GLUE_NOTE, text_pair_required=True,
-             table=TableLayout(("sentence1", "sentence2"), "label", ("sentence1", "sentence2"))),
-    TaskSpec("wnli", ("glue;wnli", "glue-wnli"), "classification", False,
-             "nyu-mll/glue", "wnli", _STANDARD_SPLITS, "glue", "accuracy",
-             label_names=("not_entailment", "entailment"), text_pair_required=True,
-             notes="Its dev set is adversarial (hypotheses shared with training examples, opposite "
-                   "labels): majority-class accuracy is the usual baseline. " + _GLUE_NOTE,
-             table=TableLayout(("sentence1", "sentence2"), "label", ("sentence1", "sentence2"))),
+    _glue("cola", ("glue;cola", "glue-cola"), "matthews_correlation", ("unacceptable", "acceptable"), ("sentence",),
+          headerless=_COLA_COLUMNS),
+    _glue("sst2", ("glue", "glue;sst2", "sst-2", "glue-sst2"), "accuracy", ("negative", "positive"), ("sentence",)),
+    _glue("mrpc", ("glue;mrpc", "glue-mrpc"), "f1", ("not_equivalent", "equivalent"), ("#1 String", "#2 String"),
+          "Quality", ("sentence1", "sentence2")),
+    _glue("stsb", ("sts-b", "glue;stsb", "glue-stsb", "sts_b"), "pearson", None, ("sentence1", "sentence2"), "score",
+          regression_range=(0.0, 5.0), notes="A regression task: the label is a similarity score in [0, 5]. GLUE "
+          "test scores are hidden (-1) and a file without scores is refused; report on validation."),
+    _glue("qqp", ("glue;qqp", "glue-qqp"), "f1", ("not_duplicate", "duplicate"), ("question1", "question2"),
+          "is_duplicate"),
+    # MNLI's train.tsv and dev_*.tsv share these columns; the label is the annotators' consensus.
+    _glue("mnli", ("mnli-m", "mnli_matched", "glue;mnli", "glue-mnli", "glue;mnli_matched"), "accuracy", _MNLI_LABELS,
+          ("sentence1", "sentence2"), "gold_label", ("premise", "hypothesis"),
+          splits=MappingProxyType({"train": "train", "validation": "validation_matched"}),
+          notes="Validation is dev_matched.tsv (Hub validation_matched: the training genres); the target "
+                "script scores the same model on dev_mismatched.tsv too. " + _GLUE_NOTE),
+    _glue("mnli-mm", ("mnli_mismatched", "glue;mnli_mismatched", "glue-mnli-mm", "mnli_mm"), "accuracy", _MNLI_LABELS,
+          ("sentence1", "sentence2"), "gold_label", ("premise", "hypothesis"), config="mnli",
+          splits=MappingProxyType({"train": "train", "validation": "validation_mismatched"}),
+          notes="MNLI's training data with validation dev_mismatched.tsv (Hub validation_mismatched: genres "
+                "not in training). " + _GLUE_NOTE),
+    _glue("qnli", ("glue;qnli", "glue-qnli"), "accuracy", ("entailment", "not_entailment"), ("question", "sentence")),
+    _glue("rte", ("glue;rte", "glue-rte"), "accuracy", ("entailment", "not_entailment"), ("sentence1", "sentence2")),
+    _glue("wnli", ("glue;wnli", "glue-wnli"), "accuracy", ("not_entailment", "entailment"), ("sentence1", "sentence2"),
+          notes="Its dev set is adversarial (hypotheses shared with training examples, opposite labels): "
+                "majority-class accuracy is the usual baseline. " + _GLUE_NOTE),
 )
 
 
@@ -221,64 +177,35 @@ SHARED_DATA: tuple[tuple[frozenset[str], str], ...] = (
 
 def shared_data_warnings(training: list[TaskSpec], evaluation: list[TaskSpec]) -> list[str]:
     """One message per (evaluation task, training task) pair built from the same data."""
-    messages = []
-    for held_out in evaluation:
-        for trained in training:
-            for family, why in SHARED_DATA:
-                if held_out.name != trained.name and {held_out.name, trained.name} <= family:
-                    messages.append(f"evaluation task {held_out.name} shares data with training task {trained.name}: "
-                                    f"{why}; it is not a held-out task")
-    return messages
+    return [f"evaluation task {held_out.name} shares data with training task {trained.name}: {why}; "
+            "it is not a held-out task"
+            for held_out in evaluation for trained in training for family, why in SHARED_DATA
+            if held_out.name != trained.name and {held_out.name, trained.name} <= family]
 
 
-def _build_index(tasks: tuple[TaskSpec, ...]) -> dict[str, TaskSpec]:
-    index: dict[str, TaskSpec] = {}
-    for spec in tasks:
-        for key in (spec.name, *spec.aliases):
-            folded = key.lower()
-            if folded in index:
-                raise RuntimeError(f"task name {key!r} is registered twice")
-            index[folded] = spec
-    return index
-
-
-_INDEX = _build_index(_TASKS)
+# Every lower-cased name and alias -> its spec (a name registered twice fails test_tasks).
+_INDEX = MappingProxyType({key.lower(): spec for spec in TASKS for key in (spec.name, *spec.aliases)})
 
 
 def list_tasks(kind: TaskKind | None = None) -> list[str]:
     """Canonical task names, in registry order, optionally only those of one kind."""
-    return [spec.name for spec in _TASKS if kind is None or spec.kind == kind]
-
-
-def all_task_specs() -> tuple[TaskSpec, ...]:
-    """Every registered task spec, in registry order."""
-    return _TASKS
+    return [spec.name for spec in TASKS if kind is None or spec.kind == kind]
 
 
 def known_names_message() -> str:
-    """The list of accepted names, for error messages."""
-    parts = []
-    for spec in _TASKS:
-        aliases = f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else ""
-        parts.append(spec.name + aliases)
-    return "; ".join(parts)
+    """The accepted names, for error messages."""
+    return "; ".join(spec.name + (f" (aliases: {', '.join(spec.aliases)})" if spec.aliases else "")
+                     for spec in TASKS)
 
 
-def registered_spec(name: str) -> TaskSpec | None:
-    """The registered task of a name or alias (case-insensitive), or None."""
-    return _INDEX.get(name.strip().lower())
+def is_task_file(name: str) -> bool:
+    """Whether a task argument names a task file (it ends in .json) rather than a registered task."""
+    return name.strip().lower().endswith(".json")
 
 
 def get_task(name: str) -> TaskSpec:
-    """Resolve a task name or alias (case-insensitive), or the path of a task file (ending in .json,
-    utils.data.task_files: a task of the user's own).
-
-    Raises:
-        UnknownTaskError: the name is not registered (the message lists every known name), or the
-            task file is missing or malformed.
-    """
-    from utils.data.task_files import is_task_file, task_from_file   # it builds a TaskSpec of this module
-
+    """Resolve a task name or alias (case-insensitive), or the path of a task file; an
+    UnknownTaskError lists every known name."""
     if is_task_file(name):
         return task_from_file(name)
     spec = _INDEX.get(name.strip().lower())
@@ -288,18 +215,109 @@ def get_task(name: str) -> TaskSpec:
 
 
 def parse_task_list(text: str) -> list[TaskSpec]:
-    """Split the original repository's comma-separated task list (`'squad,squad_v2,duorc;SelfRC'`).
-
-    Raises:
-        UnknownTaskError: on any unknown name; on an empty list or a repeated task.
-    """
+    """Split the original repository's comma-separated task list (`'squad,squad_v2,duorc;SelfRC'`);
+    an UnknownTaskError on an unknown name, an empty list or a repeated task."""
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise UnknownTaskError(f"no task names in {text!r}. Known tasks: {known_names_message()}")
     specs = [get_task(name) for name in names]
-    seen: set[str] = set()
-    for spec in specs:
-        if spec.name in seen:
-            raise UnknownTaskError(f"task {spec.name!r} is listed twice in {text!r}")
-        seen.add(spec.name)
+    repeated = [spec.name for i, spec in enumerate(specs) if spec.name in {s.name for s in specs[:i]}]
+    if repeated:
+        raise UnknownTaskError(f"task {repeated[0]!r} is listed twice in {text!r}")
     return specs
+
+
+# ----------------------------------------------------------------------------- task files
+
+# utils.classification's metric functions, by name (this module stays free of numpy).
+KNOWN_METRICS = ("accuracy", "f1", "matthews_correlation", "pearson", "spearmanr")
+CLASS_METRICS = ("accuracy", "f1", "matthews_correlation")
+SCORE_METRICS = ("pearson", "spearmanr")
+FIELDS = ("name", "labels", "score_range", "text_column", "text_pair_column", "label_column", "metrics")
+_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]*")
+
+
+def task_from_file(path_text: str) -> TaskSpec:
+    """The TaskSpec a task file describes (module docstring); by default a class task's metric is
+    accuracy and a score task's Pearson then Spearman. An UnknownTaskError names the file and field."""
+    path = Path(path_text.strip()).expanduser()
+    if not path.is_file():
+        raise UnknownTaskError(f"task file {path} not found (a task argument ending in .json names a task file; "
+                               "see docs/data.md, 'Your own task')")
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise UnknownTaskError(f"task file {path}: not valid JSON ({err})") from None
+
+    def string(key: str, required: bool = True) -> Any:
+        value = entry.get(key)
+        if (value is not None or required) and (not isinstance(value, str) or not value.strip()):
+            raise UnknownTaskError(f'task file {path}: "{key}" must be a non-empty string')
+        return value
+
+    if not isinstance(entry, dict) or set(entry) - set(FIELDS):
+        raise UnknownTaskError(f"task file {path}: " + (f"unknown field(s) {sorted(set(entry) - set(FIELDS))}; the "
+                               f"fields are {list(FIELDS)}" if isinstance(entry, dict) else "must hold one JSON object"))
+    name, labels, score_range = string("name").strip().lower(), entry.get("labels"), entry.get("score_range")
+    regression = score_range is not None
+    allowed = SCORE_METRICS if regression else CLASS_METRICS
+    metrics = entry.get("metrics", list(allowed[:2] if regression else ("accuracy",)))
+    checks = (
+        (not _NAME.fullmatch(name), f'"name" {name!r} must be lower-case letters, digits, ".", "_" or "-"'),
+        (name in _INDEX, f'"name" {name!r} is a registered task; give your task a name of its own'),
+        ((labels is None) != regression, 'give exactly one of "labels" (class names) and "score_range" ([low, high])'),
+        (labels is not None and not (isinstance(labels, list) and len(labels) >= 2 and len(set(map(str, labels)))
+                                     == len(labels) and all(isinstance(x, str) and x for x in labels)),
+         '"labels" must list at least two distinct class names'),
+        (regression and not (isinstance(score_range, list) and len(score_range) == 2 and all(
+            isinstance(x, (int, float)) and not isinstance(x, bool) for x in score_range)
+            and score_range[0] < score_range[1]), '"score_range" must be [low, high] with low < high'))
+    problem = next((message for failed, message in checks if failed), None)
+    if problem is None:
+        text, label, pair = string("text_column"), string("label_column"), string("text_pair_column", required=False)
+    if problem is None and (not isinstance(metrics, list) or not metrics or len(set(map(str, metrics))) != len(metrics)):
+        problem = f'"metrics" must be a non-empty list of distinct names from {list(allowed)}'
+    wrong = [metric for metric in metrics if metric not in allowed] if problem is None else []
+    if wrong:
+        kind = "a regression (score) task" if regression else "a class task"
+        problem = f"metric {wrong[0]!r} is not one for {kind}; choose from {list(allowed)}"
+    elif problem is None and "f1" in metrics and len(labels) != 2:
+        problem = f'"f1" is the F1 of class 1 of a two-class task; this task has {len(labels)} classes'
+    if problem is not None:
+        raise UnknownTaskError(f"task file {path}: {problem}")
+    texts = (text,) if pair is None else (text, pair)
+    return TaskSpec(name, (), "classification", False, "", None, _STANDARD_SPLITS, "glue", metrics[0],
+                    label_names=tuple(labels) if labels else None,
+                    notes=f"Described by the task file {path}; its data come from local files only.",
+                    text_pair_required=pair is not None,
+                    regression_range=(float(score_range[0]), float(score_range[1])) if regression else None,
+                    table=TableLayout(texts, label, texts), metrics=tuple(metrics))
+
+
+# ----------------------------------------------------------------------------- command-line task names
+
+def task_name(text: str) -> str:
+    """argparse type: a registered task name or alias, returned in canonical form, or the path of a
+    task file, checked and returned as given."""
+    try:
+        spec = get_task(text)
+    except UnknownTaskError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+    return text if is_task_file(text) else spec.name
+
+
+def files_by_task(pairs: list[tuple[str, str]], known: list[TaskSpec], flag: str) -> dict[str, str]:
+    """NAME=PATH pairs keyed by canonical task name (any alias, any case); a task given twice or not
+    among `known` is a ToolkitError (a typo, or a file for another run: ignoring it would train on
+    something else)."""
+    names = [spec.name for spec in known]
+    files: dict[str, str] = {}
+    for name, path in pairs:
+        canonical = get_task(name).name
+        if canonical not in names:
+            raise ToolkitError(f"{flag} {name}={path}: task {canonical} is not among this run's tasks "
+                               f"({', '.join(names) or 'none'}); add it to the task list or drop the file")
+        if canonical in files:
+            raise ToolkitError(f"{flag} gives task {canonical} twice")
+        files[canonical] = path
+    return files

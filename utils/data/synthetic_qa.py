@@ -10,11 +10,10 @@ experiments need.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from utils.data.records import make_qa_record, write_jsonl
+from utils.data.records import make_qa_record
 
 PEOPLE = ("Anna", "Ben", "Carl", "Dora", "Emil", "Fay", "Gus", "Hana", "Ivan", "Jude", "Kurt", "Lena")
 CITIES = ("Paris", "Rome", "Oslo", "Lima", "Cairo", "Delhi", "Tokyo", "Quito", "Dakar", "Hanoi", "Kyiv", "Perth")
@@ -87,40 +86,3 @@ def meta_learning_family() -> dict[str, SyntheticTask]:
         "quoref": event("sail", "{person} sailed to {city} with a {animal} in {year}.", "sail", "sailed",
                         "Which animal sailed with {person}?"),
     }
-
-
-def write_family(folder: Path, family: dict[str, SyntheticTask], *, train_examples: int = 600,
-                 dev_examples: int = 100, vocab_size: int = 400) -> list[str]:
-    """Write `<name>_train.jsonl` and `<name>_dev.jsonl` for every member of `family` and a
-    tokenizer trained on their text (`tokenizer/`) into `folder`; return the maml_qa.py
-    `--task_file NAME=PATH` arguments of the training files."""
-    from utils.models.tiny_model import train_tokenizer  # deferred: it imports transformers
-
-    texts: list[str] = []
-    files: list[str] = []
-    for index, (name, task) in enumerate(family.items()):
-        train = synthetic_records(task, train_examples, seed=10 + index)
-        write_jsonl(folder / f"{name}_train.jsonl", train)
-        write_jsonl(folder / f"{name}_dev.jsonl", synthetic_records(task, dev_examples, seed=50 + index))
-        texts += [record["context"] + " " + record["question"] for record in train]
-        files += ["--task_file", f"{name}={folder / f'{name}_train.jsonl'}"]
-    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
-    return files
-
-
-def write_learnable_task(folder: Path, *, train_examples: int = 10000, dev_examples: int = 200,
-                         vocab_size: int = 400) -> Path:
-    """Write one synthetic task (`train.jsonl`, `dev.jsonl`) and a tiny GPT-2 (2 layers, 64 wide, no
-    dropout, `tiny/`) whose tokenizer was trained on its text, into `folder`; return the model's
-    folder. The task the QA learning checks (tests/test_qa_script.py) and their timing benchmark
-    (benchmarks/response_times.py) train on."""
-    from utils.models.tiny_model import build_tiny_model, train_tokenizer  # deferred: it imports transformers
-
-    task = SyntheticTask("event")
-    train = synthetic_records(task, train_examples, seed=1)
-    write_jsonl(folder / "train.jsonl", train)
-    write_jsonl(folder / "dev.jsonl", synthetic_records(task, dev_examples, seed=2))
-    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
-    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
-    return build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
-                            tokenizer_path=str(folder / "tokenizer"), seed=0)

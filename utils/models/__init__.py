@@ -1,2 +1,2 @@
-"""Models: the families the toolkit runs (one backbone adapter each, `families`), the checkpoint
-folder and its lineage (`checkpoint`), tokenizers, the Hub check and tiny offline models."""
+"""Models: the model families, the checkpoint folder and its lineage, loading (tokenizers and the
+Hub included), and tiny offline models."""

@@ -1,14 +1,7 @@
-"""The checkpoint folder one script writes and the next reads by path (DESIGN.md section 6).
-
-A checkpoint is a `save_pretrained` folder (safetensors only) plus the tokenizer files and
-`lineage.json`, which records where the weights came from: the script, task, objective and head
-of every stage of the chain, each with the sha256 of the weights it produced.
-
-Loading a folder into a head is `utils.models.loading`'s.
-
-Saving is atomic: the folder is assembled under a hidden sibling name (marked incomplete until
-its lineage.json is written) and then exchanged with the old folder in one step, so an
-interrupted save leaves the previous checkpoint where it was and nothing the loader accepts.
+"""The checkpoint folder one script writes and the next reads by path: a `save_pretrained` folder
+(safetensors only), the tokenizer files and `lineage.json` (script, task, objective, head and weights'
+sha256 of every stage of the chain). Saving is atomic: the folder is assembled under a hidden sibling
+name (marked incomplete until lineage.json is written) and then renamed into place.
 """
 from __future__ import annotations
 
@@ -26,11 +19,9 @@ from safetensors import SafetensorError, safe_open
 from transformers import PreTrainedModel
 
 from utils.models.families import family_of
-from utils.models.tokenization import has_tokenizer_files
 from utils.run.errors import JSON_TOO_DEEP, CheckpointError
-from utils.run.fs import (disk_full_error, is_disk_full, make_shareable, replace_folder, require_free_space,
-                          staging_folder)
-from utils.run.outputs import utc_now, write_json
+from utils.run.outputs import (disk_full_error, is_disk_full, make_shareable, replace_folder, require_free_space,
+                               staging_folder, utc_now, write_json)
 
 logger = logging.getLogger(__name__)
 
@@ -41,11 +32,9 @@ WEIGHTS_INDEX_FILE = "model.safetensors.index.json"
 INCOMPLETE_MARKER = ".incomplete"
 # Files a save may produce; the rest of an output folder (logs, results, predictions,
 # intermediate checkpoints) is carried over when a new checkpoint replaces an old one.
-CHECKPOINT_FILES = frozenset({
-    "config.json", "generation_config.json", WEIGHTS_FILE, WEIGHTS_INDEX_FILE, "tokenizer.json",
-    "tokenizer_config.json", "special_tokens_map.json", "vocab.json", "merges.txt",
-    "added_tokens.json", "chat_template.jinja", LINEAGE_FILE, INCOMPLETE_MARKER,
-})
+CHECKPOINT_FILES = frozenset({"config.json", "generation_config.json", WEIGHTS_FILE, WEIGHTS_INDEX_FILE,
+                              "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.json",
+                              "merges.txt", "added_tokens.json", "chat_template.jinja", LINEAGE_FILE, INCOMPLETE_MARKER})
 
 
 @dataclass(frozen=True)
@@ -57,64 +46,36 @@ class Provenance:
     lineage: dict | None
 
 
-# ----------------------------------------------------------------------------- digests
-
-def sha256_file(path: str | os.PathLike, chunk_bytes: int = 1 << 22) -> str:
-    """Hex sha256 of a file, read in 4 MiB chunks."""
-    digest = hashlib.sha256()
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file."""
     with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(chunk_bytes), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
-def weight_files(folder: str | os.PathLike) -> list[Path]:
-    """The folder's safetensors files: `model.safetensors`, or the shards its index names, in
-    file-name order."""
+def weights_sha256(folder: str | os.PathLike) -> str:
+    """sha256 of `model.safetensors`, or of the digests of its shards in file-name order; a
+    CheckpointError for a weights file that is missing, cut short or not safetensors (its header must
+    describe exactly its bytes), so a folder without a recorded sha256 fails in one line too."""
     folder = Path(folder)
-    single = folder / WEIGHTS_FILE
-    if single.exists():
-        return [single]
-    index = json.loads((folder / WEIGHTS_INDEX_FILE).read_text(encoding="utf-8"))
-    return [folder / shard for shard in sorted(set(index["weight_map"].values()))]
-
-
-def require_readable_weights(folder: str | os.PathLike) -> None:
-    """Open each weights file's safetensors header, which must describe exactly the file's bytes.
-
-    Raises:
-        CheckpointError: a file that is missing, cut short or not safetensors at all, so that a
-            checkpoint without lineage.json (no recorded sha256 to compare) fails in one line too.
-    """
-    for path in weight_files(folder):
+    if (folder / WEIGHTS_FILE).exists():
+        files = [folder / WEIGHTS_FILE]
+    else:
+        index = json.loads((folder / WEIGHTS_INDEX_FILE).read_text(encoding="utf-8"))
+        files = [folder / shard for shard in sorted(set(index["weight_map"].values()))]
+    for path in files:
         try:
             with safe_open(str(path), framework="pt"):
                 pass
         except (SafetensorError, OSError) as err:
             raise CheckpointError(f"{path}: not a complete safetensors file ({err}); the weights were cut short "
                                   "or damaged after saving: save the checkpoint again") from None
-
-
-def weights_sha256(folder: str | os.PathLike) -> str:
-    """sha256 of the folder's weights: `model.safetensors`, or the digests of its shards in
-    file-name order."""
-    files = weight_files(folder)
-    if files == [Path(folder) / WEIGHTS_FILE]:
+    if files == [folder / WEIGHTS_FILE]:
         return sha256_file(files[0])
-    digest = hashlib.sha256()
-    for shard in files:
-        digest.update(sha256_file(shard).encode())
-    return digest.hexdigest()
+    return hashlib.sha256("".join(sha256_file(shard) for shard in files).encode()).hexdigest()
 
-
-# ----------------------------------------------------------------------------- lineage
 
 def read_lineage(folder: str | os.PathLike) -> dict | None:
-    """The folder's lineage.json, or None for a folder we did not write (e.g. a Hub download).
-
-    Raises:
-        CheckpointError: lineage.json exists but is not valid JSON.
-    """
+    """The folder's lineage.json, or None for a folder we did not write (a Hub download)."""
     path = Path(folder) / LINEAGE_FILE
     if not path.exists():
         return None
@@ -127,60 +88,20 @@ def read_lineage(folder: str | os.PathLike) -> dict | None:
 
 
 def build_lineage(*, script: str, task: str | None, objective: str | None, head: str, seed: int | None,
-                  parent: Provenance | None, metrics: dict | None = None,
-                  extra: dict | None = None) -> dict:
-    """The lineage of a checkpoint about to be saved; `save_checkpoint` adds its own digest.
+                  parent: Provenance | None, metrics: dict | None = None, extra: dict | None = None) -> dict:
+    """The lineage of a checkpoint about to be saved: the parent's chain (or one `external` entry for
+    weights we did not write, such as `gpt2` from the Hub), to which saving appends this stage."""
+    chain = [] if parent is None else list(parent.lineage.get("chain", [])) if parent.lineage is not None else \
+        [{"script": "external", "task": None, "objective": None, "path": parent.path, "sha256": parent.sha256}]
+    return {"schema_version": SCHEMA_VERSION, "script": script, "task": task, "objective": objective, "head": head,
+            "seed": seed, "parent": None if parent is None else {"path": parent.path, "sha256": parent.sha256},
+            "chain": chain, "metrics": metrics or {}, "created_at": utc_now(), **(extra or {})}
 
-    The chain is the parent's chain (or one `external` entry for weights we did not write, such as
-    `gpt2` from the Hub), and saving appends this stage, so it grows by one entry per script.
-    """
-    if parent is None:
-        chain: list[dict] = []
-        parent_entry = None
-    else:
-        parent_entry = {"path": parent.path, "sha256": parent.sha256}
-        if parent.lineage is not None:
-            chain = list(parent.lineage.get("chain", []))
-        else:
-            chain = [{"script": "external", "task": None, "objective": None, "path": parent.path,
-                      "sha256": parent.sha256}]
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "script": script,
-        "task": task,
-        "objective": objective,
-        "head": head,
-        "seed": seed,
-        "parent": parent_entry,
-        "chain": chain,
-        "metrics": metrics or {},
-        "created_at": utc_now(),
-        **(extra or {}),
-    }
-
-
-def _complete_lineage(lineage: dict, digest: str) -> dict:
-    entry = {"script": lineage["script"], "task": lineage["task"], "objective": lineage["objective"],
-             "head": lineage["head"], "sha256": digest,
-             # the meta-training algorithm and the stage's training compute, where the stage recorded them
-             **{key: lineage[key] for key in ("algorithm", "compute") if key in lineage}}
-    return {**lineage, "sha256": digest, "chain": [*lineage.get("chain", []), entry]}
-
-
-# ----------------------------------------------------------------------------- saving
 
 def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os.PathLike,
                     lineage: dict) -> Path:
-    """Write model (safetensors), tokenizer and lineage.json into `output_dir`, atomically.
-
-    Steps: assemble everything in a hidden sibling folder marked incomplete; write lineage.json
-    (with the weights' sha256) last and remove the mark; move the old folder aside, move the new
-    one into place, carry the old folder's non-checkpoint files (logs, results) over, delete the
-    old folder. An interruption before the moves leaves the previous checkpoint untouched.
-
-    Raises:
-        ValueError: the tokenizer has no pad token or the model config disagrees with it.
-    """
+    """Write model (safetensors), tokenizer and lineage.json (with the weights' sha256, last) into
+    `output_dir`, atomically (module docstring); the old folder's other files (logs, results) are kept."""
     if tokenizer.pad_token is None or model.config.pad_token_id != tokenizer.pad_token_id:
         raise ValueError("set tokenizer.pad_token and model.config.pad_token_id (equal) before saving")
     destination = Path(output_dir).resolve()
@@ -188,7 +109,6 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
     needed = checkpoint_bytes(model, tokenizer)
     require_free_space(destination.parent, needed, f"saving the checkpoint {destination}")
     staging = staging_folder(destination)
-    make_shareable(staging)
     try:
         (staging / INCOMPLETE_MARKER).write_text("save in progress\n", encoding="utf-8")
         # The weights as the model names them: transformers would otherwise undo at saving the renames
@@ -199,60 +119,47 @@ def save_checkpoint(model: PreTrainedModel, tokenizer: Any, output_dir: str | os
         for written in staging.iterdir():
             make_shareable(written)  # some writers create private (0600) files
         digest = weights_sha256(staging)
-        write_json(staging / LINEAGE_FILE, _complete_lineage(lineage, digest))
+        entry = {"script": lineage["script"], "task": lineage["task"], "objective": lineage["objective"],
+                 "head": lineage["head"], "sha256": digest,
+                 # the meta-training algorithm and the stage's training compute, where the stage recorded them
+                 **{key: lineage[key] for key in ("algorithm", "compute") if key in lineage}}
+        write_json(staging / LINEAGE_FILE, {**lineage, "sha256": digest, "chain": [*lineage.get("chain", []), entry]})
         (staging / INCOMPLETE_MARKER).unlink()
     except BaseException as err:
         shutil.rmtree(staging, ignore_errors=True)
         if is_disk_full(err):
             raise disk_full_error(f"saving the checkpoint {destination}", destination.parent, needed) from None
         raise
-    _move_into_place(staging, destination)
+    old = replace_folder(staging, destination)
+    if old is not None:     # carry the old folder's other files (logs, results, intermediate checkpoints) over
+        for entry in old.iterdir():
+            if entry.name not in CHECKPOINT_FILES and not (destination / entry.name).exists():
+                os.replace(entry, destination / entry.name)
+        shutil.rmtree(old)
     logger.info("saved checkpoint %s (weights sha256 %s)", destination, digest[:12])
     return destination
 
 
 def checkpoint_bytes(model: torch.nn.Module, tokenizer: Any = None) -> int:
-    """A lower bound of the bytes a checkpoint folder takes: each distinct tensor of the state dict
-    once (tied weights are saved once), config.json, and the tokenizer's tokenizer.json as it is
-    written (for GPT-2's vocabulary several times the weights of a tiny model), so a save refused
-    for it could never have fitted."""
-    seen: set[tuple[int, int]] = set()
-    total = 0
-    for tensor in model.state_dict().values():
-        key = (tensor.untyped_storage().data_ptr(), tensor.storage_offset())
-        if key not in seen:
-            seen.add(key)
-            total += tensor.numel() * tensor.element_size()
-    total += len(model.config.to_json_string().encode())
+    """A lower bound of a checkpoint folder's bytes, so a save refused for it could never have fitted:
+    each distinct tensor once (tied weights are saved once), config.json, and tokenizer.json."""
+    sizes = {(tensor.untyped_storage().data_ptr(), tensor.storage_offset()): tensor.numel() * tensor.element_size()
+             for tensor in model.state_dict().values()}
     backend = getattr(tokenizer, "backend_tokenizer", None)     # a fast tokenizer: tokenizer.json
-    if backend is not None:
-        total += len(backend.to_str(pretty=True).encode())
-    return total
+    return sum(sizes.values()) + len(model.config.to_json_string().encode()) + \
+        (len(backend.to_str(pretty=True).encode()) if backend is not None else 0)
 
 
-def _move_into_place(staging: Path, destination: Path) -> None:
-    """Replace `destination` by the complete `staging` folder (`replace_folder`), carrying the old
-    folder's non-checkpoint files (logs, results, intermediate checkpoints) over."""
-    old = replace_folder(staging, destination)
-    if old is None:
-        return
-    for entry in old.iterdir():
-        if entry.name not in CHECKPOINT_FILES and not (destination / entry.name).exists():
-            os.replace(entry, destination / entry.name)
-    shutil.rmtree(old)
+def has_tokenizer_files(folder: Path) -> bool:
+    """Whether a folder holds tokenizer.json, vocab.json + merges.txt, or OpenAI's encoder.json + vocab.bpe."""
+    return (folder / "tokenizer.json").exists() or any(
+        all((folder / name).exists() for name in names) for names in (("vocab.json", "merges.txt"),
+                                                                      ("encoder.json", "vocab.bpe")))
 
-
-# ----------------------------------------------------------------------------- loading
 
 def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
-    """Check that a local folder holds a complete checkpoint; return its digest and lineage
-    (the lineage is None for a folder we did not write).
-
-    Raises:
-        CheckpointError: missing folder or files, an interrupted save, a model of another family
-            than those of utils.models.families, PyTorch-pickle weights only, or weights whose sha256 differs from the one
-            lineage.json recorded.
-    """
+    """Check that a local folder holds a complete checkpoint (else a CheckpointError saying what is
+    missing or wrong); return its digest and lineage."""
     folder = Path(folder)
     if not folder.is_dir():
         raise CheckpointError(f"{folder} is not a folder")
@@ -269,9 +176,8 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
         extra = (" (it has PyTorch pickle weights only; convert them with save_pretrained to "
                  "safetensors)") if any(folder.glob("*.bin")) else ""
         raise CheckpointError(f"{folder} has no {WEIGHTS_FILE}{extra}")
-    require_readable_weights(folder)
-    lineage = read_lineage(folder)
     digest = weights_sha256(folder)
+    lineage = read_lineage(folder)
     if lineage is not None and lineage.get("sha256") and digest != lineage["sha256"]:
         raise CheckpointError(f"{folder}: the weights' sha256 {digest[:12]}... differs from the "
                               f"{lineage['sha256'][:12]}... recorded in {LINEAGE_FILE}; the "
@@ -280,11 +186,7 @@ def verify_checkpoint_folder(folder: str | os.PathLike) -> Provenance:
 
 
 def read_model_config(folder: str | os.PathLike) -> dict:
-    """The folder's config.json as a dict.
-
-    Raises:
-        CheckpointError: config.json is not a JSON object.
-    """
+    """The folder's config.json as a dict, or a CheckpointError when it is not a readable JSON object."""
     path = Path(folder) / "config.json"
     try:
         config = json.loads(path.read_text(encoding="utf-8"))

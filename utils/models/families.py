@@ -1,14 +1,9 @@
 """Model families: one small backbone adapter per family of causal LMs; the rest goes through `Auto*`.
 
-A family says what the toolkit cannot learn from a config alone:
-- `body_names`: the attribute the backbone has in the family's head classes. Most families use one
-  name in every head; Llama-style models call it `model` in the causal LM and the classifier but
-  `transformer` in the QA head, so loading a checkpoint into another head renames those keys
-  (`key_mapping`) and the backbone tensors arrive bit-identical.
-- `lm_head_prefixes`: where the vocabulary projection lives (`lm_head.`, GPT-NeoX's `embed_out.`).
-- `positions_keys`: the config key with the longest sequence the model takes.
-- `structural_zero_bias`: which coordinates of an attention input bias the loss cannot depend on
-  (the Task2Vec layout leaves them out; task2vec.layout explains why they are zero).
+A family says what a config alone does not: `body_names`, the backbone's attribute in its head
+classes (Llama-style: `model` in the LM and classifier, `transformer` in the QA head, hence
+`key_mapping`); `lm_head_prefixes`; `positions_keys`; and `structural_zero_bias`, the attention-bias
+coordinates the loss cannot depend on (task2vec.embedding leaves them out).
 
     family     model types                      body        norms      weights
     gpt2       gpt2                             transformer LayerNorm  Conv1D, learned positions
@@ -30,10 +25,6 @@ if TYPE_CHECKING:  # torch is not imported here: the commands' flag parsing read
 
 # [start, end) ranges of a bias vector's coordinates.
 Ranges = tuple[tuple[int, int], ...]
-
-
-def _no_structural_zeros(model: nn.Module, module_name: str) -> Ranges:
-    return ()
 
 
 def _gpt2_key_bias(model: nn.Module, module_name: str) -> Ranges:
@@ -77,7 +68,7 @@ class ModelFamily:
     body_names: tuple[str, ...]
     lm_head_prefixes: tuple[str, ...]
     positions_keys: tuple[str, ...]
-    structural_zero_bias: Callable[[nn.Module, str], Ranges] = _no_structural_zeros
+    structural_zero_bias: Callable[[nn.Module, str], Ranges] = lambda model, module_name: ()
 
 
 FAMILIES: Mapping[str, ModelFamily] = {family.name: family for family in (
@@ -93,20 +84,13 @@ MODEL_TYPES: Mapping[str, ModelFamily] = {t: family for family in FAMILIES.value
 # Head weights of every head class of every family: never backbone tensors.
 HEAD_PREFIXES: Mapping[str, tuple[str, ...]] = {
     "lm": tuple(sorted({p for family in FAMILIES.values() for p in family.lm_head_prefixes})),
-    "qa": ("qa_outputs.",),
-    "classification": ("score.",),
-}
+    "qa": ("qa_outputs.",), "classification": ("score.",)}
 ANY_HEAD_PREFIX = tuple(prefix for prefixes in HEAD_PREFIXES.values() for prefix in prefixes)
 
 
 def family_of(config: Mapping[str, Any] | Any, source: str) -> ModelFamily:
-    """The family of a model config (a config.json dict or a `PretrainedConfig`).
-
-    A config without `model_type` (very old GPT-2 files) is taken as GPT-2.
-
-    Raises:
-        CheckpointError: a model type no family covers.
-    """
+    """The family of a model config (a config.json dict or a `PretrainedConfig`); a config without
+    `model_type` (very old GPT-2 files) is GPT-2's, one no family covers a CheckpointError."""
     model_type = config.get("model_type") if isinstance(config, Mapping) else getattr(config, "model_type", None)
     if model_type is None:
         return FAMILIES["gpt2"]
@@ -126,12 +110,8 @@ def backbone(model: nn.Module) -> nn.Module:
 
 def max_positions(config: Any) -> int | None:
     """The longest sequence a model config allows (its family's key first), or None when it names none."""
-    family = family_of(config, "the model")
-    for key in (*family.positions_keys, "n_positions", "max_position_embeddings"):
-        value = getattr(config, key, None)
-        if value:
-            return int(value)
-    return None
+    keys = (*family_of(config, "the model").positions_keys, "n_positions", "max_position_embeddings")
+    return next((int(getattr(config, key)) for key in keys if getattr(config, key, None)), None)
 
 
 def key_mapping(family: ModelFamily, body_name: str) -> dict[str, str]:
@@ -143,7 +123,4 @@ def key_mapping(family: ModelFamily, body_name: str) -> dict[str, str]:
 def backbone_key(family: ModelFamily, key: str) -> str | None:
     """A state-dict key with the body's name removed ("layers.0.mlp.up_proj.weight"), or None for a
     head tensor: backbone tensors of two head models of one family compare under this key."""
-    for name in family.body_names:
-        if key.startswith(name + "."):
-            return key[len(name) + 1:]
-    return None
+    return next((key[len(name) + 1:] for name in family.body_names if key.startswith(name + ".")), None)

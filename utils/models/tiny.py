@@ -1,15 +1,14 @@
-"""A tiny causal LM of any family, built offline: the model the demo and the tests run on (DESIGN.md
-section 7). Its command line is `python -m utils.tiny_model` (utils/tiny_model.py).
+"""A tiny causal LM of any family, built offline: the model the demo and the tests run on,
+and the synthetic QA tasks with their tokenizers that tests and benchmarks train on.
 
 The tokenizer is a byte-level BPE trained on the text of `data/samples/` with GPT-2's pre- and
 post-processing (no prefix space, offsets not trimmed, `<|endoftext|>` as the last id and as bos,
-eos and unk), or an existing tokenizer folder given with --tokenizer. The model is a randomly
-initialised causal LM of the chosen family (utils.models.families), laid out as the family's real
-models are: GPT-2 (Conv1D, learned positions, tied embeddings), GPT-Neo (Linear, alternating
-global and local attention), GPT-NeoX / Pythia (fused QKV with bias, rotary on a quarter of each
-head, parallel residual, untied output), Llama (RMSNorm, rotary, SwiGLU, grouped-query attention,
-untied output, no pad token). The folder is a normal checkpoint that loads with the LM, QA and
-classification heads.
+eos and unk), or an existing tokenizer folder. The model is a randomly initialised causal LM of the
+chosen family, laid out as the family's real models are: GPT-2 (Conv1D, learned positions, tied
+embeddings), GPT-Neo (Linear, alternating global and local attention), GPT-NeoX / Pythia (fused QKV
+with bias, rotary on a quarter of each head, parallel residual, untied output), Llama (RMSNorm,
+rotary, SwiGLU, grouped-query attention, untied output, no pad token). The folder is a normal
+checkpoint that loads with the LM, QA and classification heads.
 """
 from __future__ import annotations
 
@@ -22,15 +21,15 @@ from tokenizers import models, pre_tokenizers, trainers
 from transformers import (AutoModelForCausalLM, GPT2Config, GPTNeoConfig, GPTNeoXConfig, LlamaConfig, PretrainedConfig,
                           PreTrainedTokenizerFast)
 
+from utils.data.loading import SAMPLE_FILES, SAMPLES_DIR, load_task_data
+from utils.data.records import write_jsonl
+from utils.data.synthetic_qa import SyntheticTask, synthetic_records
 from utils.models.checkpoint import build_lineage, save_checkpoint
 from utils.models.families import FAMILIES
-from utils.data.loading import load_task_data
+from utils.models.loading import gpt2_style_backend, load_tokenizer, wrap_backend
 from utils.run.errors import ToolkitError
-from utils.data.samples import SAMPLE_FILES, SAMPLES_DIR
-from utils.models.tokenization import gpt2_style_backend, load_tokenizer, wrap_backend
 
 logger = logging.getLogger(__name__)
-
 
 
 def sample_texts(samples_dir: Path = SAMPLES_DIR) -> Iterator[str]:
@@ -124,3 +123,37 @@ def build_tiny_model(output_dir: str | Path, *, family: str = "gpt2", n_layer: i
                             parent=None, extra={"family": family, "tokenizer_source": tokenizer_path or str(samples_dir),
                                                 "parameters": sum(p.numel() for p in model.parameters())})
     return save_checkpoint(model, tokenizer, output_dir, lineage)
+
+
+# ----------------------------------------------------------------------------- synthetic tasks for tests and benchmarks
+
+def write_family(folder: Path, family: dict[str, SyntheticTask], *, train_examples: int = 600,
+                 dev_examples: int = 100, vocab_size: int = 400) -> list[str]:
+    """Write `<name>_train.jsonl` and `<name>_dev.jsonl` for every member of `family` and a
+    tokenizer trained on their text (`tokenizer/`) into `folder`; return the maml_qa.py
+    `--task_file NAME=PATH` arguments of the training files."""
+    texts: list[str] = []
+    files: list[str] = []
+    for index, (name, task) in enumerate(family.items()):
+        train = synthetic_records(task, train_examples, seed=10 + index)
+        write_jsonl(folder / f"{name}_train.jsonl", train)
+        write_jsonl(folder / f"{name}_dev.jsonl", synthetic_records(task, dev_examples, seed=50 + index))
+        texts += [record["context"] + " " + record["question"] for record in train]
+        files += ["--task_file", f"{name}={folder / f'{name}_train.jsonl'}"]
+    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
+    return files
+
+
+def write_learnable_task(folder: Path, *, train_examples: int = 10000, dev_examples: int = 200,
+                         vocab_size: int = 400) -> Path:
+    """Write one synthetic task (`train.jsonl`, `dev.jsonl`) and a tiny GPT-2 (2 layers, 64 wide, no
+    dropout, `tiny/`) whose tokenizer was trained on its text, into `folder`; return the model's
+    folder. The task the QA learning checks (tests/test_qa_script.py) train on."""
+    task = SyntheticTask("event")
+    train = synthetic_records(task, train_examples, seed=1)
+    write_jsonl(folder / "train.jsonl", train)
+    write_jsonl(folder / "dev.jsonl", synthetic_records(task, dev_examples, seed=2))
+    texts = [r["context"] + " " + r["question"] for r in train] + ["Question: Answer: unanswerable"] * 5
+    train_tokenizer(iter(texts), vocab_size).save_pretrained(str(folder / "tokenizer"))
+    return build_tiny_model(folder / "tiny", n_layer=2, n_embd=64, n_head=4, n_positions=128, dropout=0.0,
+                            tokenizer_path=str(folder / "tokenizer"), seed=0)
