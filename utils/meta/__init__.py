@@ -1,2 +1,2 @@
-"""Meta-learning: Reptile's bookkeeping on the weights (`reptile`), the meta-training loop (`training`)
-and the body of maml_qa.py with the evaluation of adaptation on held-out tasks (`run`)."""
+"""Meta-learning across tasks: the algorithms as outer-step functions (`algorithms`), the outer loop
+(`training`) and the evaluation of adaptation on held-out tasks (`evaluation`)."""

@@ -1,5 +1,3 @@
-"""Training: the one loop (`loop`), its checkpoint folders and exact resumption (`checkpoints`), its step
-plan, optimizer kernels and learning-rate schedule (`schedule`), `--torch_compile` with bounded graphs
-(`compilation`), inference over a set of rows (`inference`), the objectives' protocol (`objectives`),
-batching, seeds / device / precision / attention (`runtime`), data parallelism (`distributed`), the
-loop's flags (`args`), compute accounting (`compute`) and resuming a run's arguments (`resume`)."""
+"""Training: the optimizer and its one step (`optim`), the training loop with its batches, flags and
+inference (`loop`), checkpoints, the trainer state and resumption (`checkpoints`), and what a run
+runs on: seeds, device, precision, processes, compilation, FLOPs and the run context (`runtime`)."""
