@@ -1,7 +1,6 @@
-"""`python -m utils.compare_runs`: several runs on one target against the plain model (the code is in utils.results.comparison)."""
+"""`python -m utils.compare_runs`: several runs on one target against the plain model (utils.results.comparison)."""
 from utils.results.comparison import main
+from utils.run.progress import run_entry_point
 
 if __name__ == "__main__":
-    from utils.run.cli import run_entry_point
-
     run_entry_point(main)

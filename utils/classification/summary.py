@@ -1,10 +1,8 @@
 """What the target script reports over its seeds: summary.json and the results-table row.
 
-Both name the target's primary metric (`primary_metric`) and give n, mean, std (ddof 1), the 95%
-Student-t interval, min and max of every metric of the task over the seeds
-(utils.results.seed_statistics.summarize). A metric that is undefined for some seed (a Pearson
-correlation of constant predictions) has no mean: its statistics are null, with the seeds in the
-reason, rather than a mean over the seeds where it happened to be defined.
+Both give n, mean, std, the 95% t-interval, min and max of every metric of the task over the seeds
+(utils.results.metrics.summarize). A metric undefined for some seed has null statistics, naming the
+seeds, rather than a mean over the seeds where it happened to be defined.
 """
 from __future__ import annotations
 
@@ -12,14 +10,9 @@ import math
 from pathlib import Path
 
 from utils.classification.evaluation import companion_metrics, metric_names, primary_metric, reported_metrics
-from utils.classification.metrics import metric_range
 from utils.data.registry import TaskSpec
-from utils.results.seed_statistics import json_ready, summarize
-from utils.results.table import (LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS, append_row, existing_columns,
-                                 legacy_table_problem)
-from utils.run.errors import ToolkitError
+from utils.results.metrics import json_ready, metric_range, summarize
 from utils.run.outputs import utc_now
-
 
 COMPUTE_KEYS = ("train_passes", "train_tokens", "train_flops")
 
@@ -151,30 +144,8 @@ def results_row(summary: dict, max_train_samples: int | None, selection: str) ->
            **{f"target_{key}": value for key, value in summary["target_compute"].items()},
            "output_dir": summary["output_dir"]}
     accuracy = summary.get("eval_accuracy")
-    if accuracy is not None:
+    if accuracy is not None:   # never undefined: mean, min and max are numbers
         row.update({"mean_accuracy": accuracy["mean"], "std_accuracy": _cell(accuracy["std"]),
                     "ci95_low": _cell(accuracy["ci_low"]), "ci95_high": _cell(accuracy["ci_high"]),
                     "min_accuracy": accuracy["min"], "max_accuracy": accuracy["max"]})
     return row
-
-
-def append_results_table(path: Path, summary: dict, max_train_samples: int | None, selection: str) -> None:
-    """Append one row for this invocation to the CSV (header written once, and checked after), all
-    or nothing and under a lock (utils.results.table).
-
-    A table begun by an earlier version (LEGACY_RESULTS_TABLE_COLUMNS, accuracy only) takes rows of
-    targets scored by accuracy in its own columns, so a sweep that began before the upgrade goes on.
-
-    Raises:
-        ToolkitError: the file has other columns, an older table would have to hold a target scored
-            by another metric, or the append failed (file unchanged).
-    """
-    row = results_row(summary, max_train_samples, selection)
-    columns = RESULTS_TABLE_COLUMNS
-    problem = legacy_table_problem(path, summary["target_task"], summary["primary_metric"])
-    if problem:
-        raise ToolkitError(problem)
-    if existing_columns(path) == LEGACY_RESULTS_TABLE_COLUMNS:
-        columns = LEGACY_RESULTS_TABLE_COLUMNS
-        row = {key: value for key, value in row.items() if key in columns}
-    append_row(path, columns, row, flag="--results_table")

@@ -1,2 +1,2 @@
-"""What runs report and the analyses read: the results table (`table`, its single owner) and
-statistics over seeds (`seed_statistics`, also `python -m utils.seed_statistics`)."""
+"""What runs report and the analyses read: metrics (`metrics`), the results table (`table`),
+statistics over seeds (`seed_statistics`) and the comparison of several runs (`comparison`)."""

@@ -4,13 +4,10 @@ a meta-learning study (a chain, Reptile, FOMAML and multi-task on the same tasks
     python -m utils.compare_runs PLAIN/summary.json CHAIN/summary.json REPTILE/summary.json ... \
         [--bootstrap 10000] [--output comparison.json]
 
-For each summary (the first is the reference, the plain model): its algorithm and source tasks,
-n and the mean of the target's primary metric with its 95% t-interval over seeds, the training
-compute of its source chain and of the target runs (FLOPs: the 6·N·tokens estimate of
-utils.training.compute), and against the reference what `python -m utils.seed_statistics` gives
-for two runs: the difference paired by seed, paired t and Wilcoxon p-values and a bootstrap
-interval over seeds and examples. With several runs compared to one reference, the paired t
-p-values are also given Holm-adjusted (family-wise error over the comparisons of the table).
+For each summary (the first is the reference, the plain model): algorithm, source tasks, n and the
+mean primary metric with its 95% t-interval, the source and target training FLOPs, and against the
+reference what `python -m utils.seed_statistics` gives (paired difference, paired t and Wilcoxon
+p-values, bootstrap interval), the paired t p-values also Holm-adjusted over the table's comparisons.
 """
 from __future__ import annotations
 
@@ -20,7 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from utils.results.seed_statistics import compare, read_summary
-from utils.run.cli import non_negative_int, seed_int
+from utils.run.flags import SEED, number
 from utils.run.errors import DataError
 
 
@@ -49,11 +46,8 @@ def _row(path: Path, summary: dict) -> dict:
 
 def compare_runs(reference: str | Path, others: Sequence[str | Path], *, bootstrap: int = 10000,
                  seed: int = 0) -> dict:
-    """{"reference": row, "runs": [row + "against_reference": compare(...) + holm p]}.
-
-    Raises:
-        DataError: a summary of another target or metric than the reference's (from `compare`).
-    """
+    """{"reference": row, "runs": [row + "against_reference": compare(...) + holm p]}; a DataError
+    for a summary of another target or metric than the reference's."""
     reference = Path(reference)
     base = _row(reference, read_summary(reference))
     rows = []
@@ -68,13 +62,8 @@ def compare_runs(reference: str | Path, others: Sequence[str | Path], *, bootstr
             "holm": "paired t p-values adjusted over the comparisons of this table (Holm 1979)"}
 
 
-def _number(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
-
-
-def _flops(compute: dict | None) -> str:
-    value = (compute or {}).get("train_flops")
-    return "n/a" if value is None else f"{value:.2e}"
+def _number(value: float | None, digits: int = 4, kind: str = "f") -> str:
+    return "n/a" if value is None else f"{value:.{digits}{kind}}"
 
 
 def table_lines(result: dict) -> list[str]:
@@ -86,7 +75,7 @@ def table_lines(result: dict) -> list[str]:
     for row in [result["reference"], *result["runs"]]:
         cells = [row["label"], row["algorithm"] or "", row["source_tasks"] or "(none)", str(row["n"]),
                  f"{_number(row['mean'])} [{_number(row['ci_low'])}, {_number(row['ci_high'])}]",
-                 _flops(row["source_compute"]), _flops(row["target_compute"])]
+                 *(_number((row[key] or {}).get("train_flops"), 2, "e") for key in ("source_compute", "target_compute"))]
         against = row.get("against_reference")
         if against is None:
             cells += ["reference", "", ""]
@@ -106,8 +95,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m utils.compare_runs", description=__doc__.split("\n\n")[0])
     parser.add_argument("reference", help="summary.json of the reference run (the plain model) on the target.")
     parser.add_argument("runs", nargs="+", help="summary.json of each run compared with it (same target and seeds).")
-    parser.add_argument("--bootstrap", type=non_negative_int, default=10000, help="Bootstrap draws (0 to skip).")
-    parser.add_argument("--seed", type=seed_int, default=0, help="Seed of the bootstrap.")
+    parser.add_argument("--bootstrap", type=number(int, minimum=0), default=10000, help="Bootstrap draws (0 to skip).")
+    parser.add_argument("--seed", type=SEED, default=0, help="Seed of the bootstrap.")
     parser.add_argument("--output", type=str, default=None, help="Also write the comparison here as JSON.")
     return parser
 

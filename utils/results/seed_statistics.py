@@ -2,91 +2,36 @@
 
     python -m utils.seed_statistics A/summary.json B/summary.json [--bootstrap 10000]
 
-prints the difference of B against A on the target's primary metric (or --metric): mean
-difference, the difference paired by seed, a paired t-test and a Wilcoxon signed-rank test, and a
-bootstrap confidence interval that resamples seeds and, within them, evaluation examples (both
-systems on the same draws; the metric is recomputed on each draw, since F1, Matthews and Pearson
-are not means over examples).
+prints B − A on the primary metric (or --metric): mean and per-seed differences, paired t and
+Wilcoxon tests, and a bootstrap interval resampling seeds and examples (both systems on the same
+draws; F1, Matthews and Pearson, not means over examples, are recomputed on each draw).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
-from utils.run.cli import non_negative_int, seed_int
+from utils.run.flags import SEED, number
 from utils.run.errors import JSON_TOO_DEEP, DataError
-from utils.classification.metrics import METRIC_FUNCTIONS
+from utils.results.metrics import (METRIC_FUNCTIONS, ONE_RUN_REASON, confusion_counts, f1_from_counts, json_ready,
+                                   matthews_from_counts, summarize)
 from utils.data.records import read_jsonl
-
-
-def summarize(values: Sequence[float], confidence: float = 0.95,
-              bounds: tuple[float, float] | None = None) -> dict[str, float]:
-    """n, mean, std (ddof 1), the Student-t confidence interval of the mean, min and max.
-
-    CI = mean ± t_{(1+c)/2, n−1} · std / √n. With one value there is no estimate of the spread:
-    std and the CI bounds are NaN (never 0, which would claim a run-to-run spread of nothing).
-    With `bounds` (a metric's range, e.g. [0, 1] for accuracy) the interval is intersected with
-    them: the true mean lies in the range, so the cut part holds no value it could take (with few
-    seeds the t-interval of an accuracy can reach below 0 or above 1).
-    """
-    array = np.asarray(values, dtype=np.float64)
-    n = len(array)
-    if n == 0:
-        raise ValueError("no values to summarize")
-    mean = float(array.mean())
-    std = float(array.std(ddof=1)) if n > 1 else math.nan
-    half = float(stats.t.ppf((1 + confidence) / 2, n - 1) * std / math.sqrt(n)) if n > 1 else math.nan
-    low, high = bounded_interval(mean, half, bounds)
-    return {"n": n, "mean": mean, "std": std, "ci_low": low, "ci_high": high,
-            "confidence": confidence, "min": float(array.min()), "max": float(array.max())}
-
-
-def bounded_interval(mean: float, half: float, bounds: tuple[float, float] | None) -> tuple[float, float]:
-    """(mean − half, mean + half) intersected with `bounds` (a metric's range; None: unbounded);
-    NaN bounds stay NaN (no spread estimate)."""
-    low, high = mean - half, mean + half
-    if bounds is None or not math.isfinite(half):
-        return low, high
-    return max(low, bounds[0]), min(high, bounds[1])
-
-
-ONE_RUN_REASON = "one run: no spread estimate"
-
-
-def json_ready(summary: dict[str, float]) -> dict[str, float | str | None]:
-    """A `summarize` result for JSON, which has no NaN: an undefined value becomes null, and
-    `<key>_reason` beside it says why (e.g. "std": null, "std_reason": "one run: no spread estimate")."""
-    ready: dict[str, float | str | None] = {}
-    for key, value in summary.items():
-        if isinstance(value, float) and not math.isfinite(value):
-            ready[key] = None
-            ready[f"{key}_reason"] = ONE_RUN_REASON if summary.get("n", 0) < 2 else "not a finite number"
-        else:
-            ready[key] = value
-    return ready
 
 
 def _p_value(value: float, reason: str, result: dict, key: str) -> None:
     """result[key] = the p-value, or null with `<key>_reason` when the test is undefined (NaN)."""
-    if math.isfinite(value):
-        result[key] = value
-    else:
-        result[key] = None
+    result[key] = value if math.isfinite(value) else None
+    if result[key] is None:
         result[f"{key}_reason"] = reason
 
 
 def read_summary(path: str | Path) -> dict:
-    """A summary.json written by run_target_task_GPT2_sst2_multiple.py.
-
-    Raises:
-        DataError: missing, malformed, or without per-run results.
-    """
+    """A summary.json of the target script; a DataError if missing, malformed or without runs."""
     path = Path(path)
     try:
         summary = json.loads(path.read_text(encoding="utf-8"))
@@ -109,26 +54,6 @@ def _predictions(summary: dict, summary_path: Path, seed: int) -> dict[str, tupl
     return {str(row["id"]): (row["label"], row["prediction"]) for row in rows}
 
 
-def bootstrap_difference(correct_a: np.ndarray, correct_b: np.ndarray, *, samples: int, seed: int,
-                         confidence: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of mean accuracy(B) − accuracy(A), resampling seeds, then examples.
-
-    correct_a, correct_b: (S, N) 0/1 matrices, row = seed (paired), column = example (same order).
-    Each bootstrap draw picks S seeds with replacement and N examples with replacement, shared by
-    both systems, and averages over the drawn cells.
-    """
-    rng = np.random.default_rng(seed)
-    n_seeds, n_examples = correct_a.shape
-    differences = correct_b.astype(np.float64) - correct_a.astype(np.float64)   # (S, N)
-    draws = np.empty(samples)
-    for b in range(samples):
-        rows = rng.integers(n_seeds, size=n_seeds)
-        columns = rng.integers(n_examples, size=n_examples)
-        draws[b] = differences[rows][:, columns].mean()
-    tail = (1 - confidence) / 2
-    return float(np.quantile(draws, tail)), float(np.quantile(draws, 1 - tail))
-
-
 def bootstrap_metric_difference(labels: np.ndarray, predictions_a: np.ndarray, predictions_b: np.ndarray,
                                 metric: str, *, samples: int, seed: int,
                                 confidence: float = 0.95) -> tuple[float, float, int]:
@@ -136,20 +61,37 @@ def bootstrap_metric_difference(labels: np.ndarray, predictions_a: np.ndarray, p
     number of draws where the metric was undefined (left out).
 
     labels: (N,); predictions_a, predictions_b: (S, N), row = seed (paired), column = example. Each
-    draw picks S seeds and N examples with replacement, as `bootstrap_difference` does (with the
-    same generator calls, so that for accuracy both give the same interval), and recomputes the
-    metric of each drawn seed on the drawn examples.
+    draw picks S seeds and N examples with replacement, shared by both systems. Accuracy, a mean
+    over examples, averages the drawn 0/1 cells of B − A; the other metrics are recomputed for each
+    drawn seed on the drawn examples (F1 and Matthews from every seed's confusion counts at once).
     """
-    function = METRIC_FUNCTIONS[metric]
-    rng = np.random.default_rng(seed)
     n_seeds, n_examples = predictions_a.shape
+    from_counts = {"f1": f1_from_counts, "matthews_correlation": matthews_from_counts}.get(metric)
+    if from_counts is not None:   # classes as codes 0..K-1 (for F1: 1 or not)
+        values = np.concatenate([labels[None], predictions_a, predictions_b])   # (1 + 2S, N)
+        n_classes, codes = 2, (values == 1).astype(np.int64)
+        if metric != "f1":
+            classes, codes = np.unique(values, return_inverse=True)
+            n_classes, codes = classes.size, codes.reshape(values.shape)
+        labels, predictions_a, predictions_b = codes[0], codes[1:n_seeds + 1], codes[n_seeds + 1:]
+    correct = (predictions_b == labels).astype(np.float64) - (predictions_a == labels).astype(np.float64)  # (S, N)
+    rng = np.random.default_rng(seed)
     draws = np.empty(samples)
     for b in range(samples):
         rows = rng.integers(n_seeds, size=n_seeds)
         columns = rng.integers(n_examples, size=n_examples)
         drawn = labels[columns]
-        draws[b] = np.mean([function(drawn, predictions_b[s, columns]).value
-                            - function(drawn, predictions_a[s, columns]).value for s in rows])
+        if metric == "accuracy":
+            draws[b] = correct[rows][:, columns].mean()
+            continue
+        if from_counts is not None:
+            per_seed = (from_counts(confusion_counts(drawn, predictions_b[:, columns], n_classes))
+                        - from_counts(confusion_counts(drawn, predictions_a[:, columns], n_classes)))
+        else:
+            function = METRIC_FUNCTIONS[metric]
+            per_seed = np.array([function(drawn, predictions_b[s, columns]).value
+                                 - function(drawn, predictions_a[s, columns]).value for s in range(n_seeds)])
+        draws[b] = np.mean(per_seed[rows])
     defined = draws[np.isfinite(draws)]
     if defined.size == 0:
         return math.nan, math.nan, samples
@@ -158,11 +100,7 @@ def bootstrap_metric_difference(labels: np.ndarray, predictions_a: np.ndarray, p
 
 
 def _run_values(summary: dict, metric: str, path: Path) -> dict[int, float]:
-    """seed -> the run's `metric`.
-
-    Raises:
-        DataError: a run without it, or where it is undefined (null).
-    """
+    """seed -> the run's `metric`; a DataError for a run without it or where it is null."""
     values = {}
     for run in summary["runs"]:
         if metric not in run:
@@ -176,11 +114,8 @@ def _run_values(summary: dict, metric: str, path: Path) -> dict[int, float]:
 
 
 def _default_metric(a: dict, b: dict, path_b: Path) -> str:
-    """eval_<primary metric> of the two summaries (accuracy for summaries that name none).
-
-    Raises:
-        DataError: the two are of different targets or metrics.
-    """
+    """eval_<primary metric> of the two summaries (accuracy if they name none); a DataError if they
+    are of different targets or metrics."""
     if a.get("target_task") != b.get("target_task"):
         raise DataError(f"the summaries are of different targets ({a.get('target_task')} and {b.get('target_task')})",
                         file=str(path_b))
@@ -209,8 +144,7 @@ def compare(path_a: str | Path, path_b: str | Path, *, metric: str | None = None
         _p_value(welch, "every run of both summaries scored the same: no variance, no t statistic", result,
                  "welch_t_p_value")
     else:
-        result["welch_t_p_value"] = None
-        result["welch_t_p_value_reason"] = ONE_RUN_REASON
+        _p_value(math.nan, ONE_RUN_REASON, result, "welch_t_p_value")
     result["paired_seeds"] = common
     if len(common) >= 2:
         diffs = np.array([values_b[s] - values_a[s] for s in common])
@@ -241,10 +175,9 @@ def _bootstrap(a: dict, path_a: Path, b: dict, path_b: Path, common: list[int], 
     matrix_a = np.array([[p[i][1] for i in ids] for p in per_a])
     matrix_b = np.array([[p[i][1] for i in ids] for p in per_b])
     entry: dict = {"samples": samples, "confidence": 0.95, "resampled": "seeds and examples"}
-    if name == "accuracy":   # a mean over examples: the draws average 0/1 cells directly (fast)
-        low, high = bootstrap_difference(matrix_a == labels, matrix_b == labels, samples=samples, seed=seed)
-        return {**entry, "ci_low": low, "ci_high": high}
     low, high, undefined = bootstrap_metric_difference(labels, matrix_a, matrix_b, name, samples=samples, seed=seed)
+    if name == "accuracy":   # a mean over examples: defined on every draw
+        return {**entry, "ci_low": low, "ci_high": high}
     entry.update({"ci_low": low if math.isfinite(low) else None, "ci_high": high if math.isfinite(high) else None,
                   "undefined_draws": undefined})
     if undefined:
@@ -260,8 +193,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--metric", default=None,
                         help="Per-run key of summary.json to compare (default: eval_<primary metric> of the target, "
                              "e.g. eval_accuracy, eval_matthews_correlation, eval_pearson).")
-    parser.add_argument("--bootstrap", type=non_negative_int, default=10000, help="Bootstrap draws (0 to skip).")
-    parser.add_argument("--seed", type=seed_int, default=0, help="Seed of the bootstrap.")
+    parser.add_argument("--bootstrap", type=number(int, minimum=0), default=10000, help="Bootstrap draws (0 to skip).")
+    parser.add_argument("--seed", type=SEED, default=0, help="Seed of the bootstrap.")
     return parser
 
 
