@@ -16,11 +16,9 @@ iterated here to convergence (relative change of α/β below `tolerance`), then 
 evaluated exactly at the result. LogME = evidence / N, averaged over target columns: the one-hot
 columns of a class target, the single column of a regression target. Higher is better.
 
-The sum over i runs over all D eigenvalues of FᵀF, the zero ones included (each adds log α). The
-thuml/LogME package's default (`LogME._fit_fixed_point`) sums over the min(N, D) singular values
-only (its pull request #24), so where N < D, as in this toolkit's default regime (at most 256
-texts of 768-dimensional GPT-2 features), its values are not the evidence and are not comparable
-with these (tests/test_selection_scores.py measures the gap); where N ≥ D the two agree.
+The sum over i runs over all D eigenvalues of FᵀF, the zero ones included (each adds log α);
+thuml/LogME's default sums over the min(N, D) singular values only, so where N < D its values are
+not the evidence and not comparable with these.
 """
 
 from __future__ import annotations
@@ -44,19 +42,6 @@ class Evidence:
     alpha: float
     beta: float
     iterations: int
-
-
-def evidence(features: np.ndarray, target: np.ndarray, alpha: float, beta: float) -> float:
-    """log p(y | F, α, β) / N (module docstring), computed directly (no SVD), for checking."""
-    n, d = features.shape
-    gram = features.T @ features                                                   # (D, D)
-    a = alpha * np.eye(d) + beta * gram
-    m = beta * np.linalg.solve(a, features.T @ target)                             # (D,)
-    residual = float(np.sum((target - features @ m) ** 2))
-    _, logdet = np.linalg.slogdet(a)
-    value = (d / 2 * math.log(alpha) + n / 2 * math.log(beta) - n / 2 * math.log(2 * math.pi)
-             - beta / 2 * residual - alpha / 2 * float(m @ m) - logdet / 2)
-    return value / n
 
 
 def column_evidence(features: np.ndarray, target: np.ndarray, *, tolerance: float = 1e-8,
@@ -88,11 +73,7 @@ def column_evidence(features: np.ndarray, target: np.ndarray, *, tolerance: floa
 
 
 def logme(features: np.ndarray, labels: np.ndarray, *, regression: bool) -> float:
-    """LogME of features (N, D) for labels (N,): class indices (one-hot columns, averaged) or scores.
-
-    Raises:
-        ValueError: shapes that disagree, fewer than two examples, or non-finite features.
-    """
+    """LogME of features (N, D) for labels (N,): class indices (one-hot columns, averaged) or scores."""
     features = np.asarray(features, dtype=np.float64)
     labels = np.asarray(labels)
     if features.ndim != 2 or labels.shape != (features.shape[0],) or features.shape[0] < 2:

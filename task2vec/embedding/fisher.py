@@ -1,14 +1,23 @@
-"""The engine of the per-sequence Fisher estimators (`mc`, `empirical`; see `task2vec.fisher`).
+"""The diagonal of the Fisher information of a fixed probe, per parameter, three estimators.
 
-Per-sequence gradients come from layer hooks, in one forward and K backward passes over the whole
-batch: for a linear map y = x W (HF Conv1D, W of shape (in, out)) the gradient of sequence b is
-sum_t x_bt^T delta_bt = X_b^T Delta_b, where delta = d(sum_b l_b)/dy is nonzero only on sequence
-b's own positions because sequences do not interact in a forward pass. LayerNorm and RMSNorm
-weights get sum_t delta_bt * xhat_bt with xhat the normalised input (for RMSNorm
-xhat = x / sqrt(mean(x**2) + eps), without centring). A brute-force loop over sequences with
-ordinary autograd (`looped_sums`, `method="loop"`) computes the same numbers and is kept for tests
-and benchmarks. Also here: `FisherSums`, the unnormalised sums every estimator returns, and
-`probe_mode`, which puts a probe in eval mode with gradients on for the duration and restores it.
+A batch of B sequences; sequence b has predictions p (next tokens, one class, or span start and
+end), each a softmax over C outcomes with logits z_bp, and a mask m_bp of those that count:
+
+    s_b^(k) = sum_p m_bp * d/dw log p_w(y_bp^(k) | x_b)             (the per-SEQUENCE score)
+    F       = sum_b sum_k (s_b^(k))**2 / (K * sum_b sum_p m_bp)      (elementwise square)
+
+`mc` (default, the true Fisher): y^(k) ~ p_w(. | x), K samples per prediction. Given x, sampled
+scores of different positions are independent with zero mean, so the square of their sum is
+unbiased for the sum of their squares. `empirical`: y is the data's label, K = 1; its cross terms
+do not vanish, so it is neither the Fisher nor the per-token empirical Fisher (Kunstner et al.
+2019); kept to compare with TaskEmb. `minibatch_sq` (Task2Vec, Beyond Scale): the mean over
+minibatches of (dL_j/dw)**2, L_j the mean loss on sampled labels over its N_j predictions; it
+estimates F / (K * N_mb), with a much higher variance.
+
+The per-sequence estimators take per-sequence gradients from layer hooks, one forward and K
+backward passes: for y = x W the gradient of sequence b is X_b^T Delta_b (norm weights:
+sum_t delta_bt * xhat_bt). `method="loop"` computes the same by brute force over sequences. Hooks,
+train/eval mode and requires_grad flags are restored on exit.
 """
 from __future__ import annotations
 
@@ -20,9 +29,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from task2vec.layout import CoveredParameter
-from task2vec.predictions import OutputFn, Predictions, accumulator_dtype, probability_chunks
+from task2vec.embedding.layout import CoveredParameter, select_parameters
+from task2vec.embedding.predictions import (OutputFn, Predictions, accumulator_dtype, check_factored_head,
+                                            next_token_predictions, probability_chunks)
 
+# mc: labels sampled from the probe; empirical: the data's labels; minibatch_sq: squared
+# minibatch-mean gradients.
+ESTIMATORS = ("mc", "empirical", "minibatch_sq")
 # Per-sequence weight gradients are formed for this many elements at a time (about 64 MB in fp32).
 GRADIENT_CHUNK_ELEMENTS = 1 << 24
 
@@ -85,10 +98,8 @@ class _ActivationCapture:
 
 def _per_sequence_squares(parameter: CoveredParameter, module: nn.Module, inputs: torch.Tensor,
                           delta: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """sum_b (per-sequence gradient of `parameter`)**2 from the module's input and output gradient.
-
-    inputs: (B, T, in) and delta: (B, T, out); returns a tensor of the parameter's shape.
-    """
+    """sum_b (per-sequence gradient of `parameter`)**2 from the module's (B, T, in) input and
+    (B, T, out) output gradient."""
     batch = inputs.size(0)
     # Captured activations belong to the autograd graph; their products must not extend it.
     x = inputs.detach().reshape(batch, -1, inputs.size(-1)).to(dtype)    # (B, T, in)
@@ -165,12 +176,9 @@ class LabelRule:
 
 
 def _output_gradients(predictions: Predictions, rule: LabelRule) -> tuple[torch.Tensor, torch.Tensor]:
-    """The tensor to differentiate from and, for each label set k, d(sum_b sum_p m_bp log p(y^(k)_bp))/d it.
-
-    Not factored: the logits, with gradient m * (onehot(y) - p), shape (K, B, P, C).
-    Factored (logits = f W^T + b): the features f, with gradient W[y] - p W at counted positions,
-    shape (K, B, P, d); the head is applied chunk by chunk and its gradient never formed.
-    """
+    """The tensor to differentiate from and, for each label set k, d(sum_b sum_p m_bp log p(y^(k)_bp))/d it:
+    the logits, gradient m * (onehot(y) - p), (K, B, P, C); or, factored (logits = f W^T + b), the
+    features, gradient W[y] - p W at counted positions, (K, B, P, d), without forming the logits."""
     target = predictions.features if predictions.factored else predictions.logits
     dtype = accumulator_dtype(target)
     grads = torch.zeros(rule.count, *target.shape, dtype=dtype, device=target.device)
@@ -236,7 +244,8 @@ def hooked_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
 
 
 def _all_labels(rule: LabelRule, predictions: Predictions) -> torch.Tensor:
-    """(K, B, P) labels of every prediction (0 where not counted)."""
+    """(K, B, P) labels of every prediction (0 where not counted), drawn in row-major order in
+    fixed-size chunks of counted rows, so the draws do not depend on a batch's padding."""
     labels = torch.zeros(rule.count, *predictions.mask.shape, dtype=torch.long, device=predictions.mask.device)
     chunks = [rule.chunk(predictions, rows, probs) for rows, probs in probability_chunks(predictions)]
     if chunks:
@@ -260,8 +269,105 @@ def looped_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: Out
             picked = log_probs.gather(-1, labels[k].unsqueeze(-1)).squeeze(-1)                 # (1, P)
             score = (picked * predictions.mask).sum()
             grads = torch.autograd.grad(score, tensors, retain_graph=k < rule.count - 1)
-            for parameter, grad in zip(covered, grads):
-                value = grad.to(log_probs.dtype).square()
-                squares[parameter.name] = squares[parameter.name] + value if parameter.name in squares else value
+            _add_squares(squares, covered, grads, log_probs.dtype)
         count += float(predictions.mask.sum()) * rule.count
     return FisherSums(squares, count)
+
+
+def _add_squares(squares: dict[str, torch.Tensor], covered: list[CoveredParameter], grads: tuple,
+                 dtype: torch.dtype) -> None:
+    """squares[name] += grad**2 for every covered parameter (in `dtype`)."""
+    for parameter, grad in zip(covered, grads):
+        value = grad.to(dtype).square()
+        squares[parameter.name] = squares[parameter.name] + value if parameter.name in squares else value
+
+
+METHODS = ("hooks", "loop")
+
+
+def sample_labels(predictions: Predictions, num_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """(K, B, P) labels drawn from softmax(logits) for each counted prediction and sample (0 elsewhere)."""
+    return _all_labels(LabelRule("mc", num_samples, generator), predictions)
+
+
+def _minibatch_square_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                           covered: list[CoveredParameter], num_samples: int, generator: torch.Generator,
+                           minibatch_size: int) -> FisherSums:
+    """sum over minibatches of (gradient of the minibatch's mean loss on sampled labels)**2."""
+    parameters = dict(model.named_parameters())
+    tensors = [parameters[p.name] for p in covered]
+    squares: dict[str, torch.Tensor] = {}
+    minibatches = 0
+    size = next(iter(batch.values())).size(0)
+    for start in range(0, size, minibatch_size):
+        part = {key: value[start:start + minibatch_size] for key, value in batch.items()}
+        predictions = output_fn(model, part)
+        if not predictions.mask.any():
+            continue
+        labels = sample_labels(predictions, num_samples, generator)                    # (K, b, P)
+        logits = predictions.full_logits()
+        log_probs = torch.log_softmax(logits.to(accumulator_dtype(logits)), dim=-1)
+        picked = log_probs.unsqueeze(0).expand(num_samples, *log_probs.shape).gather(
+            -1, labels.unsqueeze(-1)).squeeze(-1)                                       # (K, b, P)
+        loss = -(picked * predictions.mask).sum() / (predictions.mask.sum() * num_samples)
+        _add_squares(squares, covered, torch.autograd.grad(loss, tensors), log_probs.dtype)
+        minibatches += 1
+    if not squares:
+        squares = {p.name: torch.zeros(p.shape, dtype=torch.float32) for p in covered}
+    return FisherSums(squares, float(minibatches))
+
+
+def fisher_sums(model: nn.Module, batch: dict[str, torch.Tensor], output_fn: OutputFn,
+                covered: list[CoveredParameter], *, estimator: str = "mc", num_samples: int = 1,
+                generator: torch.Generator | None = None, labels: torch.Tensor | None = None,
+                method: str = "hooks", minibatch_size: int = 8) -> FisherSums:
+    """Unnormalised Fisher sums of `covered` parameters over one batch (see the module docstring).
+
+    `output_fn` gives the probe's predictions and may autocast its forward; everything after it runs
+    in fp32 (fp64 for a float64 model). K = `num_samples`; `generator` (seed 0 when None) draws the
+    labels `sample_labels` would; explicit (K, B, P) `labels` replace sampling ("mc" only).
+    `minibatch_size` is M for "minibatch_sq". `.diagonal()` of the result gives F per parameter.
+    """
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if num_samples < 1:
+        raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+    if labels is not None and estimator != "mc":
+        raise ValueError("explicit labels only make sense for the mc estimator")
+    parameters = dict(model.named_parameters())
+    missing = [p.name for p in covered if p.name not in parameters]
+    if missing:
+        raise ValueError(f"the model has no parameters named {missing[:3]}")
+    device = next(iter(batch.values())).device
+    generator = generator if generator is not None else torch.Generator(device=device).manual_seed(0)
+    # The caller's autocast (if any) must not reach the estimator's own arithmetic: output_fn
+    # re-enables it for the forward pass when it wants mixed precision.
+    with probe_mode(model, [parameters[p.name] for p in covered]), torch.autocast(device.type, enabled=False):
+        if estimator == "minibatch_sq":
+            return _minibatch_square_sums(model, batch, output_fn, covered, num_samples, generator, minibatch_size)
+        rule = LabelRule(estimator, num_samples, generator, labels)
+        return (hooked_sums if method == "hooks" else looped_sums)(model, batch, output_fn, covered, rule)
+
+
+def diagonal_fisher(model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, *,
+                    estimator: str = "mc", num_samples: int = 1, generator: torch.Generator | None = None,
+                    labels: torch.Tensor | None = None, method: str = "hooks",
+                    parameters: list[CoveredParameter] | None = None,
+                    minibatch_size: int = 8) -> dict[str, torch.Tensor]:
+    """{parameter name: unreduced Fisher diagonal} of a causal LM's next-token distribution on
+    (B, T) right-padded sequences, with the model's own (possibly tied) head.
+
+    The mask marks positions where t and t+1 are both real tokens; the default parameters are the
+    body's linear and norm weights; the other arguments are `fisher_sums`'. ValueError when the
+    logits are not the output embeddings applied to the base model's last hidden state.
+    """
+    with probe_mode(model, []):
+        check_factored_head(model, input_ids, attention_mask)
+    if parameters is None:
+        parameters = select_parameters(model, getattr(model, "base_model_prefix", "transformer"))
+    batch = {"input_ids": input_ids, "attention_mask": attention_mask}
+    return fisher_sums(model, batch, next_token_predictions, parameters, estimator=estimator,
+                       num_samples=num_samples, generator=generator, labels=labels, method=method,
+                       minibatch_size=minibatch_size).diagonal()

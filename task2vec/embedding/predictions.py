@@ -1,11 +1,5 @@
-"""What a probe predicts for a batch, the softmax outputs the Fisher estimators differentiate.
-
-`Predictions` holds a mask of the predictions that count, the data's labels and either the logits
-or (for a vocabulary-sized LM head) the features and the head that give them; the estimators read
-the softmax of the counted predictions in chunks (`probability_chunks`) so that (B, P, V) logits
-are never formed. `next_token_predictions` is a causal LM's; other probes' are in `task2vec.probe`.
-The estimators themselves are in `task2vec.fisher` and `task2vec.fisher_engine`.
-"""
+"""What a probe predicts for a batch, the softmax outputs the Fisher estimators differentiate,
+read in chunks (`probability_chunks`) so that (B, P, V) logits are never formed."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
@@ -18,13 +12,8 @@ from torch import nn
 
 @dataclass(frozen=True)
 class Predictions:
-    """What a probe predicts for a batch: the softmax outputs whose log-likelihood is differentiated.
-
-    Either `logits` is given, or the logits are a linear map of `features` (a vocabulary-sized LM
-    head): logits = features @ head_weight.T + head_bias. The factored form lets the estimators
-    work on a few hundred positions at a time instead of holding (B, P, V) logits, their softmax
-    and their gradient for a 50,257-word vocabulary.
-    """
+    """The counted predictions of a batch: their `logits`, or (factored, for a vocabulary-sized
+    head) logits = features @ head_weight.T + head_bias, formed a few hundred positions at a time."""
 
     mask: torch.Tensor                      # (B, P) bool, True where the prediction counts
     targets: torch.Tensor                   # (B, P) long, the data's labels (any value where mask is False)
@@ -49,16 +38,9 @@ OutputFn = Callable[[nn.Module, dict[str, torch.Tensor]], Predictions]
 
 
 def next_token_predictions(model: nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
-    """A causal LM's next-token predictions: position t predicts token t+1.
-
-    Position t counts iff both t and t+1 are real tokens. Batches must be right-padded: GPT-2 has
-    absolute positions, counted from the first column. The model must compute its logits as
-    `get_output_embeddings()` applied to the last hidden state of `base_model` (GPT-2 and most HF
-    causal LMs do; `check_factored_head` verifies it).
-
-    Raises:
-        ValueError: a row with padding before a real token.
-    """
+    """A causal LM's next-token predictions: position t predicts token t+1 and counts iff both are
+    real tokens. Right padding only (GPT-2's absolute positions count from the first column); the
+    logits must be `get_output_embeddings()` of `base_model`'s last hidden state (`check_factored_head`)."""
     if bool((batch["attention_mask"][:, 1:] > batch["attention_mask"][:, :-1]).any()):
         raise ValueError("the attention mask has padding before real tokens; pad on the right")
     hidden = model.base_model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).last_hidden_state
@@ -87,20 +69,14 @@ CPU_HEAD_CHUNK_ELEMENTS = 1 << 21  # the same on a CPU (`head_chunk_rows` says w
 def head_chunk_rows(classes: int, device: torch.device) -> int:
     """Rows of logits per chunk of the vocabulary head: floor(E / classes), at least 1, with E
     CPU_HEAD_CHUNK_ELEMENTS on a CPU and HEAD_CHUNK_ELEMENTS on an accelerator."""
-    # On a CPU each chunk is written by the product, passed over by the softmax and read again by
-    # the expectation p W; 8 MB chunks (41 rows of GPT-2's vocabulary) stay in the last-level cache
-    # beside W between those steps, 16 MB ones did not. An accelerator wants fewer, larger kernels.
+    # On a CPU a chunk is written, softmaxed and read again: it should stay in the last-level cache.
     elements = CPU_HEAD_CHUNK_ELEMENTS if device.type == "cpu" else HEAD_CHUNK_ELEMENTS
     return max(1, elements // classes)
 
 
 def _head_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor]]:
-    """(rows, probabilities) of the counted predictions, a few rows at a time, in row-major order.
-
-    p = softmax(z) with z = f W^T + b, row by row: exp(z - max z) / sum exp(z - max z). The
-    probabilities live in one buffer reused for every chunk (a fresh multi-megabyte tensor per
-    chunk costs more in page faults than the softmax itself): use each before asking for the next.
-    """
+    """(rows, softmax(f W^T + b)) of the counted predictions, a few rows at a time, in one buffer
+    reused for every chunk (cheaper than page faults): use each before asking for the next."""
     dtype = accumulator_dtype(predictions.features)
     counted = predictions.features.detach()[predictions.mask].to(dtype)                         # (N, d)
     weight_t = predictions.head_weight.detach().to(dtype).T                                     # (d, C)
@@ -114,9 +90,7 @@ def _head_chunks(predictions: Predictions) -> Iterator[tuple[slice, torch.Tensor
             torch.mm(counted[rows], weight_t, out=probs)
         else:
             torch.addmm(bias, counted[rows], weight_t, out=probs)
-        # One fused kernel with a faster exp instead of five separate max, subtract, exp, sum and
-        # divide passes (exp alone was a sixth of the estimate); out= may alias the input: by
-        # torch's out= contract the result is that of softmax(z), copied in.
+        # One fused kernel; out= may alias the input (torch's out= contract: softmax(z), copied in).
         torch.softmax(probs, dim=-1, out=probs)
         # The fused kernel sums exp(z - max z) in plain fp32 lanes: over 50,257 classes its rows
         # sum to 1 +- 1e-5. Dividing by the cascaded torch.sum brings them back to 1 +- 1e-7.

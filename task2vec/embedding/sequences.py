@@ -1,20 +1,13 @@
 """A task's records as the probe's input rows, for each objective.
 
-`lm` rows (next-token Fisher on the task's text; every real next token counts):
+`lm` rows (every real next token counts):
 - QA: a context window holding the answer, then "\\nQuestion: <question>\\nAnswer: <answer><EOS>"
-  (the generative layout of utils.qa.generative, so the probe reads the text a QA model reads);
-  unanswerable questions answer "unanswerable".
-- classification: "<sentence>\\nAnswer: <label word><EOS>", where a pair task's sentence is
-  "<text><EOS><text_pair>" (utils.classification.objective.join_pair cuts it to the room the
-  longest label word leaves). The label word is the class name; for a regression task (STS-B) it is
-  the score written with one decimal, f" {score:.1f}" (Python's rounding of the float: 3.8 -> " 3.8",
-  5 -> " 5.0"), and the room is left by the longest score word of the task's range (0.0 ... 5.0).
+  (utils.qa.generative's layout, the text a QA model reads).
+- classification: "<sentence>\\nAnswer: <label word><EOS>" (a pair: "<text><EOS><text_pair>"), cut
+  to the room the longest label word leaves; a regression score's word is f" {score:.1f}".
 `task` rows (the task's own head):
-- QA span: one window per question (the first that holds the answer; the first window for an
-  unanswerable question or an answer no window holds), with its start/end labels and candidates,
-  as utils.qa.features builds them for training.
-- classification: the sentence, no token added, with its label. A regression task has no task
-  rows: the probe's heads are softmax classifiers and no Gaussian head for a score is built.
+- QA span: one window per question (the first holding the answer, else the first), with its labels.
+- classification: the sentence with its label; none for a regression task (softmax heads only).
 """
 from __future__ import annotations
 
@@ -24,13 +17,13 @@ from typing import Any
 import numpy as np
 
 from utils.run.errors import ToolkitError
-from utils.qa.features import SpanFeatureConfig, span_features
-from utils.qa.generative import ANSWER_PREFIX, GenerativeConfig, generative_features
+from utils.qa.features import GenerativeConfig, SpanFeatureConfig, span_features
+from utils.qa.generative import ANSWER_PREFIX, generative_features
 from utils.classification.objective import classification_features, join_pair
-from task2vec.options import OBJECTIVES
 from utils.data.registry import TaskSpec
 
-
+# lm: next-token loss on the task's text; task: the task's own head (span or classes).
+OBJECTIVES = ("lm", "task")
 
 @dataclass(frozen=True)
 class TaskRows:
@@ -132,25 +125,14 @@ def _classification_task_rows(records: list[dict], tokenizer: Any, max_length: i
     return TaskRows(rows, [r["id"] for r in records], 0, sum(features["truncated"]), max_length)
 
 
-def regression_task_objective_error(task: str) -> str:
-    """The one-line refusal of the task objective for a regression task (task2vec.cli refuses it in its
-    own words as a parser error, before the probe loads)."""
-    return (f"{task} is a regression target: the task objective's probe heads are softmax classifiers (no "
-            "Gaussian head for a score is built); embed it with --objective lm")
-
-
 def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: str, max_length: int) -> TaskRows:
-    """The probe rows of a task's records for an objective ("lm" or "task").
-
-    Raises:
-        ToolkitError: a classification record without a label (e.g. GLUE test), the task
-            objective on a regression task, or a max_length too short for the layout.
-    """
+    """The probe rows of a task's records for an objective ("lm" or "task")."""
     if objective not in OBJECTIVES:
         raise ValueError(f"objective must be one of {OBJECTIVES}, got {objective!r}")
     if spec.kind == "classification":
         if spec.is_regression and objective == "task":
-            raise ToolkitError(regression_task_objective_error(spec.name))
+            raise ToolkitError(f"{spec.name} is a regression target: the task objective's probe heads are softmax "
+                               "classifiers (no Gaussian head for a score is built); embed it with --objective lm")
         unlabelled = sum(1 for r in records if r["label"] < 0)
         if unlabelled:
             raise ToolkitError(f"{spec.name}: {unlabelled} records have no label (a test split?); "
@@ -164,10 +146,8 @@ def task_rows(spec: TaskSpec, records: list[dict], tokenizer: Any, objective: st
 
 
 def subsample_records(records: list[dict], needed: int, seed: int, margin: float = 2.0) -> list[dict]:
-    """At most `margin * needed` records, drawn without replacement (all of them if fewer), in file order.
-
-    The margin leaves room for records that give no row, without tokenising a whole large split.
-    """
+    """At most `margin * needed` records (room for records that give no row), a seeded draw
+    without replacement, in file order."""
     limit = int(np.ceil(margin * needed))
     if len(records) <= limit:
         return list(records)

@@ -1,17 +1,11 @@
 """The probe: a fixed pretrained body and a head of its own, fitted to the task on cached features.
 
-The body (GPT-2's `transformer`) is shared with the loaded model, never copied and never trained.
-The head is always a new tensor, so fitting it cannot touch the input embeddings (in GPT-2 the LM
-head IS the token embedding matrix; fitting the tied head would rewrite the embedding):
-- objective `lm`: a copy of the model's LM head (softmax over the vocabulary);
-- objective `task`: a new classification head (last real token -> classes) or span head
-  (every token -> start and end logits), initialised N(0, initializer_range) from the seed.
-The head is fitted for a fixed number of steps (AdamW, minibatches of sequences drawn with an
-explicit generator) on the body's final hidden states, computed once, so the step budget, not the
-data size, sets how far it moves (`fit_head` gives the objective and the update). The vocabulary
-head's loss and gradient are formed a few rows of logits at a time (`lm_head_loss`), never as a
-(tokens, vocabulary) tensor. The probe then exposes three prediction functions for
-task2vec.fisher: next tokens, classes, span ends.
+The body is shared with the loaded model, never copied or trained. The head is always a new tensor:
+in GPT-2 the LM head IS the token embedding matrix, so fitting a tied head would rewrite the body.
+Objective `lm` copies the LM head; `task` makes a classification head (last real token) or a span
+head (start and end logits per token), drawn N(0, initializer_range) from the seed. The head is
+fitted for a fixed number of AdamW steps on the body's final hidden states, computed once
+(`fit_head`). The probe exposes the three prediction functions task2vec.embedding.fisher reads.
 """
 from __future__ import annotations
 
@@ -25,11 +19,11 @@ import torch.nn.functional as F
 from torch import nn
 from transformers.modeling_outputs import CausalLMOutput
 
-from task2vec.predictions import (OutputFn, Predictions, accumulator_dtype, next_token_predictions,
+from task2vec.embedding.predictions import (OutputFn, Predictions, accumulator_dtype, next_token_predictions,
                                   probability_chunks)
 from utils.classification.objective import ClassificationObjective
 from utils.run.progress import Progress
-from utils.training.objectives import CausalLMObjective, SpanObjective
+from utils.qa.pipeline import CausalLMObjective, SpanObjective
 
 
 @dataclass(frozen=True)
@@ -71,15 +65,11 @@ class ProbeModel(nn.Module):
         return CausalLMOutput(logits=self.head(self.hidden(input_ids, attention_mask)))
 
 
-def last_real_token(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-    """(B, d) hidden state of each right-padded row's last real token."""
-    last = attention_mask.sum(dim=-1) - 1                                          # (B,)
-    return hidden[torch.arange(hidden.size(0), device=hidden.device), last]
-
-
 def classification_predictions(model: ProbeModel, batch: dict[str, torch.Tensor]) -> Predictions:
     """One prediction per sequence: its class, from the last real token."""
-    pooled = last_real_token(model.hidden(batch["input_ids"], batch["attention_mask"]), batch["attention_mask"])
+    hidden = model.hidden(batch["input_ids"], batch["attention_mask"])             # (B, T, d), right-padded
+    last = batch["attention_mask"].sum(dim=-1) - 1                                 # (B,)
+    pooled = hidden[torch.arange(hidden.size(0), device=hidden.device), last]
     logits = model.head(pooled).unsqueeze(1)                                       # (B, 1, C)
     mask = torch.ones(logits.shape[:2], dtype=torch.bool, device=logits.device)
     return Predictions(mask, batch["labels"].unsqueeze(1), logits=logits)
@@ -164,28 +154,14 @@ class HeadLoss:
 
 def lm_head_loss(features: torch.Tensor, targets: torch.Tensor, weight: torch.Tensor,
                  bias: torch.Tensor | None = None, *, gradient: bool = True) -> HeadLoss:
-    """Mean cross-entropy of a vocabulary head on fixed features, and its exact gradient.
+    """Mean cross-entropy of a vocabulary head (C, d) on fixed (N, d) features, and its exact gradient.
 
         L(W, b) = -(1/N) sum_n log p_n[y_n],        p_n = softmax(W f_n + b),
-        dL/dW = (1/N) sum_n (p_n - e_{y_n}) f_n^T,   dL/db = (1/N) sum_n (p_n - e_{y_n}),
+        dL/dW = (1/N) sum_n (p_n - e_{y_n}) f_n^T,   dL/db = (1/N) sum_n (p_n - e_{y_n}).
 
-    the numbers `F.cross_entropy(F.linear(f, W, b), y)` and autograd give. The probabilities come
-    from `task2vec.predictions.probability_chunks`, the chunked softmax the Fisher estimators read
-    (about 8 MB of logits at a time on a CPU, the bias inside addmm, one reused buffer), so the
-    (N, C) logits, their log-softmax and its gradient are never formed: for 800 tokens of GPT-2's
-    vocabulary each of those is 160 MB, and passing over them, not arithmetic, was the cost. With a
-    bias, the gradient of [W b] is [f 1]^T (P - Y), one product per chunk. Computed in fp32 (fp64
-    for fp64 features); a target probability that underflows (its logit ~100 below the row's
-    largest) is recomputed exactly from that row's log-softmax.
-
-    Args:
-        features: (N, d) the head's inputs (cached final hidden states; never differentiated).
-        targets: (N,) long, the class of each row.
-        weight: (C, d); bias: (C,) or None. Read only.
-        gradient: also form dL/dW and dL/db (in the weight's dtype).
-
-    Raises:
-        ValueError: no rows.
+    The probabilities come from `probability_chunks`, so the (N, C) logits are never formed; with a
+    bias the gradient of [W b] is [f 1]^T (P - Y). fp32 (fp64 for fp64 features); a target
+    probability that underflows is recomputed from that row's log-softmax.
     """
     count = features.size(0)
     if count == 0:
@@ -279,39 +255,12 @@ def fit_head(head: nn.Module, kind: str, hidden: dict[int, torch.Tensor], rows: 
              description: str = "fitting the head") -> dict:
     """Fit `head` in place, one AdamW step per entry of `schedule`, on cached hidden states.
 
-    Step s is one AdamW step on the mean cross-entropy of its rows' predictions P_s,
-
-        L_s(theta) = -(1/|P_s|) sum_{n in P_s} log softmax(head_theta(h_n))[y_n],
-
-    with h_n the body's final hidden state (lm: every next token of the step's sequences;
-    classification: each sequence's class from its last real token; span: a mean over windows of the
-    start and end losses over the context and the null slot). The update is torch's AdamW (betas 0.9,
-    0.999, eps 1e-8) with decoupled weight decay lambda = `weight_decay` and learning rate
-    eta = `learning_rate`:
-
-        theta <- theta (1 - eta lambda) - eta m_hat / (sqrt(v_hat) + eps),
-
-    so no penalty enters L_s, and the budget of steps, not convergence, decides the fit: Adam moves a
-    weight by about eta per step at most, so the head ends within about eta * steps, in every
-    weight, of where it started (the pretrained LM head, or a task head's N(0, initializer_range)
-    draw). The LM head's gradient is `lm_head_loss`'s (exact, chunked: no (tokens, vocabulary)
-    tensor); a task head's, a few classes wide, is autograd's. Deterministic given the schedule (on
-    a CPU bit for bit).
-
-    Args:
-        hidden: row index -> its (T_i, d) cached final hidden states (every row the schedule uses).
-        rows: the probe rows, indexed as in `schedule`.
-        progress: a bar (a person at a terminal); without one a line every `interval_s` seconds
-            (None: no line) with the step, the total, the ETA and the last step's loss.
-        description: what the bar and the lines call the loop.
-
-    Returns:
-        {"steps", "first_loss", "last_loss" (means of the first and last <= 10 steps' minibatch losses),
-        "full_data_loss" (the fitted head's objective on every row of `hidden` at once, one more pass
-        over them), "predictions" (how many that averaged), "seconds"}; {"steps": 0} for no schedule.
-
-    Raises:
-        RuntimeError: a step's loss is NaN or infinite.
+    Step s minimises L_s(theta) = -(1/|P_s|) sum_{n in P_s} log softmax(head_theta(h_n))[y_n] over
+    its rows' predictions, with AdamW's decoupled weight decay: theta <- theta (1 - eta lambda) -
+    eta m_hat / (sqrt(v_hat) + eps). Adam moves a weight by about eta per step, so the step budget,
+    not convergence, decides how far the head moves. `hidden`: row index -> (T_i, d) cached states.
+    Returns {"steps", "first_loss", "last_loss" (means over <= 10 steps), "full_data_loss",
+    "predictions", "seconds"}; RuntimeError on a non-finite loss.
     """
     if not schedule:
         return {"steps": 0}

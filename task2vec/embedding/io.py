@@ -1,39 +1,39 @@
 """Embedding files: plain `.npy` arrays and a JSON sidecar per task, never pickles.
 
-Layout of one task's folder, `<emb_dir>/<canonical task name>/`:
+One task's folder, `<emb_dir>/<canonical task name>/`:
 
     embedding.npy            (D,) float32   the task's embedding (all its examples pooled)
-    embedding.json                          metadata: layout manifest and digest, probe, objective,
-                                            estimator, K, examples used, seeds, versions, noise floor
+    embedding.json                          metadata: layout, probe, objective, estimator, K, examples,
+                                            seeds, versions, noise floor
     batches.npy              (n, D) float32 one embedding per disjoint batch of examples
     embedding_reseeded.npy   (D,)           the same examples re-embedded with a new Monte-Carlo seed
     batches_reseeded.npy     (n, D)         the same batches re-embedded with that seed
 
-The re-embeddings give the noise floor: the distance an embedding has to itself when only the
-sampled labels change. A folder is written under a temporary name and swapped into place in one
-step (utils.run.fs.exchange_paths; two renames where the system cannot), so a reader never sees half
-of it.
+The re-embeddings give the noise floor. A folder is written under a temporary name and renamed
+into place, so a reader never sees half of it.
 """
 from __future__ import annotations
 
 import json
+import math
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from task2vec.reporting import json_safe
-from utils.run.errors import JSON_TOO_DEEP, DataError
-from utils.run.fs import atomic_folder
-from utils.run.outputs import write_json
 from utils.data.registry import get_task
+from utils.run.errors import JSON_TOO_DEEP, DataError
+from utils.run.outputs import atomic_folder, write_json
 
 EMBEDDING_FILE = "embedding.npy"
 METADATA_FILE = "embedding.json"
 BATCHES_FILE = "batches.npy"
 RESEEDED_FILE = "embedding_reseeded.npy"
 BATCHES_RESEEDED_FILE = "batches_reseeded.npy"
+NOT_FINITE = "not a finite number for these inputs"
 WRITE_COMMAND = "python -m task2vec --tasks TASK --output_dir EMB_DIR (or ComputeTaskEmbedding.ipynb)"
 
 
@@ -87,23 +87,20 @@ def save_task_embedding(emb_dir: str | os.PathLike, embedding: TaskEmbedding) ->
     return destination
 
 
-def _load_array(path: Path, required: bool) -> np.ndarray | None:
+def _load_array(path: Path, required: bool = False) -> np.ndarray | None:
+    """The array in `path` as float64; None when absent and not required."""
     if not path.is_file():
         if required:
             raise DataError(f"no embedding here; write it with `{WRITE_COMMAND}`", file=str(path))
         return None
     try:
-        return np.load(path, allow_pickle=False)
+        return np.load(path, allow_pickle=False).astype(np.float64)
     except ValueError as err:
         raise DataError(f"not a plain numpy array file ({err})", file=str(path)) from err
 
 
 def load_task_embedding(emb_dir: str | os.PathLike, task: str) -> TaskEmbedding:
-    """Read one task's folder written by `save_task_embedding`.
-
-    Raises:
-        DataError: the folder, the vector or its metadata is missing or unreadable.
-    """
+    """Read one task's folder written by `save_task_embedding` (DataError if missing or unreadable)."""
     folder = task_folder(emb_dir, task)
     if not folder.is_dir():
         raise DataError(f"no embedding folder for task {get_task(task).name!r}; write it with `{WRITE_COMMAND}`",
@@ -118,10 +115,10 @@ def load_task_embedding(emb_dir: str | os.PathLike, task: str) -> TaskEmbedding:
         raise DataError(f"malformed JSON (line {err.lineno}, column {err.colno})", file=str(metadata_path)) from err
     except RecursionError:
         raise DataError(JSON_TOO_DEEP, file=str(metadata_path)) from None
-    embedding = TaskEmbedding(task=get_task(task).name, vector=vector.astype(np.float64), metadata=metadata,
-                              batches=_optional_float(folder / BATCHES_FILE),
-                              reseeded=_optional_float(folder / RESEEDED_FILE),
-                              batches_reseeded=_optional_float(folder / BATCHES_RESEEDED_FILE))
+    embedding = TaskEmbedding(task=get_task(task).name, vector=vector, metadata=metadata,
+                              batches=_load_array(folder / BATCHES_FILE),
+                              reseeded=_load_array(folder / RESEEDED_FILE),
+                              batches_reseeded=_load_array(folder / BATCHES_RESEEDED_FILE))
     try:
         _check_shapes(embedding)
     except ValueError as err:
@@ -132,6 +129,41 @@ def load_task_embedding(emb_dir: str | os.PathLike, task: str) -> TaskEmbedding:
     return embedding
 
 
-def _optional_float(path: Path) -> np.ndarray | None:
-    array = _load_array(path, required=False)
-    return None if array is None else array.astype(np.float64)
+def json_safe(value: Any, reason: Callable[[str], str] = lambda key: NOT_FINITE) -> Any:
+    """`value` for strict JSON: NaN/inf as None, numpy scalars and arrays as Python numbers and lists.
+
+    A bare null does not say why a number is missing, so beside every key with a non-finite value
+    goes `<key>_reason` = reason(key), unless the object already has that key or a `reason`.
+    """
+    if isinstance(value, dict):
+        safe: dict[str, Any] = {}
+        for key, item in value.items():
+            safe[str(key)] = json_safe(item, reason)
+            reason_key = f"{key}_reason"
+            if _holds_non_finite(item) and reason_key not in value and not value.get("reason"):
+                safe[reason_key] = reason(str(key))
+        return safe
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item, reason) for item in value]
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist(), reason)
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    if isinstance(value, os.PathLike):
+        return str(value)
+    return value
+
+
+def _holds_non_finite(value: Any) -> bool:
+    """A non-finite float, or a list/array with one (the values json_safe turns into null)."""
+    if isinstance(value, (float, np.floating)):
+        return not math.isfinite(value)
+    if isinstance(value, np.ndarray):
+        return value.dtype.kind == "f" and not bool(np.all(np.isfinite(value)))
+    if isinstance(value, (list, tuple)):
+        return any(_holds_non_finite(item) for item in value)
+    return False

@@ -1,67 +1,22 @@
-"""What TaskDiversity.py writes and prints: strict JSON, CSV tables, PNG figures, text lines."""
+"""What the diversity report writes and prints: strict JSON, CSV tables, PNG figures, text lines."""
 from __future__ import annotations
 
 import csv
 import itertools
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from task2vec.diversity import ALL_SET_STATISTICS, CORRECTED, SET_STATISTICS
+from task2vec.analysis.diversity import ALL_SET_STATISTICS, CORRECTED, SET_STATISTICS, noise_floor_verdict
+from utils.run.outputs import write_json
 
-# Files TaskDiversity.py writes; an overwritten folder loses them first, so that a plot of an
-# earlier run with --results_table cannot sit beside the results of a run without one.
-OUTPUT_FILES = ("diversity.json", "diversity.csv", "task_distances.csv", "task_distances_corrected.csv",
-                "task_distances.png", "score_vs_diversity.png", "correlations.json", "transfer_points.csv")
 # mean, std, ci_low, ci_high: of the target's metric (the `metric` column) over the pooled seeds.
 POINT_COLUMNS = ("algorithm", "metric", "max_train_samples", "selection", "objectives", "base_model", "sources",
                  "orders", "lines", "duplicate_lines", "n_runs", "n_seeds", "mean", "std", "ci_low", "ci_high",
                  *ALL_SET_STATISTICS)
-
-
-def json_safe(value: Any) -> Any:
-    """`value` for strict JSON: NaN/inf as None, numpy scalars and arrays as Python numbers and lists.
-
-    JSON has no NaN, and a bare null does not say why a number is missing; so beside every key whose
-    value was not finite (or a list holding such values) goes `<key>_reason`, unless the object
-    already explains it (its own `<key>_reason`, or a `reason` for the whole object).
-    """
-    if isinstance(value, dict):
-        safe: dict[str, Any] = {}
-        for key, item in value.items():
-            safe[str(key)] = json_safe(item)
-            reason_key = f"{key}_reason"
-            if _holds_non_finite(item) and reason_key not in value and not value.get("reason"):
-                safe[reason_key] = not_finite_reason(str(key))
-        return safe
-    if isinstance(value, (list, tuple)):
-        return [json_safe(item) for item in value]
-    if isinstance(value, np.ndarray):
-        return json_safe(value.tolist())
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    if isinstance(value, os.PathLike):
-        return str(value)
-    return value
-
-
-def _holds_non_finite(value: Any) -> bool:
-    """A non-finite float, or a list/array with one (the values json_safe turns into null)."""
-    if isinstance(value, (float, np.floating)):
-        return not math.isfinite(value)
-    if isinstance(value, np.ndarray):
-        return value.dtype.kind == "f" and not bool(np.all(np.isfinite(value)))
-    if isinstance(value, (list, tuple)):
-        return any(_holds_non_finite(item) for item in value)
-    return False
 
 
 def not_finite_reason(key: str) -> str:
@@ -86,11 +41,8 @@ def _cell(value: Any) -> Any:
 
 
 def write_subsets_csv(path: Path, subsets: Sequence[dict]) -> None:
-    """diversity.csv: one row per subset, in the report's ranking, raw and corrected statistics.
-
-    No target score here: the scores of a source set belong to an experimental condition
-    (transfer_points.csv), and pooling them over conditions would mix experiments.
-    """
+    """diversity.csv: one row per subset, ranked, raw and corrected statistics (no target score:
+    scores belong to a condition, transfer_points.csv)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["tasks", *ALL_SET_STATISTICS])
@@ -248,4 +200,71 @@ def noise_floor_lines(floor: Mapping[str, Any]) -> list[str]:
                 text += (f", batch noise floor {batches['noise_floor']:.6f}, corrected diversity "
                          f"{estimate_text(batches['diversity_corrected'])}")
         lines.append(f"  {name}: {text}")
+    return lines
+
+
+def write_report_files(output_dir: Path, report: dict, safe: dict, *, plots: bool) -> None:
+    """The report files: diversity.json (`safe`, the strict JSON of `report`), diversity.csv,
+    task_distances[_corrected].csv, with a results table correlations.json and transfer_points.csv, and
+    the figures."""
+    write_json(output_dir / "diversity.json", safe)
+    write_subsets_csv(output_dir / "diversity.csv", report["subsets"])
+    table = report["task_distances"]
+    write_matrix_csv(output_dir / "task_distances.csv", table["tasks"], table["matrix"])
+    if table["corrected"] is not None:
+        write_matrix_csv(output_dir / "task_distances_corrected.csv", table["tasks"], table["corrected"])
+    if "transfer" in report:
+        write_json(output_dir / "correlations.json", safe["transfer"])
+        write_points_csv(output_dir / "transfer_points.csv", report["transfer"])
+    if plots:
+        plot_distance_heatmap(output_dir / "task_distances.png", table["tasks"], table["matrix"], report["distance"])
+        if "transfer" in report:
+            plot_score_vs_diversity(output_dir / "score_vs_diversity.png", report["transfer"], report["target"])
+
+
+def report_lines(report: dict) -> list[str]:
+    """What the report prints: the ranking, the noise floor and, with a results table, each
+    condition and its correlations."""
+    lines: list[str] = []
+    for warning in report["comparability_warnings"]:
+        lines.append(f"warning: {warning}")
+    lines.append(f"Subsets of {report['subset_size']} source tasks by ascending {report['distance']} "
+          f"{report['subsets_ranked_by'].replace('_', ' ')} (target {report['target']}; corrected (raw)):")
+    lines += ranking_lines(report)
+    overall = report["source_set_diversity"]
+    lines.append(f"All {len(report['sources'])} sources ({overall['raw']['confidence']:.0%} jackknife CI over tasks): "
+          f"diversity {estimate_text(overall['raw'])} raw, {estimate_text(overall['corrected'])} corrected")
+    lines += [*noise_floor_lines(report["noise_floor"]), noise_floor_verdict(report["noise_floor"]["pairs"])]
+    if "transfer" not in report:
+        return lines
+    lines.append(f"Results table: {len(report['joined_results'])} row(s) joined, {len(report['skipped_results'])} skipped")
+    for row in report["skipped_results"]:
+        lines.append(f"  skipped line {row['line']} ({row['source_tasks'] or 'no source'}): {row['reason']}")
+    for condition in report["transfer"]["conditions"]:
+        points = condition["points"]
+        duplicates = sum(len(point["duplicate_lines"]) for point in points)
+        repeated = f" ({duplicates} repeated rows counted once)" if duplicates else ""
+        lines.append(f"Condition {condition_label(condition['condition'])}: {condition['n_rows']} row(s) -> {len(points)} "
+              f"source set(s){repeated}")
+        if condition["baseline"] is not None:
+            base = condition["baseline"]
+            lines.append(f"  no source: {base['mean']:.4f} [{base['ci_low']:.4f}, {base['ci_high']:.4f}] "
+                  f"over {base['n_seeds']} seeds")
+        for point in points:
+            if point["runs_share_seeds"]:
+                lines.append(f"  warning: runs of {'+'.join(point['sources'])} from one checkpoint share seeds; they are "
+                      "pooled as if independent")
+        for group in condition["chain_orders"]:
+            orders = "; ".join(f"{o['source_tasks']} {o['mean']:.4f} ({o['n_seeds']} seeds)"
+                               for o in group["orders"])
+            lines.append(f"  chain orders of {'+'.join(group['sources'])}: {orders}")
+        correlations = condition["correlations"]
+        reasons = {corr["reason"] for corr in correlations.values()}
+        if None not in reasons and len(reasons) == 1:   # no coefficient at all, for one reason: say it once
+            lines.append(f"  no correlation: {correlation_text(next(iter(correlations.values())))}")
+            continue
+        for name, corr in correlations.items():
+            lines.append(f"  {condition['condition']['metric']} vs {name}: {correlation_text(corr)}")
+            if corr["warning"]:
+                lines.append(f"    warning: {corr['warning']}")
     return lines

@@ -1,19 +1,17 @@
 """The embedding of one task: rows -> disjoint batches -> fitted head -> Fisher -> coordinates.
 
-1. The task's records become probe rows (task2vec.sequences); `num_batches` disjoint batches of
-   `batch_size` rows are drawn without replacement (one seeded permutation, consecutive chunks),
-   and each batch's record ids are hashed so disjointness is checked, not assumed.
-2. The head is fitted once, on the final hidden states of all the chosen rows (task2vec.probe).
-3. Each batch's Fisher sums are computed (task2vec.fisher) in chunks of `chunk_size` rows and
-   reduced per output unit (task2vec.layout). Reduction is linear, so the TASK embedding is the
-   pooled sums of all batches over their pooled weights, and each BATCH embedding is its own sums
-   over its own weight: one pass gives both.
-4. With `noise_floor`, every batch is estimated again with a new Monte-Carlo seed: same data, same
-   head, new sampled labels. The distance between the two is the estimator's noise floor.
+1. The task's records become probe rows; `num_batches` disjoint batches of `batch_size` rows are
+   consecutive chunks of one seeded permutation, and disjointness of record ids is checked.
+2. The head is fitted once, on the final hidden states of all the chosen rows.
+3. Each batch's Fisher sums are computed in chunks and reduced per output unit. Reduction is
+   linear, so the TASK embedding is the pooled sums over the pooled weights and each BATCH
+   embedding its own sums over its own weight: one pass gives both.
+4. With `noise_floor`, every batch is estimated again with new sampled labels (same data, same
+   head); the distance between the two is the estimator's noise floor.
 
-Every random choice has its own seed, derived from (seed, task name, batch, stream) with
-numpy's SeedSequence, so a task's embedding does not depend on which other tasks are embedded in
-the same run, nor on how batches are spread over processes.
+Every random choice has its own seed from (seed, task name, stream, batch) via SeedSequence, so a
+task's embedding depends neither on the other tasks of the run nor on how batches are spread over
+processes.
 """
 from __future__ import annotations
 
@@ -24,29 +22,26 @@ import time
 import zlib
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from functools import partial
 
 import numpy as np
 import torch
 
-from task2vec.distances import task2vec_distance
-from task2vec.diversity import corrected_data_diversity, data_diversity, noise_floor
-from task2vec.fisher import fisher_sums
-from task2vec.io import TaskEmbedding
-from task2vec.layout import (block_traces, build_layout, flatten, layout_digest, layout_manifest,
-                             objective_exclusions, select_parameters)
-from task2vec.options import ESTIMATORS
-from task2vec.predictions import OutputFn, Predictions
-from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
-                            head_kind, head_schedule, new_head)
-from task2vec.sequences import task_rows
-from utils.models.loading import LoadedModel
-from utils.training.compute import non_embedding_parameters
-from utils.models.tokenization import truncation_note
-from utils.training.distributed import DistContext, broadcast_from_main, gather_to_main
+from task2vec.embedding.fisher import ESTIMATORS, fisher_sums
+from task2vec.embedding.io import TaskEmbedding
+from task2vec.embedding.layout import (block_traces, build_layout, flatten, layout_digest, layout_manifest,
+                                       objective_exclusions, select_parameters)
+from task2vec.embedding.predictions import Predictions
+from task2vec.embedding.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn,
+                                      fit_head, head_kind, head_schedule, new_head)
+from task2vec.embedding.sequences import task_rows
+from utils.data.registry import TaskSpec
+from utils.models.loading import LoadedModel, truncation_note
 from utils.run.errors import ToolkitError
 from utils.run.outputs import library_versions, utc_now
-from utils.run.progress import PROGRESS_INTERVAL_S, Progress, format_duration
-from utils.data.registry import TaskSpec
+from utils.run.progress import Progress, format_duration
+from utils.training.optim import autocast_context
+from utils.training.runtime import RunContext, broadcast_from_main, gather_to_main, non_embedding_parameters
 
 logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -93,11 +88,8 @@ def derived_seed(seed: int, task: str, *keys: int) -> int:
 
 
 def plan_batches(num_rows: int, batch_size: int, num_batches: int, seed: int) -> list[list[int]]:
-    """Disjoint batches of row indices: consecutive chunks of one seeded permutation.
-
-    Uses min(num_batches, num_rows // batch_size) full batches; a task with fewer than
-    `batch_size` rows gives one batch of all of them.
-    """
+    """min(num_batches, num_rows // batch_size) disjoint batches of row indices, consecutive chunks
+    of one seeded permutation; fewer than `batch_size` rows give one batch of all of them."""
     order = np.random.default_rng(seed).permutation(num_rows).tolist()
     full = min(num_batches, num_rows // batch_size)
     if full == 0:
@@ -118,24 +110,19 @@ def batch_digests(batches: list[list[int]], record_ids: list[str]) -> list[str]:
     return digests
 
 
-def with_autocast(output_fn: OutputFn, autocast: Callable) -> OutputFn:
-    """`output_fn` with its forward pass under `autocast()` (mixed precision on a GPU); the Fisher
-    arithmetic after it stays in fp32."""
-    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
-        with autocast():
-            return output_fn(model, batch)
-    return forward
-
-
 def _batch_sums(probe: ProbeModel, rows: list[dict], indices: list[int], settings: EmbeddingSettings,
-                covered: list, collate: Callable, seed: int, device: torch.device,
-                autocast: Callable) -> tuple[np.ndarray, float]:
+                covered: list, collate: Callable, seed: int, ctx: RunContext) -> tuple[np.ndarray, float]:
     """(D,) reduced Fisher sums of one batch and their weight, computed chunk by chunk.
 
     Per-sequence estimators see the rows shortest first (less padding; their sums do not depend
-    on the grouping). `minibatch_sq` keeps the batch's order, since its minibatches are part of
-    the estimator, and uses chunks that are whole minibatches.
+    on the grouping); `minibatch_sq` keeps the order, its minibatches being part of the estimator.
     """
+    device = ctx.device
+
+    def forward(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> Predictions:
+        with autocast_context(ctx.precision, device):   # mixed precision for the forward pass only
+            return PREDICTIONS[probe.kind](model, batch)
+
     generator = torch.Generator(device=device).manual_seed(seed)
     if settings.estimator == "minibatch_sq":
         ordered = list(indices)
@@ -146,25 +133,13 @@ def _batch_sums(probe: ProbeModel, rows: list[dict], indices: list[int], setting
     total, weight = None, 0.0
     for start in range(0, len(ordered), chunk):
         batch = {key: value.to(device) for key, value in collate([rows[i] for i in ordered[start:start + chunk]]).items()}
-        sums = fisher_sums(probe, batch, with_autocast(PREDICTIONS[probe.kind], autocast), covered,
+        sums = fisher_sums(probe, batch, forward, covered,
                            estimator=settings.estimator, num_samples=settings.num_samples, generator=generator,
                            minibatch_size=settings.minibatch_size)
         reduced = flatten(covered, sums.squares).double().cpu().numpy()          # (D,)
         total = reduced if total is None else total + reduced
         weight += sums.weight
     return total, weight
-
-
-@dataclass(frozen=True)
-class EmbeddingContext:
-    """Where and how an embedding is computed."""
-
-    device: torch.device
-    autocast: Callable
-    dist: DistContext
-    progress: bool = False
-    # Without a bar (no terminal), where the Fisher batches are is logged every this many seconds.
-    progress_interval_s: float = PROGRESS_INTERVAL_S
 
 
 def build_probe(loaded: LoadedModel, spec: TaskSpec, settings: EmbeddingSettings) -> ProbeModel:
@@ -178,24 +153,22 @@ def build_probe(loaded: LoadedModel, spec: TaskSpec, settings: EmbeddingSettings
 
 
 def _compute_batches(probe: ProbeModel, rows: list[dict], batches: list[list[int]], settings: EmbeddingSettings,
-                     covered: list, collate: Callable, task: str, ctx: EmbeddingContext) -> list[dict]:
+                     covered: list, collate: Callable, task: str, ctx: RunContext) -> list[dict]:
     """This process's share of the batches: reduced sums and weights (and their reseeded twins)."""
-    mine = list(range(ctx.dist.rank, len(batches), ctx.dist.world_size))
+    mine = list(range(ctx.rank, len(batches), ctx.world_size))
     reseed = settings.noise_floor and settings.estimator != "empirical"
     results = []
     # Each batch is a Fisher pass over B sequences (two with the noise floor): on GPT-2 a task's
     # batches run long, so say where the loop is.
-    progress = Progress(len(mine), f"Fisher {task}", bar=ctx.progress, unit="batch",
-                        interval_s=ctx.progress_interval_s if ctx.dist.is_main else None)
+    progress = Progress(len(mine), f"Fisher {task}", bar=ctx.progress and ctx.is_main, unit="batch",
+                        interval_s=ctx.progress_interval_s if ctx.is_main else None)
+    streams = [("", MC_STREAM)] + ([("reseeded_", RESEEDED_STREAM)] if reseed else [])
     for number in mine:
         entry = {"batch": number}
-        entry["sums"], entry["weight"] = _batch_sums(
-            probe, rows, batches[number], settings, covered, collate,
-            derived_seed(settings.seed, task, MC_STREAM, number), ctx.device, ctx.autocast)
-        if reseed:
-            entry["reseeded_sums"], entry["reseeded_weight"] = _batch_sums(
+        for prefix, stream in streams:
+            entry[prefix + "sums"], entry[prefix + "weight"] = _batch_sums(
                 probe, rows, batches[number], settings, covered, collate,
-                derived_seed(settings.seed, task, RESEEDED_STREAM, number), ctx.device, ctx.autocast)
+                derived_seed(settings.seed, task, stream, number), ctx)
         results.append(entry)
         progress.update()
     progress.close()
@@ -212,19 +185,15 @@ def _pool(entries: list[dict], sums_key: str, weight_key: str) -> tuple[np.ndarr
 
 
 def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], settings: EmbeddingSettings,
-               ctx: EmbeddingContext, *, source: str) -> TaskEmbedding | None:
-    """The Task2Vec embedding of one task (None on processes other than the main one).
-
-    Raises:
-        ToolkitError: no record gives a usable row, or settings that cannot work.
-    """
+               ctx: RunContext, *, source: str) -> TaskEmbedding | None:
+    """The Task2Vec embedding of one task (None on processes other than the main one)."""
     settings.validate()
     began = time.perf_counter()
     built = task_rows(spec, records, loaded.tokenizer, settings.objective, settings.max_length)
     if not built.rows:
         raise ToolkitError(f"{spec.name}: none of the {len(records)} records gives a probe input "
                            f"(objective {settings.objective}, --max_length {settings.max_length})")
-    if built.truncated and ctx.dist.is_main:  # the probe does not see whole sentences: say so once per task
+    if built.truncated and ctx.is_main:  # the probe does not see whole sentences: say so once per task
         logger.info(truncation_note(spec.name, built.truncated, len(records), built.cut_to))
     batches = plan_batches(len(built.rows), settings.batch_size, settings.num_batches,
                            derived_seed(settings.seed, spec.name, DATA_STREAM))
@@ -235,9 +204,9 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
     head_report = _fit_head_on_main(probe, [built.rows[i] for i in chosen], collate, settings, spec.name, ctx)
     covered = select_parameters(probe, probe.body_prefix, settings.include,
                                 objective_exclusions(probe, probe.body_prefix, settings.objective, settings.include))
-    entries = gather_to_main(ctx.dist, _compute_batches(probe, built.rows, batches, settings, covered, collate,
+    entries = gather_to_main(ctx, _compute_batches(probe, built.rows, batches, settings, covered, collate,
                                                         spec.name, ctx))
-    if not ctx.dist.is_main:
+    if not ctx.is_main:
         return None
     entries = sorted((e for part in entries for e in part), key=lambda e: e["batch"])
     vector, batch_vectors = _pool(entries, "sums", "weight")
@@ -264,7 +233,6 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
         "seeds": {"seed": settings.seed, "derivation": "SeedSequence([seed, crc32(task), stream, batch])"},
         "dimension": int(vector.shape[0]), "layout_digest": layout_digest(blocks), "layout": layout_manifest(blocks),
         "block_traces": block_traces(blocks, torch.from_numpy(vector)),
-        "noise_floor": _noise_report(vector, batch_vectors, reseeded, batch_reseeded),
         "compute": embedding_compute(probe, built.rows, batches, head_report, settings),
         "versions": library_versions(), "created_at": utc_now(),
         "runtime_seconds": round(time.perf_counter() - began, 3),
@@ -274,12 +242,10 @@ def embed_task(loaded: LoadedModel, spec: TaskSpec, records: list[dict], setting
 
 def embedding_compute(probe: ProbeModel, rows: list[dict], batches: list[list[int]], head_report: dict,
                       settings: EmbeddingSettings) -> dict:
-    """What one embedding cost (utils.training.compute): the Fisher passes (one batched forward and
-    backward per chunk, twice with the noise floor's reseeded pass) over `fisher_tokens`, and the
-    forward pass that caches hidden states for the head (`head_cache_tokens`, at most the head's
-    steps × batch size rows). FLOPs ≈ (2 + 4K)·N·fisher_tokens + 2·N·head_cache_tokens, counting one
-    backward per label sample (K = num_samples) and N the probe's non-embedding parameters (its new
-    head included); the head's own steps on cached states are left out (a d × classes matrix)."""
+    """What one embedding cost: the Fisher passes (twice with the noise floor) over `fisher_tokens`
+    and the forward pass caching the head's hidden states. FLOPs ≈ (2 + 4K)·N·fisher_tokens +
+    2·N·head_cache_tokens, one backward per label sample, N the probe's non-embedding parameters;
+    the head's own steps on cached states are left out."""
     passes = 2 if settings.noise_floor and settings.estimator != "empirical" else 1
     chunk = settings.minibatch_size * max(1, settings.chunk_size // settings.minibatch_size) \
         if settings.estimator == "minibatch_sq" else settings.chunk_size
@@ -295,20 +261,16 @@ def embedding_compute(probe: ProbeModel, rows: list[dict], batches: list[list[in
 
 
 def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, settings: EmbeddingSettings,
-                      task: str, ctx: EmbeddingContext) -> dict:
-    """Fit the probe's head on the main process and give every process the same weights.
-
-    Only the rows the step schedule uses get cached hidden states (at most steps x batch size).
-    Logs a line before and after, and, without a bar, the step and ETA every
-    `ctx.progress_interval_s` seconds.
-    """
+                      task: str, ctx: RunContext) -> dict:
+    """Fit the probe's head on the main process (caching only the rows its schedule uses) and give
+    every process the same weights."""
     report: dict = {"steps": 0}
-    if settings.head.steps and ctx.dist.is_main:
+    if settings.head.steps and ctx.is_main:
         generator = torch.Generator().manual_seed(derived_seed(settings.seed, task, HEAD_ORDER_STREAM))
         schedule = head_schedule(len(rows), settings.head, generator)
         used = sorted({i for step in schedule for i in step})
         cached = cache_hidden_states(probe, [rows[i] for i in used], collate, settings.chunk_size, ctx.device,
-                                     ctx.autocast)
+                                     partial(autocast_context, ctx.precision, ctx.device))
         tokens = int(sum(len(rows[i]["input_ids"]) for i in used))
         # The head's steps are the longest part of a small probe's embedding (a softmax over the
         # vocabulary per token per step): say what runs before it runs, and what it gave.
@@ -317,31 +279,13 @@ def _fit_head_on_main(probe: ProbeModel, rows: list[dict], collate: Callable, se
                     settings.head.batch_size, settings.head.learning_rate, settings.head.weight_decay, len(used),
                     tokens)
         report = fit_head(probe.head, probe.kind, dict(zip(used, cached)), rows, schedule, settings.head, ctx.device,
-                          progress=ctx.progress, interval_s=ctx.progress_interval_s, description=f"head {task}")
+                          progress=ctx.progress and ctx.is_main, interval_s=ctx.progress_interval_s, description=f"head {task}")
         report["cached_tokens"] = tokens
         logger.info("%s: head fitted in %s; loss over all %d predictions %.4f (minibatch losses %.4f over the "
                     "first steps, %.4f over the last)", task, format_duration(report["seconds"]),
                     report["predictions"], report["full_data_loss"], report["first_loss"], report["last_loss"])
-    if settings.head.steps and ctx.dist.enabled:
-        state = broadcast_from_main(ctx.dist, {k: v.cpu() for k, v in probe.head.state_dict().items()})
+    if settings.head.steps and ctx.enabled:
+        state = broadcast_from_main(ctx, {k: v.cpu() for k, v in probe.head.state_dict().items()})
         probe.head.load_state_dict(state)
-        report = broadcast_from_main(ctx.dist, report)
-    return report
-
-
-def _noise_report(vector: np.ndarray, batches: np.ndarray, reseeded: np.ndarray | None,
-                  batches_reseeded: np.ndarray | None) -> dict:
-    """Task-level and batch-level noise floors beside the data-level diversity of the batches, raw
-    and corrected for the batch floors (None where it cannot be computed)."""
-    report: dict = {"task": None, "batches_mean": None, "data_diversity": None, "data_diversity_corrected": None}
-    if len(batches) >= 2:
-        report["data_diversity"] = data_diversity(batches).value
-    if reseeded is not None:
-        report["task"] = task2vec_distance(vector, reseeded)
-        report["batches_mean"] = noise_floor(batches, batches_reseeded)["mean"]
-        if len(batches) >= 2:
-            try:
-                report["data_diversity_corrected"] = corrected_data_diversity(batches, batches_reseeded).value
-            except ValueError as err:   # floors too large to correct: said in the log, left None
-                logger.warning("data diversity not corrected: %s", err)
+        report = broadcast_from_main(ctx, report)
     return report

@@ -1,7 +1,7 @@
 """Which task embeddings one analysis may compare: loading them by task name, refusing those that
 were computed differently (`check_comparable`: other coordinates, probe, objective or estimator
 always; other settings unless allowed), and summarising how each was computed. The analysis
-itself is in `task2vec.analysis`.
+itself is in `task2vec.analysis.diversity`.
 """
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from task2vec.io import TaskEmbedding, load_task_embedding
+from task2vec.embedding.io import TaskEmbedding, load_task_embedding
 from utils.data.registry import get_task
 from utils.run.errors import DataError
 
@@ -22,11 +22,7 @@ METADATA_SUMMARY_KEYS = ("layout_digest", "probe", "objective", "estimator", "nu
 
 
 def load_embeddings(emb_dir: str | os.PathLike, tasks: Iterable[str]) -> dict[str, TaskEmbedding]:
-    """Canonical task name -> its embedding, for tasks that must all exist.
-
-    Raises:
-        DataError: the folder of `emb_dir` or of a task is missing or unreadable.
-    """
+    """Canonical task name -> its embedding, for tasks that must all exist (else DataError)."""
     emb_dir = Path(emb_dir)
     if not emb_dir.is_dir():
         raise DataError("no such embedding folder; compute the embeddings with `python -m task2vec` first "
@@ -36,13 +32,8 @@ def load_embeddings(emb_dir: str | os.PathLike, tasks: Iterable[str]) -> dict[st
 
 def load_available_embeddings(emb_dir: str | os.PathLike,
                               tasks: Iterable[str]) -> tuple[dict[str, TaskEmbedding], dict[str, str]]:
-    """Embeddings of the tasks that have a folder in `emb_dir`, and why the others are absent.
-
-    A missing folder is a reason to skip the results that need it; an unreadable one is an error.
-
-    Returns:
-        (name -> embedding, name -> reason it is absent).
-    """
+    """(name -> embedding, name -> reason it is absent) for `tasks`: a missing folder is a reason to
+    skip the results that need it; an unreadable one is an error."""
     found: dict[str, TaskEmbedding] = {}
     missing: dict[str, str] = {}
     for task in tasks:
@@ -104,31 +95,18 @@ def _differing(embeddings: Mapping[str, TaskEmbedding],
     found = []
     for what, read in checks:
         values = {name: read(emb.metadata) for name, emb in embeddings.items()}
-        if len({_json_key(v) for v in values.values() if v is not None}) > 1:
+        # json.dumps(sort_keys=True): a hashable, order-independent form of numbers, lists and dicts
+        if len({json.dumps(v, sort_keys=True) for v in values.values() if v is not None}) > 1:
             found.append(f"their {what} differ ({', '.join(f'{name}: {value}' for name, value in values.items())})")
     return found
 
 
-def _json_key(value: Any) -> str:
-    """A hashable, order-independent form of a metadata value (numbers, strings, lists, dicts)."""
-    return json.dumps(value, sort_keys=True)
-
-
 def check_comparable(embeddings: Mapping[str, TaskEmbedding], *, allow_setting_mismatch: bool = False) -> list[str]:
-    """Refuse embeddings that should not be compared in one analysis; return the warnings.
+    """Raise DataError for embeddings that should not be compared in one analysis; return warnings.
 
-    Always refused: different dimensions or metadata["layout_digest"] (the coordinates differ),
-    different probe weights, objective or estimator (a different quantity). Refused unless
-    `allow_setting_mismatch`, and then returned as warnings: different K (num_samples), examples
-    used, max length, head settings (steps, learning rate, weight decay, batch size) or, for
-    minibatch_sq, minibatch size. These change the noise of an embedding or the head it was
-    measured with, so a distance would mix the tasks' difference with the settings'.
-
-    Returns:
-        Warnings: allowed setting differences, and what could not be checked (no metadata).
-
-    Raises:
-        DataError: a difference that is refused; the message names it and what to do.
+    Always refused: other dimensions or layout_digest (other coordinates), probe weights, objective
+    or estimator (another quantity). SETTING_METADATA differences change an embedding's noise or
+    head, so a distance would mix them in: refused unless `allow_setting_mismatch`, then warned.
     """
     layouts = {name: (emb.vector.shape[0], emb.metadata.get("layout_digest")) for name, emb in embeddings.items()}
     if len(set(layouts.values())) > 1:

@@ -1,32 +1,19 @@
-"""Measured transfer: the results table of the target script, joined with the diversity of each
-row's source tasks, grouped by experimental condition, and the correlations between the two
-(TaskDiversity.py --results_table).
+"""Measured transfer: the target script's results table joined with the diversity of each row's
+source tasks, grouped by experimental condition, and the correlations between the two.
 
-`source_tasks` cells name the chain steps separated by ";" and the tasks of a Reptile step joined by
-"+" (e.g. "squad;squad_v2;duorc-p", "squad+squad_v2+duorc-s"); a row's sources are that set.
-Every row that cannot be joined is listed with its reason, never dropped silently.
+`source_tasks` cells name chain steps separated by ";" and the tasks of one Reptile step joined by
+"+" ("squad;squad_v2;duorc-p", "squad+squad_v2+duorc-s"). Rows that cannot be joined are listed
+with their reason, never dropped silently. What keeps the correlations honest:
 
-The rules that keep the correlations honest:
-
-- Rows are grouped by CONDITION: target, the metric it is scored by (the row's primary metric;
-  accuracy in a table of the accuracy-only version), base model (the first link of source_chain),
-  max train samples, selection, objectives and training algorithm. Rows of different conditions are
-  never pooled: a different data budget, metric or algorithm is a different experiment.
-- The training algorithm is the row's `algorithm` cell (the lineage's record: none, sequential,
-  reptile, fomaml, multitask, mixed); in a table of an earlier version it comes from the
-  source_tasks cell (ALGORITHMS): "none" for an empty cell
-  (the plain model: the reference line of its condition, never a point), "sequential" for one or
-  more single-task steps (a chain; one step is a chain of one), "reptile" for one step of several
-  "+"-joined tasks, "mixed" for a chain with a Reptile step in it. A Reptile run over a single
-  task reads as "sequential": the cell cannot tell them apart.
-- Within a condition, all rows of one source SET make one point, whatever their chain order:
-  the runs of that set (one per distinct source_tasks, checkpoint and seed list) are pooled over
-  their seeds. A row appended again with the same source_tasks, checkpoint and seeds (the same
-  runs) is a duplicate: it is counted once and listed. Different chain orders of one set are a
-  separate analysis ("chain_orders"), reported beside the points and never pooled into them as
-  extra observations.
-- Coefficients come with n, the number of distinct source sets, and exact permutation p-values
-  (task2vec.correlation).
+- Rows are grouped by CONDITION (CONDITION_KEYS) and never pooled across conditions: a different
+  data budget, metric or algorithm is a different experiment. An empty `algorithm` cell is read
+  from source_tasks (`training_algorithm`); "none", the plain model, is the condition's reference
+  line, never a point.
+- Within a condition, all rows of one source SET make one point, whatever their chain order, pooled
+  over their seeds; a row repeating the same source_tasks, checkpoint and seeds is counted once and
+  listed. Chain orders of one set are reported beside the points ("chain_orders"), not as extra
+  observations.
+- Coefficients come with n, the number of distinct source sets, and exact permutation p-values.
 """
 from __future__ import annotations
 
@@ -39,15 +26,15 @@ from typing import Any
 import numpy as np
 from scipy import stats
 
-from task2vec.correlation import correlate
-from task2vec.diversity import ALL_SET_STATISTICS, set_statistics
-from utils.classification.metrics import metric_range
-from utils.results.seed_statistics import bounded_interval
+from task2vec.analysis.correlation import correlate
+from task2vec.analysis.diversity import ALL_SET_STATISTICS, set_statistics
+from utils.results.metrics import metric_range
+from utils.results.metrics import bounded_interval
 from utils.run.errors import DataError, UnknownTaskError
 from utils.results.table import RESULTS_TABLE_KEY_COLUMNS, existing_columns, read_rows, row_score
 from utils.data.registry import get_task
 
-CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.classification.target_task.chain_description writes them
+CHAIN_SEPARATOR = ";"    # steps of a source chain, as utils.classification.summary.chain_description writes them
 REPTILE_SEPARATOR = "+"  # tasks of one Reptile step, as maml_qa.py records them
 CHAIN_LINK = " > "       # links of source_chain, the base model first
 ALGORITHMS = ("none", "sequential", "reptile", "fomaml", "multitask", "mixed")
@@ -57,14 +44,7 @@ BASELINE_KEYS = CONDITION_KEYS[:5]
 
 
 def parse_source_tasks(text: str) -> list[str]:
-    """Canonical source tasks of a results-table cell, in order of first appearance.
-
-    "squad;squad_v2;duorc-p" is a chain of three steps; "squad+squad_v2+duorc-s" one Reptile step
-    over three tasks; "" no source (the plain pretrained model).
-
-    Raises:
-        UnknownTaskError: a name that is not registered.
-    """
+    """Canonical source tasks of a results-table cell, in order of first appearance ("": none)."""
     names: list[str] = []
     for step in text.split(CHAIN_SEPARATOR):
         for part in step.split(REPTILE_SEPARATOR):
@@ -76,7 +56,8 @@ def parse_source_tasks(text: str) -> list[str]:
 
 
 def training_algorithm(text: str) -> str:
-    """The training algorithm a source_tasks cell describes, one of ALGORITHMS (module docstring)."""
+    """The training algorithm of a source_tasks cell: "none" without a source, "sequential" for
+    single-task steps, "reptile" for one "+"-joined step, "mixed" for a chain with one."""
     steps = [step for step in text.split(CHAIN_SEPARATOR) if step.strip()]
     if not steps:
         return "none"
@@ -87,22 +68,14 @@ def training_algorithm(text: str) -> str:
 
 
 def read_results_table(path: str | os.PathLike) -> list[dict]:
-    """Rows of the CSV run_target_task_GPT2_sst2_multiple.py --results_table appends to.
-
-    Each row is a dict of its columns plus "line" (its line number in the file). Tables of the
-    accuracy-only version (utils.results.table.LEGACY_RESULTS_TABLE_COLUMNS) are read too.
-
-    Raises:
-        DataError: the file is missing, empty, lacks columns of RESULTS_TABLE_KEY_COLUMNS or any
-            score column, or has a malformed row (its line number is given).
-    """
+    """Rows (dicts with their "line" number) of the CSV that run_target_task_GPT2_sst2_multiple.py
+    --results_table appends to; DataError for a file without the key or score columns."""
     writer = "run_target_task_GPT2_sst2_multiple.py"
     rows = read_rows(path, RESULTS_TABLE_KEY_COLUMNS, flag="--results_table", writer=writer)
     header = existing_columns(path) or ()
-    if not {"primary_metric", "mean_primary", "std_primary"} <= set(header) and \
-            not {"mean_accuracy", "std_accuracy"} <= set(header):
-        raise DataError(f"not a table written by {writer} --results_table (no score columns: neither "
-                        "primary_metric, mean_primary, std_primary nor mean_accuracy, std_accuracy)", file=str(path))
+    if not {"primary_metric", "mean_primary", "std_primary"} <= set(header):
+        raise DataError(f"not a table written by {writer} --results_table (no score columns primary_metric, "
+                        "mean_primary, std_primary)", file=str(path))
     return rows
 
 
@@ -130,11 +103,7 @@ def tasks_in_results(rows: Iterable[dict], target: str) -> list[str]:
 
 
 def _number(row: dict, column: str, file: str, *, integer: bool = False, required: bool = True) -> float:
-    """A numeric cell; "", "nan" and "NaN" read as NaN (unless required).
-
-    Raises:
-        DataError: a cell that is not a number, or a required one that is empty or NaN.
-    """
+    """A numeric cell; "" and NaN read as NaN unless required (then DataError, as for non-numbers)."""
     text = (row.get(column) or "").strip()
     try:
         value = float(text) if text else math.nan
@@ -158,25 +127,11 @@ def row_condition(row: Mapping[str, Any], target: str) -> dict[str, str]:
 def join_results(rows: Sequence[dict], vectors: Mapping[str, np.ndarray], target: str, distance: str,
                  missing: Mapping[str, str], file: str,
                  reseeded: Mapping[str, np.ndarray | None] | None = None) -> tuple[list[dict], list[dict]]:
-    """Rows of `target` whose source tasks all have embeddings, with their set statistics.
+    """(joined, skipped): rows of `target` whose source tasks all have embeddings, with their
+    condition, run summary and ALL_SET_STATISTICS; the others with the reason they are skipped.
 
-    Args:
-        rows: from `read_results_table`.
-        vectors: task name -> (D,) embedding (the target's included).
-        target: canonical target task.
-        distance: one of DISTANCES.
-        missing: task name -> why it has no embedding (from `load_available_embeddings`).
-        file: the table's path, for error messages.
-        reseeded: task name -> its re-embedding (None: no floor), for the corrected statistics.
-
-    Returns:
-        (joined, skipped). joined: line, source_tasks, sources, n_sources, condition, the run
-        summary (pretrained_model, seeds, n, metric, mean and std of the metric, output_dir) and
-        ALL_SET_STATISTICS (NaN for the plain model). skipped: line, target_task, source_tasks and
-        the reason.
-
-    Raises:
-        DataError: a mean, n or std cell that is not a number.
+    `vectors` holds the target's embedding too; `missing` says why a task has none; `reseeded`
+    gives re-embeddings (None: no floor) for the corrected statistics.
     """
     reseeded = reseeded or {}
     joined, skipped = [], []
@@ -213,10 +168,8 @@ def pooled_summary(runs: Sequence[Mapping[str, Any]], confidence: float) -> dict
     """Mean, std and t-interval over all the seeds of several runs, from each run's n, mean, std.
 
     N = Σ n_i; mean = Σ n_i m_i / N; (N − 1)·std² = Σ (n_i − 1) s_i² + Σ n_i (m_i − mean)²;
-    CI = mean ± t_{(1+c)/2, N−1}·std/√N, intersected with the range of the runs' metric (accuracy
-    [0, 1], a correlation [−1, 1]; utils.classification.metrics.metric_range). A run of one seed
-    has no within-run variance (its std may be NaN). std and CI are NaN when N = 1, or when a run
-    of several seeds lacks its std.
+    CI = mean ± t_{(1+c)/2, N−1}·std/√N, cut to the metric's range. std and CI are NaN when N = 1
+    or a run of several seeds lacks its std.
     """
     n = np.array([run["n"] for run in runs], dtype=np.float64)
     means = np.array([run["mean"] for run in runs], dtype=np.float64)
@@ -297,14 +250,8 @@ def baselines(joined: Sequence[Mapping[str, Any]], confidence: float) -> list[di
 
 
 def transfer_analysis(joined: Sequence[Mapping[str, Any]], confidence: float = 0.95, seed: int = 0) -> dict:
-    """Per condition: one point per source set, the plain model, chain orders and correlations.
-
-    Returns:
-        {"rules": text, "conditions": [{"condition", "n_rows", "points", "baseline",
-         "chain_orders", "correlations": {statistic: correlate(...)}}], "baselines": [...]}.
-        Conditions keep the order in which the table first names them; points are sorted by
-        their sources.
-    """
+    """Per condition (in table order): one point per source set (sorted), the plain model, chain
+    orders and correlations {statistic: correlate(...)}; plus the rules and all baselines."""
     groups: dict[tuple, list] = {}
     for row in joined:
         if row["condition"]["algorithm"] != "none":

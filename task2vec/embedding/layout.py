@@ -1,37 +1,20 @@
 """Which parameters an embedding covers, and how each one's Fisher diagonal becomes coordinates.
 
-Default (Task2Vec parity for a transformer): the weights of every linear layer and norm (LayerNorm
-or RMSNorm) inside the probe's body, for any family of utils.models.families (GPT-2: `attn.c_attn`,
-`attn.c_proj`, `mlp.c_fc`, `mlp.c_proj`, `ln_1`, `ln_2` of each block and `ln_f`; Llama: `q_proj`,
-`k_proj`, `v_proj`, `o_proj`, `gate_proj`, `up_proj`, `down_proj`, `input_layernorm`,
-`post_attention_layernorm` and `norm`). Excluded: the token embedding and the LM head (tied in
-GPT-2, vocabulary-sized, sparse and noisy, and rewritten by head fitting) and the position
-embedding. Biases are opt-in.
+Default (Task2Vec parity): the weights of every linear layer and norm (LayerNorm or RMSNorm) in the
+probe's body, for any family of utils.models.families. Excluded: the token embedding and the LM
+head (tied in GPT-2, vocabulary-sized, noisy, and rewritten by head fitting) and the position
+embedding. Biases are opt-in. Each tensor is reduced per output unit ("filter-wise", as Task2Vec
+does per conv filter): the mean over the inputs (axis 0 of HF Conv1D's (in, out) weight, axis 1 of
+nn.Linear's); norm weights and biases are kept as they are. GPT-2 small: 102,144 coordinates.
 
-Each covered tensor is reduced *per output unit* ("filter-wise", as Task2Vec does per conv
-filter): HF `Conv1D` stores its weight as (in, out), so the mean runs over axis 0; `nn.Linear`
-stores (out, in), so the mean runs over axis 1; LayerNorm and RMSNorm weights and biases are kept
-as they are. For GPT-2 small that is 12 x (2304 + 768 + 3072 + 768 + 768 + 768) + 768 = 102,144
-coordinates. The manifest names each block's kind (conv1d, linear, layernorm, rmsnorm) and reduction.
-
-Structurally zero coordinates are left out. The KEY part of the attention's input bias (the middle
-third of `attn.c_attn.bias`, which holds query, key and value biases in that order) adds q_i·b_k
-to every logit of query i: the same constant for all keys, which the softmax ignores. Its gradient
-is exactly zero, its Fisher diagonal pure rounding (under bf16, rounding noise large enough to pass
-any relative threshold), so with biases on GPT-2 small has 2 x 102,144 - 12 x 768 = 195,072
-coordinates. The same argument removes the final LayerNorm's bias (`ln_f.bias`) under a span
-head: it adds one vector c to every position's hidden state, so w·c to every start (end) logit of
-a sequence, and the span softmax runs over positions. The QA and classification tasks of one
-analysis must share a layout, so with the task objective that bias is left out for every head
-(`objective_exclusions`); with the LM objective it is kept. Nothing else in the layout is
-structurally zero (tested on the LM, span and class heads).
-
-Other families: the same argument holds wherever a key bias is added after any position-dependent
-transformation is excluded. With rotary positions the key is rotated by its position j, so
-q_i·R_j b_k depends on j and the bias counts (Llama-style models with biases, such as Qwen2) -
-except in the dimensions rotary leaves alone: GPT-NeoX turns only the first quarter of each head
-(Pythia), and the key bias of the other dimensions is structurally zero, per head. Each family's
-adapter names those coordinates (`ModelFamily.structural_zero_bias`); GPT-Neo has no key bias.
+Structurally zero coordinates are left out. The key part of GPT-2's `attn.c_attn.bias` adds q_i·b_k
+to every logit of query i, a constant the softmax ignores: its gradient is exactly zero and its
+Fisher pure rounding (so with biases GPT-2 small has 195,072 coordinates). With rotary positions
+the key bias counts, except in dimensions rotary leaves alone (GPT-NeoX turns only a quarter of
+each head); each family names those (`ModelFamily.structural_zero_bias`). Likewise the final
+LayerNorm's bias adds one vector to every position, which a span softmax ignores; QA and
+classification tasks must share a layout, so with the task objective it is left out for every head
+(`objective_exclusions`).
 """
 from __future__ import annotations
 
@@ -100,17 +83,8 @@ def is_rms_norm(module: nn.Module) -> bool:
 
 def select_parameters(model: nn.Module, body_prefix: str = "transformer", include: tuple[str, ...] = (),
                       exclude: tuple[str, ...] = ()) -> list[CoveredParameter]:
-    """The covered parameters of `model`: linear/Conv1D/LayerNorm/RMSNorm weights under `body_prefix`.
-
-    Args:
-        model: the probe (body plus a head); only modules whose name starts with `body_prefix`
-            are considered, so the head is never covered.
-        include: extra groups from INCLUDE_CHOICES ("bias": the biases of the same modules).
-        exclude: full names of parameters to leave out (see `objective_exclusions`).
-
-    Raises:
-        ValueError: an unknown group, or no covered parameter at all.
-    """
+    """The covered parameters of `model`: linear/Conv1D/LayerNorm/RMSNorm weights under `body_prefix`
+    (never the head), plus the groups of INCLUDE_CHOICES in `include`, less the names in `exclude`."""
     unknown = sorted(set(include) - set(INCLUDE_CHOICES))
     if unknown:
         raise ValueError(f"unknown parameter groups {unknown}; choose from {INCLUDE_CHOICES}")
@@ -213,11 +187,8 @@ def flatten(covered: list[CoveredParameter], diagonals: dict[str, torch.Tensor])
 
 
 def block_traces(blocks: list[LayoutBlock], vector: torch.Tensor) -> dict[str, float]:
-    """Trace (sum of the unreduced diagonal) of each covered parameter, from the reduced vector.
-
-    A mean over the inputs times their number is their sum, so the trace needs no second pass.
-    Excluded coordinates are structurally zero and add nothing.
-    """
+    """Trace (sum of the unreduced diagonal) of each covered parameter, from the reduced vector: a
+    mean over the inputs times their number is their sum (excluded coordinates are zero)."""
     traces = {}
     for block in blocks:
         fan_in = 1

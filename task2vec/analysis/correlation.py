@@ -1,16 +1,14 @@
 """Correlation coefficients with permutation p-values that are exact at small n.
 
-scipy's p-values for Spearman and Pearson use a t (or normal) approximation that is
-anti-conservative with a handful of points (n = 5, ρ = 0.9: p = 0.037 against an exact 0.083).
-Here the p-value of a coefficient c(x, y) is the share of orderings of y whose coefficient is at
-least as extreme, two-sided:
+scipy's t approximation is anti-conservative with a handful of points (n = 5, ρ = 0.9: p = 0.037
+against an exact 0.083). Here p is the share of orderings of y whose coefficient is at least as
+extreme, two-sided:
 
     p = #{π : |c(x, y_π)| ≥ |c(x, y)|} / n!          over all n! orderings, n ≤ EXACT_MAX_N;
     p = (1 + #{π_b : |c(x, y_πb)| ≥ |c(x, y)|}) / (1 + B)   B seeded random orderings, above it.
 
-Under the null hypothesis that y does not depend on x every ordering is equally likely, so the
-first is exact and the second is a valid (slightly conservative) Monte-Carlo p-value. Spearman's
-ρ is Pearson's r of the ranks (ties get their average rank), so one routine serves both.
+Under the null every ordering is equally likely: the first is exact, the second a valid
+(slightly conservative) Monte-Carlo p-value. Spearman's ρ is Pearson's r of the average ranks.
 """
 from __future__ import annotations
 
@@ -32,34 +30,11 @@ FEW_POINTS = 5             # below this a plain-language warning goes with every
 TIE_TOLERANCE = 1e-9
 
 
-def _centred_unit(values: np.ndarray) -> np.ndarray:
-    """values minus their mean, scaled to unit norm (so a dot product of two is Pearson's r)."""
-    centred = values - values.mean()
-    return centred / np.linalg.norm(centred)
-
-
-def _orderings(n: int) -> np.ndarray:
-    """(n!, n) every permutation of range(n)."""
-    return np.array(list(itertools.permutations(range(n))), dtype=np.intp)
-
-
 def permutation_pvalue(x: Sequence[float], y: Sequence[float], *, rank: bool, seed: int = 0,
                        permutations: int = PERMUTATIONS) -> dict[str, Any]:
-    """Pearson's r (rank=False) or Spearman's ρ (rank=True) of y on x with its permutation p-value.
-
-    Args:
-        x, y: n ≥ 3 paired finite values, neither constant.
-        rank: correlate the average ranks (Spearman) instead of the values (Pearson).
-        seed: seed of the random orderings (only used when n > EXACT_MAX_N).
-        permutations: B, random orderings when n > EXACT_MAX_N.
-
-    Returns:
-        {"statistic", "p_value", "method", "orderings", "min_p_value"}: min_p_value is the
-        smallest p any ordering of these values could give (exact only; None otherwise).
-
-    Raises:
-        ValueError: fewer than 3 pairs, different lengths, non-finite or constant values.
-    """
+    """Pearson's r (rank=False) or Spearman's ρ (rank=True) of n ≥ 3 pairs with its permutation
+    p-value: {"statistic", "p_value", "method", "orderings", "min_p_value"} (the smallest p any
+    ordering could give; exact only). `seed` and B = `permutations` serve n > EXACT_MAX_N."""
     x_values, y_values = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     if x_values.shape != y_values.shape or x_values.ndim != 1:
         raise ValueError(f"x and y must be 1-D of the same length, got {x_values.shape} and {y_values.shape}")
@@ -69,12 +44,14 @@ def permutation_pvalue(x: Sequence[float], y: Sequence[float], *, rank: bool, se
         raise ValueError("a variable is constant; its correlation is undefined")
     if rank:
         x_values, y_values = stats.rankdata(x_values), stats.rankdata(y_values)
-    xu, yu = _centred_unit(x_values), _centred_unit(y_values)
+    # centred and scaled to unit norm, so that a dot product of the two is Pearson's r
+    xu, yu = ((v - v.mean()) / np.linalg.norm(v - v.mean()) for v in (x_values, y_values))
     observed = float(np.clip(xu @ yu, -1.0, 1.0))
     threshold = abs(observed) - TIE_TOLERANCE
     n = len(xu)
     if n <= EXACT_MAX_N:
-        coefficients = np.abs(yu[_orderings(n)] @ xu)                    # (n!,)
+        orderings = np.array(list(itertools.permutations(range(n))), dtype=np.intp)   # (n!, n)
+        coefficients = np.abs(yu[orderings] @ xu)                        # (n!,)
         extreme = int(np.count_nonzero(coefficients >= threshold))
         best = int(np.count_nonzero(coefficients >= coefficients.max() - TIE_TOLERANCE))
         return {"statistic": observed, "p_value": extreme / math.factorial(n),
@@ -102,15 +79,8 @@ def few_points_warning(n: int, min_p_value: float | None) -> str | None:
 
 
 def correlate(x: Sequence[float], y: Sequence[float], seed: int = 0) -> dict[str, Any]:
-    """Spearman's ρ and Pearson's r of y against x, each with its permutation p-value.
-
-    Pairs where either value is NaN are dropped first; n is the number of pairs left. NaN
-    coefficients, with a reason, when n < 3 or a variable is constant.
-
-    Returns:
-        {"n", "spearman_rho", "spearman_p", "pearson_r", "pearson_p", "p_method",
-         "min_p_value", "warning", "reason"}.
-    """
+    """Spearman's ρ and Pearson's r of y against x, each with its permutation p-value, over the
+    n pairs without NaN; NaN coefficients with a reason when n < 3 or a variable is constant."""
     x_values, y_values = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
     keep = np.isfinite(x_values) & np.isfinite(y_values)
     x_values, y_values = x_values[keep], y_values[keep]

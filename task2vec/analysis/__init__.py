@@ -1,0 +1,1 @@
+"""What is computed from task embeddings: distances, noise correction, diversity, correlation with measured transfer, and their reports."""
