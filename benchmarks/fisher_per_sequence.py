@@ -1,14 +1,6 @@
-"""Benchmark: the vectorised per-sequence Fisher (layer hooks, factored vocabulary head) against the
-brute-force loop over sequences, on the same sequences and the same sampled labels, in one run.
-
-Setting of the issue: 32 sequences of 128 tokens, a tiny GPT-2 (2 layers, 32 wide) with the full
-GPT-2 vocabulary (50,257), fp32, covered parameters = block weights and LayerNorms. Sequences are
-real SQuAD v1.1 contexts cut to 128 GPT-2 tokens when ../shared/data is there, else random ids.
-The loop differentiates each sequence's summed log-likelihood with ordinary autograd; both must give
-the same Fisher (rtol 1e-5, checked here).
-
-    python benchmarks/fisher_per_sequence.py            # writes results/fisher_per_sequence.json
-    python benchmarks/fisher_per_sequence.py --device cuda --gpt2_small --sequences 512
+"""The vectorised per-sequence Fisher (layer hooks, chunked vocabulary head) against the brute-force
+loop over sequences, on the same real SQuAD sequences and sampled labels: a tiny GPT-2 with the full
+GPT-2 vocabulary, fp32. Both must give the same Fisher (rtol 1e-5, checked here).
 """
 from __future__ import annotations
 
@@ -25,11 +17,11 @@ from recording import paired_ratio_spread, provenance, write_result
 
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from task2vec.fisher import diagonal_fisher, sample_labels
-from task2vec.layout import flatten, select_parameters
-from task2vec.predictions import next_token_predictions
+from task2vec.embedding.fisher import diagonal_fisher, sample_labels
+from task2vec.embedding.layout import flatten, select_parameters
+from task2vec.embedding.predictions import next_token_predictions
 from utils.data.loading import load_task_data
-from utils.models.tokenization import load_tokenizer
+from utils.models.loading import load_tokenizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 VOCAB = 50257

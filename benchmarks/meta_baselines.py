@@ -1,15 +1,7 @@
-"""Measurement: Reptile against its baselines at matched compute, on the synthetic QA family.
-
-For each seed, a tiny GPT-2 (2×64) is meta-trained with maml_qa.py on four tasks of a synthetic QA
-family (utils.data.synthetic_qa) by Reptile (80 outer steps, m = 2 tasks, k = 5 inner steps: 800
-forward/backward passes), then by FOMAML and by multi-task training with --match_compute on the
-Reptile run (the same passes), and the held-out fifth task is scored from each θ and from the
-initial model: F1 after 0, 5, 10 and 30 adaptation steps on its training data (each from the same
-θ, a fresh Adam). Reported: every curve, the mean over seeds with its 95% t-interval, and each
-algorithm's difference from the initial model paired by seed. Quality, not speed: deterministic on
-a CPU, whatever else the machine runs. No algorithm is expected to win.
-
-    python benchmarks/meta_baselines.py      # ~5 minutes; writes results/meta_baselines.json
+"""Quality, not speed: Reptile (80 outer steps, m = 2, k = 5: 800 passes), FOMAML and multi-task
+training at the same passes (--match_compute) on four tasks of the synthetic QA family, a tiny
+GPT-2 (2×64) per seed; held-out F1 of the fifth task after 0, 5, 10 and 30 adaptation steps from
+each θ and from the initial model. Deterministic on a CPU.
 """
 from __future__ import annotations
 
@@ -21,9 +13,10 @@ from pathlib import Path
 from recording import provenance, write_result
 
 import maml_qa
-from utils.data.synthetic_qa import meta_learning_family, write_family
-from utils.models.tiny_model import build_tiny_model
-from utils.results.seed_statistics import summarize
+from utils.data.synthetic_qa import meta_learning_family
+from utils.models.tiny import write_family
+from utils.models.tiny import build_tiny_model
+from utils.results.metrics import summarize
 
 WINDOWS = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
            "--features_cache_dir", "none", "--no_progress"]
@@ -53,7 +46,7 @@ def run(folder: Path, files: list[str], model: Path, seed: int, algorithm: str, 
 
 def interval(values: list[float], bounds: tuple[float, float] = (0.0, 100.0)) -> dict[str, float]:
     """Mean and 95% Student-t interval over seeds, cut to the range of F1 (or of a difference of
-    two F1s), as the target script cuts its intervals (utils.results.seed_statistics.summarize)."""
+    two F1s), as the target script cuts its intervals (utils.results.metrics.summarize)."""
     summary = summarize(values, bounds=bounds)
     return {"mean": summary["mean"], "ci_low": summary["ci_low"], "ci_high": summary["ci_high"]}
 

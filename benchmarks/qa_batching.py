@@ -1,18 +1,7 @@
-"""Benchmark: training throughput of the project's QA batching against pad-to-max-length batches.
-
-Both variants train on the same SQuAD v1.1 dev windows (384/128, real GPT-2 tokenizer) with the
-same model, optimizer and batch size, interleaved, several repeats:
-
-- ours: length-grouped batches padded to their own longest sequence (utils.training.batching);
-- baseline: random batches padded to --max_seq_length (the stock `pad_to_max_length=True`).
-
-Reported: real (non-pad) tokens per second, the ratio ours / baseline, and model FLOP
-utilisation: useful training FLOPs (6·N·T + 12·L·d·T² per sequence of T real tokens, N the
-non-embedding parameters) per second over a peak measured in the same run (CPU: the best fp32
-matrix product) or the datasheet peak (GPU, bf16 dense).
-
-    python benchmarks/qa_batching.py                       # CPU, tiny model, writes results/qa_batching.json
-    python benchmarks/qa_batching.py --device cuda --model gpt2-small --precision bf16 --output gpu.json
+"""Training throughput of length-grouped batches with dynamic padding against random batches padded
+to --max_seq_length, on the same SQuAD v1.1 dev windows, model and optimizer, interleaved. Reports
+real tokens/s and MFU: useful FLOPs (6·N·T + 12·L·d·T² per sequence of T real tokens) over a peak
+measured in the same run (CPU) or the datasheet bf16 peak (GPU).
 """
 from __future__ import annotations
 
@@ -31,15 +20,15 @@ from recording import paired_ratio_spread, provenance, write_result
 
 from transformers import GPT2Config, GPT2ForQuestionAnswering
 
-from utils.training.batching import length_grouped_batches
-from utils.training.compilation import pad_batch_to_width
+from utils.training.loop import length_grouped_batches
+from utils.training.runtime import pad_batch_to_width
 from utils.data.loading import load_task_data
-from utils.training.objectives import SpanObjective
+from utils.qa.pipeline import SpanObjective
 from utils.qa.features import SpanFeatureConfig, span_features
 from utils.training.runtime import resolve_device, resolve_precision
-from utils.models.tokenization import load_tokenizer
-from utils.training.loop import autocast_context, move_batch
-from utils.training.schedule import build_optimizer
+from utils.models.loading import load_tokenizer
+from utils.training.optim import autocast_context, move_batch
+from utils.training.optim import build_optimizer
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 MODELS = {"tiny": dict(n_layer=2, n_embd=128, n_head=4), "gpt2-small": dict(n_layer=12, n_embd=768, n_head=12)}
@@ -159,7 +148,7 @@ def main(argv: list[str] | None = None) -> dict:
     config = GPT2Config(vocab_size=len(tokenizer), n_positions=1024, **MODELS[args.model],
                         pad_token_id=tokenizer.pad_token_id)
     model = GPT2ForQuestionAnswering(config).to(device)
-    optimizer = build_optimizer(model, 1e-4, 0.0, device)
+    optimizer = build_optimizer(model, 1e-4, device=device)
     objective = SpanObjective(tokenizer.pad_token_id, pad_to_multiple_of=args.pad_to_multiple_of)
     non_embedding = sum(p.numel() for n, p in model.named_parameters() if not n.startswith(("transformer.wte", "transformer.wpe")))
 

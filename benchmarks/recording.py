@@ -1,12 +1,9 @@
-"""What every benchmark result carries besides its numbers (DESIGN.md section 10), and how it is written."""
+"""What every benchmark result carries besides its numbers, and how it is written."""
 from __future__ import annotations
 
 import json
 import platform
 import statistics
-import subprocess
-import sys
-import tempfile
 from datetime import date
 from pathlib import Path
 
@@ -41,21 +38,3 @@ def write_result(path: str | Path, result: dict) -> Path:
             result = {**result, "extra": {**result.get("extra", {}), "gpu": gpu}}
     target.write_text(json.dumps(result, indent=2) + "\n")
     return target
-
-
-def results_of_fresh_processes(script: str | Path, argv: list[str], processes: int) -> list[dict]:
-    """Run `script argv --processes 1 --output <scratch file>` in `processes` fresh interpreters, one
-    after another, and return their results.
-
-    On a shared host a whole process can run at its own speed level (where its memory landed, what
-    the neighbours did during its minute), so repeats inside one process share an offset that more
-    repeats cannot average out; pooling the repeats of several processes does.
-    """
-    results = []
-    with tempfile.TemporaryDirectory() as scratch:
-        for index in range(processes):
-            output = Path(scratch) / f"process_{index}.json"
-            # Later flags win in argparse: the child runs one process and writes where we read.
-            subprocess.run([sys.executable, str(script), *argv, "--processes", "1", "--output", str(output)], check=True)
-            results.append(json.loads(output.read_text()))
-    return results

@@ -1,18 +1,7 @@
-"""Measurement: which inner-optimizer state Reptile should default to, `carry` (one Adam whose
-moments run on across tasks, as the OpenAI and learn2learn reference code) or `reset` (a fresh
-Adam per task).
-
-Meta-trains a tiny GPT-2 with maml_qa.py on four tasks of a synthetic QA family and scores the
-held-out fifth (F1 from θ and after 5, 10 and 30 adaptation steps on its training data, each
-evaluation from the same θ with a fresh Adam), once with each setting, for several model seeds.
-Reported: every curve, each setting's mean over seeds with its 95% Student-t interval, and carry −
-reset paired by seed (mean, t-interval, and the seeds where carry is higher). One seed's F1 moves
-by tens of points with small changes to the run: three seeds recorded carry − reset +3.7, +9.1 and
-+7.0, and the same seeds re-run after later changes to the library (among them a new seeding of the
-task streams) gave +17.6, −3.0 and +18.0, so the comparison takes ten seeds. Quality, not
-speed: the numbers are deterministic on a CPU, whatever else the machine runs.
-
-    python benchmarks/reptile_inner_state.py      # ~6 minutes; writes results/reptile_inner_state.json
+"""Quality, not speed: Reptile's inner optimizer state `carry` against `reset` on four tasks of the
+synthetic QA family, held-out F1 of the fifth after 0, 5, 10 and 30 adaptation steps, ten seeds
+(one seed's F1 moves by tens of points with small changes to the run), paired by seed.
+Deterministic on a CPU.
 """
 from __future__ import annotations
 
@@ -24,9 +13,10 @@ from pathlib import Path
 from recording import provenance, write_result
 
 import maml_qa
-from utils.results.seed_statistics import json_ready, summarize
-from utils.data.synthetic_qa import meta_learning_family, write_family
-from utils.models.tiny_model import build_tiny_model
+from utils.results.metrics import json_ready, summarize
+from utils.data.synthetic_qa import meta_learning_family
+from utils.models.tiny import write_family
+from utils.models.tiny import build_tiny_model
 
 WINDOWS = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
            "--features_cache_dir", "none", "--no_progress"]

@@ -1,17 +1,8 @@
-"""Benchmark: fitting the probe's LM head (task2vec.probe.fit_head, exact gradient from the chunked
-vocabulary softmax) against the head fit as it was before (the same AdamW steps, each on the full
-(tokens, 50,257) logits differentiated by autograd, reimplemented here), on the same cached hidden
-states, schedule and initial head, interleaved in one run.
-
-Setting of the issue: `python -m task2vec` with the real-vocabulary tiny GPT-2 of ../shared/data
-(2 layers, 2 wide, 50,257 tokens), objective lm, the default head settings (AdamW, learning rate
-5e-5, weight decay 1e-4, 8 sequences per step), CPU fp32. The rows are --rows real SQuAD v1.1 dev
-questions in the lm layout (context window, question, answer), at most 128 tokens each. Each
-repeat fits --steps steps (the default budget is 640; the time per step does not depend on it)
-from the same initial head with both methods; both heads, and their loss over every cached token
-computed here with full logits, must agree (checked and recorded).
-
-    python benchmarks/task2vec_head_fit.py        # writes results/task2vec_head_fit.json (~3 minutes)
+"""Fitting the probe's LM head with the exact gradient from the chunked vocabulary softmax, against
+the same AdamW steps on full (tokens, 50,257) logits differentiated by autograd (reimplemented
+here), from the same cached hidden states and initial head: the real-vocabulary tiny GPT-2 of
+../shared/data, real SQuAD v1.1 dev questions in the lm layout, CPU fp32. Both heads, and their loss
+over every cached token, must agree (checked and recorded).
 """
 from __future__ import annotations
 
@@ -30,8 +21,8 @@ from torch import nn
 
 from recording import paired_ratio_spread, provenance, write_result
 
-from task2vec.probe import HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head, head_schedule, new_head
-from task2vec.sequences import task_rows
+from task2vec.embedding.probe import HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head, head_schedule, new_head
+from task2vec.embedding.sequences import task_rows
 from utils.data.loading import load_task_data
 from utils.data.registry import get_task
 from utils.models.loading import load_model
@@ -127,8 +118,8 @@ def main(argv: list[str] | None = None) -> dict:
               "baseline": {"label": "before: each step's full (tokens, 50,257) logits, F.cross_entropy and autograd "
                                     "(the previous fit_head, reimplemented in this benchmark)",
                            "value": statistics.median(times["before"])},
-              "ours": {"label": "task2vec.probe.fit_head: the same AdamW steps, exact gradient from the chunked "
-                                "vocabulary softmax (task2vec.predictions.probability_chunks), plus one full-data loss",
+              "ours": {"label": "task2vec.embedding.probe.fit_head: the same AdamW steps, exact gradient from the chunked "
+                                "vocabulary softmax (task2vec.embedding.predictions.probability_chunks), plus one full-data loss",
                        "value": statistics.median(times["ours"])},
               "ratio": spread["median"], "target_ratio": 5.0,
               "extra": {"repeats": times, "paired_ratio": spread,

@@ -1,18 +1,7 @@
-"""Real data: Task2Vec embeddings of SST-2, SQuAD v1.1, SQuAD v2.0, DuoRC (both), DROP and Quoref from
-../shared/data with a tiny GPT-2 probe and the real GPT-2 tokenizer; the task distance matrix and the
-Monte-Carlo noise floor at K = 1 (baseline) and K = 8 (ours), and whether each pair of different tasks
-is resolved: at least half of its raw distance is signal, i.e. its distance corrected for the noise
-of both embeddings (task2vec.correction) is at least the bias the correction removed. The corrected distances should agree between
-K = 1 and K = 8 (same data, only the noise differs), the raw ones should not: the run reports both.
-
-DROP is represented by the only DROP questions here that the adapter can use (6 single-span answers
-in the allennlp fixture), so its embedding and noise floor rest on 6 sequences; DuoRC samples give 64
-rows. The probe (2 layers, 64 wide, random weights, the GPT-2 vocabulary) is built offline; the LM head is
-fitted to each task for a fixed budget. Both K use the same data, batches and fitted head; only the
-number of sampled labels per position differs. The ratio is the noise floor at K = 1 over that at K = 8
-(the theory says about 8: the floor falls as 1/K).
-
-    python benchmarks/task2vec_noise_floor.py         # writes results/task2vec_noise_floor.json (~15 min, 1 thread)
+"""Task2Vec embeddings of seven real tasks from ../shared/data with a tiny random probe and the GPT-2
+vocabulary: the noise floor at K = 1 (baseline) and K = 8 (ours) on the same data, batches and
+heads, the distance matrix raw and corrected, and which pairs are resolved. The corrected distances
+should agree between K = 1 and K = 8, the raw ones should not. DROP rests on its 6 usable questions.
 """
 from __future__ import annotations
 
@@ -26,11 +15,11 @@ import numpy as np
 
 from recording import provenance, write_result
 
-from task2vec.analysis import noise_floor_summary, noise_floor_verdict, task_distance_table
-from task2vec.comparability import check_comparable
-from task2vec.cli import main as embed_main
-from task2vec.io import load_task_embedding
-from utils.models.tiny_model import build_tiny_model
+from task2vec.analysis.diversity import noise_floor_summary, noise_floor_verdict, task_distance_table
+from task2vec.embedding.comparability import check_comparable
+from task2vec.__main__ import main as embed_main
+from task2vec.embedding.io import load_task_embedding
+from utils.models.tiny import build_tiny_model
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 TASK_FILES = {

@@ -1,33 +1,9 @@
-"""Benchmark: training throughput of each speed option of the loop, on and off, interleaved.
-
-Every variant trains through the project's own loop (`utils.training.loop.train`, as the
-intermediate and target scripts do) on the same real rows, from the same initial weights:
-
-- QA: SQuAD v1.1 dev windows (384/128, GPT-2 tokenizer), span objective, batch 12 (the intermediate
-  script's default);
-- classification: real SST-2 train.tsv sentences, batch 32 (the target script's default).
-
-Variants, each against `before`, the loop's defaults before these options existed (for-loop AdamW,
-SDPA attention, fixed batches, eager):
-
-- `fused_adamw`: AdamW's fused kernel;
-- `eager_attention`: transformers' explicit-softmax attention instead of SDPA;
-- `token_budget`: --max_tokens_per_batch = batch × max length (the fixed batch's own worst case);
-- `compile`: --torch_compile (64-wide buckets);
-- `default`: what a user who sets nothing gets now (auto: fused AdamW, SDPA);
-- `fast`: `default` plus token-budget batches (plus compilation with --fast_compile, where it
-  measured faster).
-
-Reported per variant and shape: real (non-pad) tokens/s in every repeat, the paired per-repeat
-ratio to `before` (min / median / max), MFU (useful FLOPs 6·N·T + 12·L·d·T² per sequence of T
-real tokens, N the non-embedding parameters, over a peak measured in the same run: the best
-matrix product in the run's precision), sequences per optimizer step, peak memory (CUDA), and the
-compile time of the warm-up. The first call of every variant is a warm-up (compilation, allocator)
-and is not timed; then `--repeats` rounds, each variant once per round in a rotated order.
-
-    python benchmarks/training_throughput.py                      # CPU: tiny and 6x256 QA, tiny SST-2
-    python benchmarks/training_throughput.py --device cuda --shapes gpt2-small --precision bf16 \\
-        --steps 30 --fast_compile --output training_throughput_gpu.json   # GPU (then under extra.gpu)
+"""Training throughput of each speed option of the loop against `before` (for-loop AdamW, SDPA, fixed
+batches, eager), through the project's own loop on the same real rows and initial weights: QA on
+SQuAD v1.1 dev windows (batch 12), SST-2 sentences (batch 32). Variants: fused_adamw,
+eager_attention, token_budget (batch × max length), compile, default (what `auto` gives) and fast
+(default + token budget, + compilation with --fast_compile). A warm-up call each, then interleaved
+repeats in a rotated order; real tokens/s, paired ratios, MFU, peak memory (CUDA), compile time.
 """
 from __future__ import annotations
 
@@ -49,13 +25,14 @@ from transformers import GPT2Config, GPT2ForQuestionAnswering, GPT2ForSequenceCl
 
 from utils.classification.objective import ClassificationObjective
 from utils.data.loading import load_task_data
-from utils.models.tokenization import load_tokenizer
+from utils.models.loading import load_tokenizer
 from utils.qa.features import SpanFeatureConfig, span_features
-from utils.training.args import LoopSettings
-from utils.training.distributed import DistContext
-from utils.training.compilation import make_compiler
-from utils.training.loop import LoopContext, train
-from utils.training.objectives import SpanObjective
+from utils.training.loop import LoopSettings
+from utils.training.runtime import RunContext
+from utils.training.loop import make_compiler
+from utils.training.runtime import RunContext
+from utils.training.loop import train
+from utils.qa.pipeline import SpanObjective
 from utils.training.runtime import resolve_attention, resolve_device, resolve_precision
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -79,14 +56,13 @@ class Variant:
 def variants(device: torch.device, fast_compile: bool) -> list[Variant]:
     """`before`, one variant per option, today's defaults, and the fast path."""
     default_attention = resolve_attention("auto") or "sdpa"   # transformers' choice for GPT-2
-    found = [Variant("before", "for-loop", "sdpa"),
+    return [Variant("before", "for-loop", "sdpa"),
              Variant("fused_adamw", "fused", "sdpa"),
              Variant("eager_attention", "for-loop", "eager"),
              Variant("token_budget", "for-loop", "sdpa", token_budget=True),
              Variant("compile", "for-loop", "sdpa", torch_compile=True),
              Variant("default", "auto", default_attention),
              Variant("fast", "auto", default_attention, token_budget=True, torch_compile=fast_compile)]
-    return found
 
 
 def qa_rows(tokenizer, squad: str, max_length: int) -> list[dict]:
@@ -127,7 +103,7 @@ def useful_flops(lengths: list[int], config: GPT2Config, non_embedding: int) -> 
     return float(sum(6 * non_embedding * t + 12 * config.n_layer * config.n_embd * t * t for t in lengths))
 
 
-def run_once(model, rows, lengths, objective, settings: LoopSettings, ctx: LoopContext) -> dict:
+def run_once(model, rows, lengths, objective, settings: LoopSettings, ctx: RunContext) -> dict:
     """One call of the loop (`settings.max_steps` steps); its tokens, sequences, seconds and
     compile time."""
     if ctx.device.type == "cuda":
@@ -160,8 +136,7 @@ def measure_shape(task: str, shape: str, rows: list[dict], tokenizer, chosen: li
             settings = replace(base, optimizer_implementation=variant.optimizer_implementation,
                                max_tokens_per_batch=batch_size * max_length if variant.token_budget else None,
                                torch_compile=variant.torch_compile)
-            ctx = LoopContext(device, precision, DistContext(0, 1, 0, device), Path(scratch), None,
-                              compiler=make_compiler(settings))
+            ctx = RunContext(device, precision, output_dir=Path(scratch), compiler=make_compiler(settings))
             model = build_model(task, shape, tokenizer, variant.attention, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats()
@@ -216,14 +191,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--runs", nargs="+", default=None, metavar="TASK:SHAPE",
                         help="Which (task, shape) pairs: tasks qa, sst2; shapes " + ", ".join(SHAPES) +
                              ". Default on CPU: qa:tiny qa:6x256 sst2:tiny; on GPU: qa:gpt2-small sst2:gpt2-small.")
-    parser.add_argument("--variants", nargs="+", default=None,
-                        help="Which variants (default all: before fused_adamw eager_attention token_budget compile "
-                             "default fast).")
     parser.add_argument("--fast_compile", action="store_true",
                         help="Include --torch_compile in the fast path (where it measured faster: not on CPU).")
-    parser.add_argument("--no_compile_shapes", nargs="*", default=None, metavar="SHAPE",
-                        help="Shapes to measure without the compile variant (default on CPU: 6x256, whose buckets take "
-                             "minutes to compile on two cores; on GPU: none).")
     parser.add_argument("--steps", type=int, default=8, help="Fixed-size batches of rows per repeat.")
     parser.add_argument("--repeats", type=int, default=7, help="Interleaved repeats (all recorded; medians reported).")
     parser.add_argument("--output", default=str(Path(__file__).parent / "results" / "training_throughput.json"),
@@ -236,11 +205,6 @@ def main(argv: list[str] | None = None) -> dict:
     peak = measured_matmul_peak(device, dtype, size=2048 if device.type == "cpu" else 8192)
     tokenizer = load_tokenizer(args.tokenizer)
     chosen = variants(device, args.fast_compile)
-    if args.variants:
-        unknown = set(args.variants) - {v.name for v in chosen}
-        if unknown:
-            parser.error(f"unknown variants {sorted(unknown)}; choose from {[v.name for v in chosen]}")
-        chosen = [v for v in chosen if v.name in args.variants or v.name == "before"]
     pairs = args.runs or (["qa:tiny", "qa:6x256", "sst2:tiny"] if device.type == "cpu"
                           else ["qa:gpt2-small", "sst2:gpt2-small"])
     rows_by_task: dict[str, list[dict]] = {}
@@ -253,8 +217,8 @@ def main(argv: list[str] | None = None) -> dict:
             rows_by_task[task] = (qa_rows(tokenizer, args.squad, TASKS[task]["max_length"]) if task == "qa"
                                   else sst2_rows(tokenizer, args.sst2, TASKS[task]["max_length"]))
         print(f"{task} on {shape}:", flush=True)
-        skip = args.no_compile_shapes if args.no_compile_shapes is not None else (["6x256"] if device.type == "cpu" else [])
-        here = [v for v in chosen if not (shape in skip and v.torch_compile)]
+        # 6x256's buckets take minutes to compile on a 2-core CPU: measured without the compile variant there.
+        here = [v for v in chosen if not (device.type == "cpu" and shape == "6x256" and v.torch_compile)]
         measured.append(measure_shape(task, shape, rows_by_task[task], tokenizer, here, steps=args.steps,
                                       repeats=args.repeats, device=device, precision=precision, peak=peak))
     qa_default = [m["variants"]["default"]["ratio_to_before"]["median"] for m in measured
