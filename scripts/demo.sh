@@ -16,20 +16,19 @@ echo "== 1/6 tiny $FAMILY model, built offline -> $OUT/$TINY"
 "$PY" -m utils.tiny_model --family "$FAMILY" --output_dir "$OUT/$TINY" --overwrite_output_dir --no_progress
 
 echo "== 2/6 every bundled sample through its adapter (kept / dropped by reason) -> $OUT/adapter_stats/"
-# Every task of utils.data.samples.SAMPLE_FILES (the QA samples and every GLUE target), both splits.
-"$PY" -c "from utils.data.samples import SAMPLE_FILES, sample_file
+# Every task of utils.data.loading.SAMPLE_FILES (the QA samples and every GLUE target), both splits:
+# `python -m utils.data --task T --split S --file F --compact --stats_file ...` for each, in one process.
+"$PY" -c "from utils.data.__main__ import main
+from utils.data.loading import SAMPLE_FILES, sample_file
 for task in SAMPLE_FILES:
     for split in ('train', 'validation'):
-        print(task, split, sample_file(task, split))" |
-while read -r task split file; do
-    "$PY" -m utils.data --task "$task" --split "$split" --file "$file" --compact \
-        --stats_file "$OUT/adapter_stats/${task}_${split}.json" < /dev/null
-done
+        main(['--task', task, '--split', split, '--file', str(sample_file(task, split)), '--compact',
+              '--stats_file', '$OUT/adapter_stats/%s_%s.json' % (task, split)])"
 echo "== 3/6 intermediate QA chain squad -> squad_v2 -> duorc-p (run_intermediate_source_GPT2.py)"
 parent="$OUT/$TINY"
 for task in squad squad_v2 duorc-p; do
-    train=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'train'))")
-    dev=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$task', 'validation'))")
+    train=$("$PY" -c "from utils.data.loading import sample_file; print(sample_file('$task', 'train'))")
+    dev=$("$PY" -c "from utils.data.loading import sample_file; print(sample_file('$task', 'validation'))")
     "$PY" run_intermediate_source_GPT2.py --dataset_name "$task" --model_name "$parent" \
         --output_dir "$OUT/pretrained_model_$task" --overwrite_output_dir \
         --train_file "$train" --validation_file "$dev" --max_steps 30 --learning_rate 1e-3 \
@@ -48,8 +47,8 @@ for source in "$parent" "$OUT/pretrained_model_squad" "$OUT/pretrained_model_squ
 done
 echo "   and two other GLUE targets, 2 seeds each: RTE (a sentence pair, accuracy) and STS-B (a regression, Pearson)"
 for target in rte stsb; do
-    train=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$target', 'train'))")
-    dev=$("$PY" -c "from utils.data.samples import sample_file; print(sample_file('$target', 'validation'))")
+    train=$("$PY" -c "from utils.data.loading import sample_file; print(sample_file('$target', 'train'))")
+    dev=$("$PY" -c "from utils.data.loading import sample_file; print(sample_file('$target', 'validation'))")
     for source in "$parent" "$OUT/$TINY"; do
         "$PY" run_target_task_GPT2_sst2_multiple.py --dataset_name "$target" --pretrained_model "$source" \
             --output_dir "$OUT/target_${target}_$(basename "$source")" --overwrite_output_dir \

@@ -30,7 +30,7 @@ def shared_data() -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny GPT-2 (2 layers, 32 wide, no dropout) with a tokenizer trained on the samples."""
-    from utils.models.tiny_model import build_tiny_model
+    from utils.models.tiny import build_tiny_model
 
     folder = tmp_path_factory.mktemp("tiny") / "tiny_gpt2"
     return build_tiny_model(folder, n_layer=2, n_embd=32, n_head=2, n_positions=128,

@@ -1,4 +1,4 @@
-from utils.qa.answer_spans import locate_answer, repair_offset, span_matches
+from utils.data.records import locate_answer, repair_offset, span_matches
 
 CONTEXT = "The Red Door opened. Mara walked through the red door at dawn."
 

@@ -17,17 +17,17 @@ import maml_qa
 import run_intermediate_source_GPT2
 import run_target_task_GPT2_sst2_multiple
 import TaskDiversity
-from task2vec import cli as task2vec_cli
-from task2vec.io import load_task_embedding
+from task2vec import __main__ as task2vec_cli
+from task2vec.embedding.io import load_task_embedding
 from tests.conftest import REPO_ROOT, run_module
-from utils.data import cli as data_cli
+from utils.data import __main__ as data_cli
 from utils import tiny_model
-from utils.qa import drop_metric, squad_metric
-from task2vec.selection import command as selection_command
+from utils import drop_metric, squad_metric
+from task2vec.selection import __main__ as selection_command
 from utils.results import comparison, seed_statistics
 from utils.models.loading import require_positions
-from utils.run.cli import (MAX_SEED, files_by_task, finite_float, learning_rate, non_negative_float, positive_float,
-                       seed_int, unit_interval_float)
+from utils.data.registry import files_by_task
+from utils.run.flags import LEARNING_RATE, SEED, number
 from utils.data.loading import load_task_data
 from utils.run.errors import DataError, ToolkitError
 from utils.data.records import read_jsonl
@@ -42,32 +42,40 @@ NEGATIVE_ALLOWED = {"--null_score_diff_threshold", "--na-prob-thresh"}
 # ----------------------------------------------------------------------------- the argparse types
 
 @pytest.mark.parametrize("text", ["nan", "NaN", "inf", "-inf", "1e999"])
-@pytest.mark.parametrize("kind", [finite_float, non_negative_float, positive_float, unit_interval_float,
-                                  learning_rate])
-def test_float_types_refuse_values_that_are_not_finite(kind, text):
-    with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+@pytest.mark.parametrize("kind", [number(float), number(float, minimum=0), number(float, above=0, below=1),
+                                  LEARNING_RATE])
+def test_number_refuses_values_that_are_not_finite(kind, text):
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a finite number"):
         kind(text)
 
 
-def test_number_types_keep_their_ranges():
-    assert finite_float("-2.5") == -2.5 and non_negative_float("0") == 0.0 and positive_float("1e-9") == 1e-9
-    assert unit_interval_float("0") == 0.0 and unit_interval_float("1") == 1.0
+def test_number_keeps_closed_and_open_bounds_and_says_what_it_expected():
+    closed, half_open = number(float, minimum=0, maximum=1), number(float, above=0)
+    assert number(float)("-2.5") == -2.5 and closed("0") == 0.0 and closed("1") == 1.0 and half_open("1e-9") == 1e-9
     for text in ("-0.1", "1.01"):
-        with pytest.raises(argparse.ArgumentTypeError, match="between 0 and 1"):
-            unit_interval_float(text)
-    assert learning_rate("1") == 1.0 and learning_rate("3e-5") == 3e-5
-    with pytest.raises(argparse.ArgumentTypeError, match="typical"):
-        learning_rate("2")
-    assert seed_int("0") == 0 and seed_int(str(MAX_SEED)) == 2**32 - 1
+        with pytest.raises(argparse.ArgumentTypeError, match=f"expected a number between 0 and 1, got {text}"):
+            closed(text)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected a number > 0, got 0.0"):
+        half_open("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="strictly between 0 and 1, got 1.0"):
+        number(float, above=0, below=1)("1")
+    assert LEARNING_RATE("1") == 1.0 and LEARNING_RATE("3e-5") == 3e-5
+    with pytest.raises(argparse.ArgumentTypeError, match="> 0 and <= 1, got 2.0; typical"):
+        LEARNING_RATE("2")
+    positive = number(int, minimum=1)
+    assert positive("3") == 3 and isinstance(positive("3"), int)
+    with pytest.raises(argparse.ArgumentTypeError, match="expected an integer, got '1.5'"):
+        positive("1.5")
+    assert SEED("0") == 0 and SEED(str(2**32 - 1)) == 2**32 - 1
     for text in ("-1", str(2**32), "1.5"):
-        with pytest.raises(argparse.ArgumentTypeError):
-            seed_int(text)
+        with pytest.raises(argparse.ArgumentTypeError, match="integer"):
+            SEED(text)
 
 
 # ----------------------------------------------------------------------------- every numeric flag of every script
 
 def entry_point_status(main: Callable[[list[str]], object], argv: list[str], capsys) -> tuple[int, str]:
-    """(exit status, stderr) of `main(argv)` as `utils.run.cli.run_entry_point` reports it; any other
+    """(exit status, stderr) of `main(argv)` as `utils.run.progress.run_entry_point` reports it; any other
     exception is a bug and propagates (the test fails with its traceback)."""
     try:
         main(argv)
@@ -303,7 +311,7 @@ def test_to_jsonl_errors_name_the_path_the_user_gave(tmp_path, capsys, monkeypat
         status, stderr = entry_point_status(data_cli.main, [*sample_args(tmp_path), "--to_jsonl", str(out)], capsys)
         assert status == 2 and str(out) in stderr and "Traceback" not in stderr
     # A failure while writing (no permission, a full disk) names OUT, not the temporary file beside it.
-    import utils.run.fs as fs
+    import utils.run.outputs as fs
 
     def refuse(prefix: str, dir: Path) -> tuple[int, str]:
         raise PermissionError(13, "Permission denied", str(Path(dir) / f"{prefix}x1y2"))
@@ -357,15 +365,15 @@ def test_metric_commands_refuse_empty_gold_files_and_non_finite_no_answer_probab
 def test_max_length_beyond_the_model_positions_is_one_line(tiny_checkpoint, tmp_path):
     """Before, the target script and python -m task2vec crashed with an IndexError in the forward pass."""
     import run_target_task_GPT2_sst2_multiple as target
-    import task2vec.cli
+    import task2vec.__main__
     from utils.run.errors import ToolkitError
-    from utils.data.samples import sample_file
+    from utils.data.loading import sample_file
 
     with pytest.raises(ToolkitError, match="--max_length 200 exceeds the 128 positions"):
         target.main(["--pretrained_model", str(tiny_checkpoint), "--train_file", str(sample_file("sst2", "train")),
                      "--validation_file", str(sample_file("sst2", "validation")), "--max_length", "200",
                      "--output_dir", str(tmp_path / "target"), "--features_cache_dir", "none"])
     with pytest.raises(ToolkitError, match="--max_length 200 exceeds the 128 positions"):
-        task2vec.cli.main(["--tasks", "sst2", "--use_samples", "--model_name", str(tiny_checkpoint), "--max_length", "200",
+        task2vec.__main__.main(["--tasks", "sst2", "--use_samples", "--model_name", str(tiny_checkpoint), "--max_length", "200",
                            "--output_dir", str(tmp_path / "emb")])
     assert list(tmp_path.iterdir()) == []  # and the failed starts left no folders

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 from tests.conftest import REPO_ROOT, run_module
 from utils.models.loading import load_model
 from utils.run.errors import CheckpointError
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "merges.txt", "special_tokens_map.json")
 SHORT = 600  # characters: a message a person reads, not a key dump

@@ -8,11 +8,12 @@ import torch
 from scipy import stats
 
 from utils.models.loading import load_model
-from utils.classification.objective import ClassificationObjective, classification_report, pooled_logits, softmax_cross_entropy
-from utils.results.seed_statistics import bootstrap_difference, bootstrap_metric_difference, compare, summarize
-from utils.data.subsets import stratified_sample
-from utils.classification.args import resolve_seeds
-from utils.classification.selection import split_holdout
+from utils.classification.objective import ClassificationObjective, pooled_logits
+from utils.results.metrics import summarize
+from utils.results.seed_statistics import bootstrap_metric_difference, compare
+from utils.data.loading import stratified_sample
+from utils.classification.evaluation import classification_report, softmax_cross_entropy, split_holdout
+from run_target_task_GPT2_sst2_multiple import resolve_seeds
 from utils.run.errors import DataError, ToolkitError
 
 LABELS = ("negative", "positive")
@@ -129,14 +130,13 @@ def test_comparison_by_hand(tmp_path):
 
 
 def test_bootstrap_is_exact_on_a_constant_difference():
-    a = np.zeros((4, 50), dtype=int)
-    b = np.ones((4, 50), dtype=int)
-    assert bootstrap_difference(a, b, samples=200, seed=0) == (1.0, 1.0)
+    labels, a, b = np.ones(50, dtype=int), np.zeros((4, 50), dtype=int), np.ones((4, 50), dtype=int)
+    assert bootstrap_metric_difference(labels, a, b, "accuracy", samples=200, seed=0) == (1.0, 1.0, 0)
 
 
 def test_metric_bootstrap_equals_a_brute_force_loop_and_the_accuracy_path():
-    """The recomputing bootstrap against a loop written here with scipy (Pearson) and against the
-    0/1-cell bootstrap for accuracy (same generator calls, so the same interval)."""
+    """The recomputing bootstrap against a loop written here with scipy (Pearson), and the 0/1-cell
+    bootstrap of accuracy against the same loop over per-seed accuracies."""
     rng = np.random.default_rng(3)
     labels = rng.uniform(0, 5, size=30)
     a = labels + rng.normal(0, 2.0, size=(3, 30))
@@ -152,8 +152,13 @@ def test_metric_bootstrap_equals_a_brute_force_loop_and_the_accuracy_path():
     assert (low, high) == (pytest.approx(np.quantile(expected, 0.025)), pytest.approx(np.quantile(expected, 0.975)))
     classes = rng.integers(0, 2, size=40)
     guess_a, guess_b = rng.integers(0, 2, size=(4, 40)), rng.integers(0, 2, size=(4, 40))
-    assert bootstrap_metric_difference(classes, guess_a, guess_b, "accuracy", samples=200, seed=1)[:2] == \
-        pytest.approx(bootstrap_difference(guess_a == classes, guess_b == classes, samples=200, seed=1))
+    draw, expected = np.random.default_rng(1), []
+    for _ in range(200):
+        rows, columns = draw.integers(4, size=4), draw.integers(40, size=40)
+        expected.append(np.mean([np.mean(guess_b[s, columns] == classes[columns])
+                                 - np.mean(guess_a[s, columns] == classes[columns]) for s in rows]))
+    assert bootstrap_metric_difference(classes, guess_a, guess_b, "accuracy", samples=200, seed=1) == \
+        (pytest.approx(np.quantile(expected, 0.025)), pytest.approx(np.quantile(expected, 0.975)), 0)
 
 
 def test_comparison_defaults_to_the_primary_metric_and_refuses_other_targets(tmp_path):

@@ -13,9 +13,9 @@ import maml_qa
 import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
 from utils.data.loading import load_task_data
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 from utils.models.loading import load_model
-from utils.training.compute import non_embedding_parameters
+from utils.training.runtime import non_embedding_parameters
 
 QA = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
       "--features_cache_dir", "none", "--no_progress"]
@@ -96,7 +96,7 @@ def test_a_task2vec_embedding_records_its_fisher_tokens_and_flops(tiny_checkpoin
     """With the lm objective every real token but the first of a row is one counted prediction per
     label sample (K = 2 here), so one Fisher pass reads predictions_counted / K + examples_used
     tokens; the noise floor's reseeded pass reads them again."""
-    from task2vec import cli as task2vec_cli
+    from task2vec import __main__ as task2vec_cli
 
     task2vec_cli.main(["--tasks", "sst2", "--model_name", str(tiny_checkpoint), "--use_samples", "--output_dir",
                        str(tmp_path / "emb"), "--batch_size", "4", "--num_batches", "2", "--head_steps", "3",

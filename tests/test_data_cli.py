@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from utils.data.samples import SAMPLE_FILES, SAMPLES_DIR
+from utils.data.loading import SAMPLE_FILES, SAMPLES_DIR
 
 
 @pytest.mark.slow
@@ -72,7 +72,6 @@ def test_tsv_with_a_missing_label(tmp_path):
 
 
 def test_hub_name_offline_fails_with_one_line():
-    # How long it takes is measured by benchmarks/response_times.py.
     done = run_module("utils.data", "--task", "squad", env={"HF_HUB_OFFLINE": "1"}, timeout=120)
     one_line_error(done, "rajpurkar/squad", "--file")
 

@@ -5,7 +5,7 @@ import os
 import shutil
 
 from utils.data.loading import same_file_warning
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 
 TRAIN, DEV = sample_file("sst2", "train"), sample_file("sst2", "validation")
 

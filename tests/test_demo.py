@@ -9,7 +9,7 @@ import pytest
 
 from tests.conftest import REPO_ROOT
 from utils.models.loading import load_model
-from utils.data.samples import SAMPLE_FILES
+from utils.data.loading import SAMPLE_FILES
 
 
 @pytest.mark.slow

@@ -5,7 +5,9 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from utils.qa.drop_metric import GoldAnswer, drop_answer_strings, drop_scores, em_f1, main, quoref_scores
+from utils.data.formats import drop_answer_strings
+from utils.drop_metric import main
+from utils.qa.metrics import GoldAnswer, drop_scores, em_f1, quoref_scores
 
 
 # ----------------------------------------------------------------------------- one answer, by hand

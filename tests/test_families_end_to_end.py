@@ -14,10 +14,10 @@ import maml_qa
 import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
 import TaskDiversity
-from task2vec import cli as task2vec_cli
-from utils.data.samples import sample_file
+from task2vec import __main__ as task2vec_cli
+from utils.data.loading import sample_file
 from utils.models.families import FAMILIES, backbone_key
-from utils.models.tiny_model import build_tiny_model
+from utils.models.tiny import build_tiny_model
 
 SST2 = ["--train_file", "data/samples/sst2/train.tsv", "--validation_file", "data/samples/sst2/dev.tsv"]
 

@@ -9,12 +9,12 @@ from collections import Counter
 import pytest
 
 from tests.conftest import REPO_ROOT, run_module
-from utils.classification.metrics import GLUE_METRICS
-from utils.data import cli
+from utils.classification.evaluation import GLUE_METRICS
+import utils.data.__main__ as cli
 from utils.data.loading import load_task_data
 from utils.data.records import validate_classification_record, write_jsonl
 from utils.data.registry import get_task
-from utils.data.samples import SAMPLE_FILES, SAMPLES_DIR
+from utils.data.loading import SAMPLE_FILES, SAMPLES_DIR
 from utils.run.errors import DataError, ToolkitError
 
 GLUE = SAMPLES_DIR / "glue"

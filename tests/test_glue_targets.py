@@ -13,14 +13,13 @@ import pytest
 from scipy import stats
 
 import run_target_task_GPT2_sst2_multiple as target
-from task2vec.sequences import task_rows
+from task2vec.embedding.sequences import task_rows
 from tests.conftest import run_module
 from utils.data.loading import load_task_data
 from utils.data.registry import get_task
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 from utils.models.loading import load_model
 from utils.classification.summary import metric_summary
-from utils.results.table import LEGACY_RESULTS_TABLE_COLUMNS
 
 
 def test_rte_runs_through_the_target_script_with_both_texts(tiny_checkpoint, tmp_path):
@@ -151,21 +150,17 @@ def test_an_undefined_metric_is_null_with_its_seeds_named(tmp_path):
     assert statistics["n"] == 2 and statistics["mean"] is None and "seed(s) 2" in statistics["reason"]
 
 
-def test_an_accuracy_only_table_of_an_earlier_version_goes_on_for_accuracy_targets(tiny_checkpoint, tmp_path):
+def test_a_table_of_an_earlier_version_is_refused_before_training(tiny_checkpoint, tmp_path):
     table = tmp_path / "old.csv"
-    table.write_text(",".join(LEGACY_RESULTS_TABLE_COLUMNS) + "\r\n")
-    _run("rte", tiny_checkpoint, tmp_path, "--seeds", "3", "--selection", "last", "--output_dir",
-         str(tmp_path / "rte"), "--results_table", str(table))
-    with open(table, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    assert tuple(rows[0]) == LEGACY_RESULTS_TABLE_COLUMNS and rows[0]["target_task"] == "rte"
+    old_columns = "created_at,target_task,pretrained_model,mean_accuracy,output_dir\r\n"   # an accuracy-only table
+    table.write_text(old_columns)
     done = run_module("run_target_task_GPT2_sst2_multiple.py", "--pretrained_model", str(tiny_checkpoint),
                       "--dataset_name", "stsb", "--train_file", str(sample_file("stsb", "train")),
                       "--validation_file", str(sample_file("stsb", "validation")), "--num_runs", "1", "--epochs", "1",
                       "--output_dir", str(tmp_path / "stsb"), "--results_table", str(table), "--no_progress")
     assert done.returncode == 2 and "Traceback" not in done.stderr and not (tmp_path / "stsb").exists()
-    assert "accuracy-only columns of an earlier version" in done.stderr and "scored by pearson" in done.stderr
-    assert len(table.read_text().splitlines()) == 2   # unchanged
+    assert "other columns" in done.stderr and "start a new file" in done.stderr
+    assert table.read_bytes() == old_columns.encode()   # unchanged
 
 
 def test_a_resumed_regression_target_reuses_its_finished_seeds(tiny_checkpoint, tmp_path):

@@ -12,11 +12,11 @@ import pytest
 from scipy.spatial.distance import cosine as scipy_cosine
 
 import TaskDiversity
-from task2vec import cli as task2vec_cli
-from task2vec.sequences import task_rows
+from task2vec import __main__ as task2vec_cli
+from task2vec.embedding.sequences import task_rows
 from utils.data.loading import load_task_data
 from utils.data.registry import get_task
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 from utils.models.loading import load_model
 from utils.run.errors import ToolkitError
 

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 
 import run_target_task_GPT2_sst2_multiple as target
-from utils.classification.selection import choose_epoch, holdout_problem, split_holdout
+from utils.classification.evaluation import choose_epoch, holdout_problem, split_holdout
 from utils.data.registry import get_task
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 
 
 def class_records(sizes: dict[int, int]) -> list[dict]:

@@ -1,4 +1,4 @@
-"""Subsets of classification splits are stratified by label (utils/data/subsets.py): classes for a
+"""Subsets of classification splits are stratified by label (utils/data/loading.py): classes for a
 class task, quantile bins of the scores for a regression task; QA splits keep their document strata."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from utils.data.records import validate_classification_record
-from utils.data.subsets import label_bin, stratified_sample
+from utils.data.loading import label_bin, stratified_sample
 
 SEEDS = 2000            # Monte-Carlo draws; the seeds are fixed, so the checks cannot flake
 

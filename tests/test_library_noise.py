@@ -90,7 +90,7 @@ def test_a_qa_run_at_a_terminal_shows_our_lines_not_the_libraries_reports(tiny_c
 def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_path):
     import datasets
 
-    from utils.data.feature_cache import build_features
+    from utils.data.loading import build_features
 
     records = [{"id": str(i), "text": f"sentence {i}", "label": i % 2} for i in range(4)]
     def fn(batch, _):
@@ -113,7 +113,7 @@ def test_the_feature_cache_leaves_the_datasets_bar_switch_as_it_found_it(tmp_pat
 def test_classification_features_mark_the_sentences_they_cut(tiny_checkpoint):
     from utils.models.loading import load_model
     from utils.classification.objective import classification_features
-    from utils.models.tokenization import truncation_note
+    from utils.models.loading import truncation_note
 
     tokenizer = load_model(tiny_checkpoint, "lm").tokenizer
     texts = ["short", "a much longer sentence that goes on and on", "", "exactly"]
@@ -130,17 +130,16 @@ def test_classification_features_mark_the_sentences_they_cut(tiny_checkpoint):
 
 def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, caplog):
     import logging
-    from contextlib import nullcontext
 
     import torch
 
-    from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
-    from task2vec.probe import HeadSettings
-    from task2vec.sequences import task_rows
+    from task2vec.embedding.embed import EmbeddingSettings, embed_task
+    from task2vec.embedding.probe import HeadSettings
+    from task2vec.embedding.sequences import task_rows
     from utils.models.loading import load_model
     from utils.data.loading import load_task_data
-    from utils.training.distributed import DistContext
-    from utils.data.samples import sample_file
+    from utils.training.runtime import RunContext
+    from utils.data.loading import sample_file
     from utils.data.registry import get_task
 
     loaded, spec = load_model(tiny_checkpoint, "lm"), get_task("sst2")
@@ -152,12 +151,12 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
     assert lm.truncated == sum(n > lm.cut_to for n in full) > 0 and lm.cut_to < 24
     assert max(len(row["input_ids"]) for row in lm.rows) <= 24
 
-    caplog.set_level(logging.INFO, logger="task2vec.embed")
+    caplog.set_level(logging.INFO, logger="task2vec.embedding.embed")
     device = torch.device("cpu")
     settings = EmbeddingSettings(max_length=24, batch_size=8, num_batches=2, num_samples=1, noise_floor=False,
                                  head=HeadSettings(0, 5e-5, 1e-4, 8))
     embedding = embed_task(loaded, spec, records, settings,
-                           EmbeddingContext(device, nullcontext, DistContext(0, 1, 0, device)), source="samples")
+                           RunContext(device), source="samples")
     lines = [r.getMessage() for r in caplog.records if "were cut" in r.getMessage()]
     assert lines == [f"sst2: {lm.truncated} of {len(records)} sentences were cut to {lm.cut_to} tokens"]
     assert embedding.metadata["examples"]["records_truncated"] == lm.truncated
@@ -166,9 +165,9 @@ def test_task2vec_says_once_how_many_probe_sentences_were_cut(tiny_checkpoint, c
 def test_questions_cut_by_max_question_length_get_one_line(tiny_checkpoint, tmp_path, caplog):
     """The QA counterpart of the sentence line: how many questions --max_question_length cuts."""
     import run_intermediate_source_GPT2 as intermediate
-    from utils.data.samples import sample_file
+    from utils.data.loading import sample_file
 
-    with caplog.at_level(logging.INFO, logger="utils.qa.source_task"):
+    with caplog.at_level(logging.INFO, logger="run_intermediate_source_GPT2"):
         intermediate.main(["--dataset_name", "squad", "--model_name", str(tiny_checkpoint), "--train_file",
                            str(sample_file("squad", "train")), "--validation_file", str(sample_file("squad", "validation")),
                            "--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "4",

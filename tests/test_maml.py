@@ -12,9 +12,10 @@ from safetensors.torch import load_file
 import maml_qa
 from tests.conftest import REPO_ROOT, run_module
 from utils.models.checkpoint import read_lineage
-from utils.data.samples import sample_file
-from utils.data.synthetic_qa import meta_learning_family, write_family
-from utils.models.tiny_model import build_tiny_model
+from utils.data.loading import sample_file
+from utils.data.synthetic_qa import meta_learning_family
+from utils.models.tiny import write_family
+from utils.models.tiny import build_tiny_model
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none"]
@@ -116,7 +117,9 @@ def test_resumed_meta_training_ends_with_the_same_theta(family, tmp_path, algori
     resumed = tmp_path / "resumed"
     resumed.mkdir()
     shutil.copytree(tmp_path / "full" / "checkpoint-3", resumed / "checkpoint-3")
-    again = maml_qa.main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint", str(resumed / "checkpoint-3")])
+    # `latest` finds checkpoint-3, the newest complete one in the run folder.
+    again = maml_qa.main([*common, "--output_dir", str(resumed), "--resume_from_checkpoint",
+                          "latest" if algorithm != "reptile" else str(resumed / "checkpoint-3")])
     assert again["algorithm"] == algorithm and (again["train_passes"], again["train_tokens"]) == \
         (full["train_passes"], full["train_tokens"])
     a, b = load_file(str(tmp_path / "full" / "model.safetensors")), load_file(str(resumed / "model.safetensors"))

@@ -10,13 +10,11 @@ import datasets
 import pytest
 import torch
 
-from utils.meta.algorithms import split_support_query
-from utils.meta.reptile import meta_parameters
-from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train
+from utils.meta.algorithms import meta_parameters, split_support_query
+from utils.meta.training import MetaSettings, TaskStream, meta_train
 from utils.models.loading import load_model
 from utils.run.outputs import JsonlLog
-from utils.training.distributed import DistContext
-from utils.training.runtime import resolve_precision
+from utils.training.runtime import RunContext
 
 LENGTH = 10
 
@@ -56,9 +54,8 @@ def settings(**changes) -> MetaSettings:
 def run(model, streams, meta: MetaSettings, tmp_path, query_streams=None) -> list[dict]:
     """meta_train on one CPU process; returns its log records of the outer steps."""
     log = JsonlLog(tmp_path / "meta_log.jsonl")
-    meta_train(model, LMObjective(), streams, meta, dist_ctx=DistContext(0, 1, 0, torch.device("cpu")),
-               precision=resolve_precision("fp32", torch.device("cpu")), output_dir=tmp_path, log=log, evaluate=None,
-               save=lambda *a: None, state=MetaState(), query_streams=query_streams)
+    meta_train(model, LMObjective(), streams, meta, RunContext(torch.device("cpu"), output_dir=tmp_path, log=log),
+               query_streams=query_streams)
     return [e for e in map(json.loads, open(tmp_path / "meta_log.jsonl")) if "tasks" in e]
 
 

@@ -12,7 +12,7 @@ import torch
 
 import run_target_task_GPT2_sst2_multiple as target
 from utils.data.loading import companion_file, load_task_data
-from utils.data.samples import sample_file
+from utils.data.loading import sample_file
 from utils.models.loading import load_model
 from utils.run.errors import ToolkitError
 

@@ -11,15 +11,15 @@ import torch
 from transformers import (AutoModelForCausalLM, AutoModelForQuestionAnswering, MistralConfig, Qwen2Config,
                           Qwen3Config)
 
-from task2vec.fisher import fisher_sums, sample_labels
-from task2vec.layout import build_layout, flatten, layout_manifest, objective_exclusions, select_parameters
-from task2vec.probe import PREDICTIONS, ProbeModel, new_head
+from task2vec.embedding.fisher import fisher_sums, sample_labels
+from task2vec.embedding.layout import build_layout, flatten, layout_manifest, objective_exclusions, select_parameters
+from task2vec.embedding.probe import PREDICTIONS, ProbeModel, new_head
 from tests.conftest import run_module
 from utils.classification.objective import pooled_logits
 from utils.models.checkpoint import build_lineage, save_checkpoint
 from utils.models.families import FAMILIES, backbone_key, family_of
 from utils.models.loading import load_model
-from utils.models.tiny_model import FAMILY_CHOICES, build_tiny_model, tiny_config
+from utils.models.tiny import FAMILY_CHOICES, build_tiny_model, tiny_config
 from utils.run.errors import CheckpointError
 from utils.training.runtime import set_seed
 

@@ -72,8 +72,8 @@ def test_every_task_is_embedded_and_the_heatmap_is_saved(executed):
 
 
 def test_the_distance_matrix_is_a_distance_matrix(executed):
-    from task2vec.distances import pairwise_distances
-    from task2vec.io import load_task_embedding
+    from task2vec.analysis.distances import pairwise_distances
+    from task2vec.embedding.io import load_task_embedding
 
     nb, emb_dir = executed
     vectors = np.stack([load_task_embedding(emb_dir, task).vector for task in TASKS])

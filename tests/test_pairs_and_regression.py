@@ -6,15 +6,15 @@ import numpy as np
 import pytest
 import torch
 
-from utils.classification.metrics import accuracy, pearson
+from utils.results.metrics import accuracy, pearson
 from utils.classification.objective import (ClassificationObjective, RegressionObjective, classification_features,
                                             join_pair, pooled_logits)
 from utils.models.loading import load_model
-from utils.models.tiny_model import build_tiny_model, train_tokenizer
+from utils.models.tiny import build_tiny_model, train_tokenizer
 from utils.run.outputs import JsonlLog
-from utils.training.args import LoopSettings
-from utils.training.distributed import DistContext
-from utils.training.loop import LoopContext, train
+from utils.training.loop import LoopSettings
+from utils.training.runtime import RunContext
+from utils.training.loop import train
 from utils.training.runtime import resolve_precision, set_seed
 
 
@@ -144,8 +144,7 @@ def test_both_texts_reach_the_model(rule, threshold, steps, colour_model, tmp_pa
     train_rows, dev_rows = rows(synthetic_pairs(rule, 2000, seed=1)), rows(synthetic_pairs(rule, 300, seed=2))
     objective = (RegressionObjective if regression else ClassificationObjective)(loaded.tokenizer.pad_token_id)
     device = torch.device("cpu")
-    ctx = LoopContext(device, resolve_precision("fp32", device), DistContext(0, 1, 0, device), tmp_path,
-                      JsonlLog(tmp_path / "log.jsonl"), False)
+    ctx = RunContext(device, resolve_precision("fp32", device), output_dir=tmp_path, log=JsonlLog(tmp_path / "log.jsonl"))
     settings = LoopSettings(learning_rate=3e-3, max_steps=steps, per_device_train_batch_size=32, warmup_ratio=0.1,
                             logging_steps=2000)
     train(loaded.model, train_rows, [len(r["input_ids"]) for r in train_rows], objective, settings, ctx,

@@ -10,14 +10,15 @@ import datasets
 import pytest
 import torch
 
-from utils.training.distributed import DistContext
-from utils.meta.training import MetaSettings, MetaState, TaskStream, meta_train
+from utils.training.runtime import RunContext
+from utils.meta.training import MetaSettings, TaskStream, meta_train
+from utils.training.checkpoints import TrainState
 from utils.run.outputs import JsonlLog
 from utils.run.progress import Progress, format_duration
 from utils.training.runtime import resolve_precision
-from utils.training.args import LoopSettings
-from utils.training.inference import predict
-from utils.training.loop import LoopContext, train
+from utils.training.loop import LoopSettings
+from utils.training.loop import predict
+from utils.training.loop import train
 
 
 class FakeClock:
@@ -117,10 +118,10 @@ class _Square:
         return torch.nn.functional.mse_loss(model(batch["x"]), batch["y"])
 
 
-def _context(tmp_path: Path, interval: float) -> LoopContext:
+def _context(tmp_path: Path, interval: float) -> RunContext:
     device = torch.device("cpu")
-    return LoopContext(device, resolve_precision("fp32", device), DistContext(0, 1, 0, device), tmp_path,
-                       JsonlLog(tmp_path / "log.jsonl"), False, progress_interval_s=interval)
+    return RunContext(device, resolve_precision("fp32", device), output_dir=tmp_path, log=JsonlLog(tmp_path / "log.jsonl"),
+                      progress_interval_s=interval)
 
 
 def _events(path: Path) -> list[dict]:
@@ -162,9 +163,8 @@ def test_reptile_outer_loop_reports_its_steps(tmp_path, caplog):
                             eval_every=None, save_every=None)
     device = torch.device("cpu")
     log = JsonlLog(tmp_path / "meta_log.jsonl")
-    meta_train(torch.nn.Linear(1, 1), _Square(), streams, settings, dist_ctx=DistContext(0, 1, 0, device),
-               precision=resolve_precision("fp32", device), output_dir=tmp_path, log=log, evaluate=None,
-               save=lambda *args: None, state=MetaState(step=1), progress=False, progress_interval_s=0.0)
+    meta_train(torch.nn.Linear(1, 1), _Square(), streams, settings,
+               RunContext(device, output_dir=tmp_path, log=log, progress_interval_s=0.0), state=TrainState(global_step=1))
     events = _events(tmp_path / "meta_log.jsonl")
     progress = [e for e in events if e.get("event") == "progress"]
     assert [(e["step"], e["total"]) for e in progress] == [(2, 3), (3, 3)]     # resumed at step 1
@@ -173,20 +173,19 @@ def test_reptile_outer_loop_reports_its_steps(tmp_path, caplog):
 
 
 def test_task2vec_fisher_batches_report_where_they_are(tiny_checkpoint, caplog):
-    from contextlib import nullcontext
 
-    from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
-    from task2vec.probe import HeadSettings
+    from task2vec.embedding.embed import EmbeddingSettings, embed_task
+    from task2vec.embedding.probe import HeadSettings
     from utils.models.loading import load_model
     from utils.data.loading import load_task_data
-    from utils.data.samples import sample_file
+    from utils.data.loading import sample_file
     from utils.data.registry import get_task
 
     caplog.set_level(logging.INFO, logger="utils.run.progress")
     device = torch.device("cpu")
     settings = EmbeddingSettings(batch_size=8, num_batches=3, num_samples=1, noise_floor=False,
                                  head=HeadSettings(0, 5e-5, 1e-4, 8))
-    context = EmbeddingContext(device, nullcontext, DistContext(0, 1, 0, device), progress_interval_s=0.0)
+    context = RunContext(device, progress_interval_s=0.0)
     records = load_task_data("sst2", "train", sample_file("sst2", "train")).records
     embed_task(load_model(tiny_checkpoint, "lm"), get_task("sst2"), records, settings, context, source="samples")
     assert [line.split(" (")[0] for line in progress_lines(caplog)] == [

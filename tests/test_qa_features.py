@@ -4,13 +4,13 @@ import pytest
 import torch
 
 from utils.data.loading import load_task_data
-from utils.qa.features import SpanFeatureConfig, span_features, token_span, window_starts
-from utils.qa.generative import (GenerativeConfig, continuation_logprob, generative_features, greedy_decode,
-                                 is_unanswerable, left_padded, postprocess_generations)
-from utils.qa.postprocess import PostprocessConfig, postprocess_span_predictions
-from utils.data.samples import sample_file
-from utils.qa.squad_metric import normalize_answer, squad_v1_scores, squad_v2_scores
-from utils.models.tokenization import load_tokenizer
+from utils.qa.features import (GenerativeConfig, PostprocessConfig, SpanFeatureConfig, postprocess_span_predictions,
+                               span_features, token_span, window_starts)
+from utils.qa.generative import (continuation_logprob, generative_features, greedy_decode, is_unanswerable, left_padded,
+                                 postprocess_generations)
+from utils.data.loading import sample_file
+from utils.qa.metrics import normalize_answer, squad_v1_scores, squad_v2_scores
+from utils.models.loading import load_tokenizer
 
 
 def columns(records):
@@ -291,16 +291,18 @@ def test_generations_to_predictions():
     # (greedy answer, its mean log-probability, teacher-forced "unanswerable" score) per window.
     decoded = [("Paris", -0.5, -1.0), ("Unanswerable.", -0.1, -0.1), ("Rome", -0.2, -3.0),
                ("unanswerable", -0.05, -0.05)]
-    v2 = postprocess_generations(examples, features, decoded, version_2_with_negative=True, unanswerable_text="unanswerable")
+    v2 = postprocess_generations(examples, features, decoded, PostprocessConfig(version_2_with_negative=True),
+                                 "unanswerable")
     # a: the window without the answer is sure there is none (-0.1), the window with it is not
     # (-1.0); as for spans, the least confident null counts: odds -1.0 - (-0.5) < 0, so "Paris".
     assert v2.predictions == {"a": "Paris", "b": "Rome", "c": ""} and v2.best_non_null["a"] == "Paris"
     assert v2.null_odds["a"] == pytest.approx(-0.5) and v2.null_odds["b"] == pytest.approx(-2.8)
     assert v2.null_odds["c"] == pytest.approx(1e9, rel=1e-6)  # no non-null answer in any window
-    strict = postprocess_generations(examples, features, decoded, version_2_with_negative=True,
-                                     unanswerable_text="unanswerable", null_score_diff_threshold=-1.0)
+    strict = postprocess_generations(examples, features, decoded,
+                                     PostprocessConfig(null_score_diff_threshold=-1.0, version_2_with_negative=True),
+                                     "unanswerable")
     assert strict.predictions == {"a": "", "b": "Rome", "c": ""}
-    v1 = postprocess_generations(examples, features, [(t, s, None) for t, s, _ in decoded],
-                                 version_2_with_negative=False, unanswerable_text="unanswerable")
+    v1 = postprocess_generations(examples, features, [(t, s, None) for t, s, _ in decoded], PostprocessConfig(),
+                                 "unanswerable")
     assert v1.predictions == {"a": "Paris", "b": "Rome", "c": ""}
     assert is_unanswerable(" unanswerable ", "unanswerable") and not is_unanswerable("Paris", "unanswerable")

@@ -11,12 +11,14 @@ import numpy as np
 import pytest
 
 from utils.data.loading import load_task_data
-from utils.qa.drop_metric import drop_golds_from_file, drop_scores, quoref_golds_from_file, quoref_scores
+from utils.drop_metric import drop_golds_from_file
+from utils.squad_metric import golds_from_squad_json
+from utils.qa.metrics import drop_scores, quoref_scores
 from utils.qa.metrics import best_threshold, score_qa
 from utils.data.records import make_qa_record
-from utils.data.samples import sample_file
-from utils.qa.squad_metric import squad_v2_scores
-from utils.data.subsets import proportional_quotas, stratified_sample
+from utils.data.loading import sample_file
+from utils.qa.metrics import squad_v2_scores
+from utils.data.loading import proportional_quotas, stratified_sample
 from utils.data.registry import get_task
 
 
@@ -100,7 +102,7 @@ def test_quoref_records_carry_the_official_gold_of_the_file():
     data = load_task_data("quoref", "validation", path)
     predictions = {r["id"]: r["gold"][0][:1] if i % 2 else " ".join(r["gold"][0]) for i, r in enumerate(data.records)}
     from_records = score_qa(get_task("quoref"), data.records, predictions)
-    from_file = quoref_scores(quoref_golds_from_file(json.loads(path.read_text()), str(path)), predictions)
+    from_file = quoref_scores(golds_from_squad_json(json.loads(path.read_text()), str(path))[0], predictions)
     assert from_records["f1"] == pytest.approx(from_file["f1"]) and from_records["samples"] == from_file["total"]
 
 
@@ -216,7 +218,7 @@ def test_mlqa_normalisation_by_answer_language(task, prediction, gold, exact):
 
 
 def test_mlqa_english_differs_from_squad_only_in_punctuation():
-    from utils.qa.squad_metric import squad_v1_scores
+    from utils.qa.metrics import squad_v1_scores
 
     assert squad_v1_scores({"q": ["answer"]}, {"q": "the answer\u2014"})["exact_match"] == 0.0
     assert squad_v1_scores({"q": ["answer"]}, {"q": "the answer!"})["exact_match"] == 100.0

@@ -11,9 +11,9 @@ from safetensors.torch import load_file
 import run_intermediate_source_GPT2 as script
 from tests.conftest import REPO_ROOT, run_module
 from utils.models.checkpoint import read_lineage
-from utils.data.samples import sample_file
-from utils.data.synthetic_qa import write_learnable_task
-from utils.models.tiny_model import build_tiny_model
+from utils.data.loading import sample_file
+from utils.models.tiny import write_learnable_task
+from utils.models.tiny import build_tiny_model
 
 SHORT = ["--max_seq_length", "96", "--doc_stride", "32", "--max_question_length", "16", "--max_answer_length", "8",
          "--features_cache_dir", "none", "--logging_steps", "50", "--warmup_ratio", "0.1", "--weight_decay", "0"]
@@ -40,7 +40,6 @@ def test_both_objectives_learn_a_synthetic_task(synthetic, tmp_path, objective, 
                            "--learning_rate", learning_rate, "--per_device_train_batch_size", "32", "--seed", "0", *SHORT])
     print(f"{objective}: eval_f1 {results['eval_f1']:.1f} after {steps} steps; loss curve {curve(tmp_path / objective)}")
     assert results["eval_f1"] >= 90.0
-    # How long these runs take is measured by benchmarks/response_times.py.
 
 
 @pytest.mark.slow

@@ -160,10 +160,10 @@ def test_command_line_on_real_file(shared_data, tmp_path):
 def test_task2vec_on_real_files_with_the_real_tokenizer(shared_data, tmp_path):
     """A tiny probe with the GPT-2 vocabulary embeds real SST-2 and SQuAD text; the two tasks lie far
     above their noise floors (the recorded run with all seven tasks: benchmarks/task2vec_noise_floor.py)."""
-    from task2vec.cli import main as embed_main
-    from task2vec.distances import task2vec_distance
-    from task2vec.io import load_task_embedding
-    from utils.models.tiny_model import build_tiny_model
+    from task2vec.__main__ import main as embed_main
+    from task2vec.analysis.distances import task2vec_distance
+    from task2vec.embedding.io import load_task_embedding
+    from utils.models.tiny import build_tiny_model
 
     probe = build_tiny_model(tmp_path / "probe", n_layer=2, n_embd=32, n_head=2, n_positions=128,
                              tokenizer_path=str(shared_data / "gpt2_tokenizer"), dropout=0.0, seed=0)
@@ -207,8 +207,8 @@ def test_drop_fixture_every_question_and_generative_training_on_numbers(shared_d
     the generative objective trains on number answers of the bundled DROP sample (passages that
     fit in one 384-token window)."""
     import run_intermediate_source_GPT2 as script
-    from utils.data.samples import sample_file
-    from utils.models.tiny_model import build_tiny_model
+    from utils.data.loading import sample_file
+    from utils.models.tiny import build_tiny_model
 
     model = build_tiny_model(tmp_path / "tiny", n_layer=1, n_embd=16, n_head=2, n_positions=384, seed=0)
     fixture = shared_data / "drop" / "allennlp_drop_fixture.json"

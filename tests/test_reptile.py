@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from utils.models.loading import load_model
-from utils.meta.reptile import ReptileBuffers, annealed_epsilon, make_inner_optimizer, meta_parameters
+from utils.meta.algorithms import MetaBuffers, annealed_epsilon, inner_optimizer, meta_parameters
 
 
 @pytest.fixture()
@@ -42,12 +42,12 @@ def test_batched_update_equals_the_formula_from_independent_copies(model):
     epsilon = 0.3
     expected = [t + epsilon * (sum(a[i] for a in adapted) / 3 - t) for i, t in enumerate(theta)]
 
-    buffers = ReptileBuffers(meta_parameters(model))
+    buffers = MetaBuffers(meta_parameters(model))
     buffers.begin()
     for batches in tasks:
         buffers.restore()
         inner(model, torch.optim.SGD(meta_parameters(model), lr=0.05), batches)
-        buffers.add_adapted()
+        buffers.add()
     norm = buffers.update(epsilon)
     for got, want in zip(params_of(model), expected):
         assert torch.allclose(got, want, atol=1e-6)
@@ -66,12 +66,12 @@ def test_one_sgd_step_is_a_gradient_step_on_the_mean_loss(model):
         grads.append([p.grad.detach().clone() for p in meta_parameters(model)])
     model.zero_grad(set_to_none=True)
     expected = [t - epsilon * alpha * (g0 + g1) / 2 for t, g0, g1 in zip(theta, *grads)]
-    buffers = ReptileBuffers(meta_parameters(model))
+    buffers = MetaBuffers(meta_parameters(model))
     buffers.begin()
     for batches in tasks:
         buffers.restore()
         inner(model, torch.optim.SGD(meta_parameters(model), lr=alpha), batches)
-        buffers.add_adapted()
+        buffers.add()
     buffers.update(epsilon)
     for got, want in zip(params_of(model), expected):
         assert torch.allclose(got, want, atol=1e-6)
@@ -80,11 +80,11 @@ def test_one_sgd_step_is_a_gradient_step_on_the_mean_loss(model):
 def test_epsilon_one_with_one_task_is_plain_fine_tuning(model):
     batches = task_batches(7, model.config.vocab_size)
     reference = copy.deepcopy(model)
-    inner(reference, make_inner_optimizer("adam", meta_parameters(reference), 1e-3), batches)
-    buffers = ReptileBuffers(meta_parameters(model))
+    inner(reference, inner_optimizer("adam", reference, 1e-3), batches)
+    buffers = MetaBuffers(meta_parameters(model))
     buffers.begin()
-    inner(model, make_inner_optimizer("adam", meta_parameters(model), 1e-3), batches)
-    buffers.add_adapted()
+    inner(model, inner_optimizer("adam", model, 1e-3), batches)
+    buffers.add()
     buffers.update(1.0)
     for got, want in zip(params_of(model), params_of(reference)):
         assert torch.allclose(got, want, atol=1e-6)
@@ -92,10 +92,10 @@ def test_epsilon_one_with_one_task_is_plain_fine_tuning(model):
 
 def test_epsilon_zero_leaves_theta_unchanged(model):
     theta = params_of(model)
-    buffers = ReptileBuffers(meta_parameters(model))
+    buffers = MetaBuffers(meta_parameters(model))
     buffers.begin()
-    inner(model, make_inner_optimizer("sgd", meta_parameters(model), 0.1), task_batches(8, model.config.vocab_size))
-    buffers.add_adapted()
+    inner(model, inner_optimizer("sgd", model, 0.1), task_batches(8, model.config.vocab_size))
+    buffers.add()
     assert buffers.update(0.0) == 0.0
     for got, want in zip(params_of(model), theta):
         assert torch.equal(got, want)
@@ -109,15 +109,15 @@ def test_schedule_matches_its_formula():
 
 
 def run_two_tasks(model, kind, carry):
-    buffers = ReptileBuffers(meta_parameters(model))
+    buffers = MetaBuffers(meta_parameters(model))
     buffers.begin()
-    optimizer = make_inner_optimizer(kind, meta_parameters(model), 1e-2)
+    optimizer = inner_optimizer(kind, model, 1e-2)
     for seed in (10, 11):
         buffers.restore()
         if not carry:
-            optimizer = make_inner_optimizer(kind, meta_parameters(model), 1e-2)
+            optimizer = inner_optimizer(kind, model, 1e-2)
         inner(model, optimizer, task_batches(seed, model.config.vocab_size, count=2))
-        buffers.add_adapted()
+        buffers.add()
     buffers.update(0.5)
     return params_of(model)
 
@@ -138,10 +138,10 @@ def test_tied_weights_stay_tied_and_buffers_are_untouched(model):
     names = [n for n, _ in model.named_parameters()]
     assert "lm_head.weight" not in names  # counted once, through wte
     buffers_before = {n: b.clone() for n, b in model.named_buffers()}
-    reptile = ReptileBuffers(meta_parameters(model))
+    reptile = MetaBuffers(meta_parameters(model))
     reptile.begin()
-    inner(model, make_inner_optimizer("adam", meta_parameters(model), 1e-2), task_batches(12, model.config.vocab_size))
-    reptile.add_adapted()
+    inner(model, inner_optimizer("adam", model, 1e-2), task_batches(12, model.config.vocab_size))
+    reptile.add()
     reptile.update(0.5)
     assert model.lm_head.weight is model.transformer.wte.weight
     assert torch.equal(model.lm_head.weight, model.transformer.wte.weight)

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from utils.run.cli import add_data_file_args, add_output_args, add_runtime_args, task_name
+from utils.run.flags import add_data_file_args, add_output_args, add_runtime_args
+from utils.data.registry import task_name
 from utils.run.errors import ToolkitError
-from utils.run.outputs import JsonlLog, write_all_results, write_run_args
-from utils.run.folder import hold_run_folder
+from utils.run.outputs import JsonlLog, hold_run_folder, write_all_results, write_run_args
 from utils.training.runtime import make_generator, resolve_device, resolve_precision, set_seed
 
 
@@ -54,10 +54,10 @@ def test_output_dir_refused_unless_overwrite_or_resume(tmp_path):
     with pytest.raises(ToolkitError, match="--overwrite_output_dir"):
         with hold_run_folder(out, overwrite=False):
             pass
-    with hold_run_folder(out, overwrite=True):
-        pass
     with hold_run_folder(out, overwrite=False, resuming=True):
-        pass
+        assert (out / "x").exists()
+    with hold_run_folder(out, overwrite=True):
+        assert not (out / "x").exists()
 
 
 def parser_with_everything():
@@ -119,10 +119,10 @@ def test_run_files(tmp_path):
 
 
 def test_a_file_is_written_whole_or_not_at_all(tmp_path):
-    """write_json and write_jsonl share utils.run.fs.atomic_text_file: a failure part-way leaves the
+    """write_json and write_jsonl share utils.run.outputs.atomic_text_file: a failure part-way leaves the
     previous file as it was and no temporary file beside it."""
-    from utils.run.fs import atomic_text_file
     from utils.data.records import write_jsonl
+    from utils.run.outputs import atomic_text_file
 
     target = tmp_path / "out.jsonl"
     write_jsonl(target, [{"a": 1}])

@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from task2vec.selection import command as selection
-from task2vec.selection.resampling import seed_interval
+from task2vec.selection import __main__ as selection
+from task2vec.selection.scores import seed_interval
 from task2vec.selection.scores import regret_at_k
 from tests.test_task_diversity import write_task
 from utils.results.table import RESULTS_TABLE_COLUMNS
@@ -130,7 +130,7 @@ def test_seed_resampling_intervals_cover_the_truth():
 
 def test_every_logme_ranking_says_its_values_are_not_the_package_s():
     from task2vec.selection.logme import LOGME_NOTE
-    from task2vec.selection.report import leaderboard_lines
+    from task2vec.selection.__main__ import leaderboard_lines
 
     condition = {"algorithm": "sequential", "metric": "accuracy", "max_train_samples": "", "selection": "last",
                  "objectives": "span", "base_model": "gpt2"}

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from utils.models.loading import load_model
-from task2vec.selection.features import last_token_features, record_text, text_embedding, vocabulary
+from task2vec.selection.selectors import last_token_features, record_text, text_embedding, vocabulary
 from task2vec.selection.scores import ndcg_at_k
 from task2vec.selection.selectors import SELECTORS, SelectionInputs, predict
 from utils.run.errors import ToolkitError
@@ -108,7 +108,7 @@ def test_one_ranking_uses_one_kind_of_value_for_every_source():
     assert lacking.values == "raw" and "of b" in lacking.reason
     assert lacking.scores[0] == lacking.scores[1]
     # Independent computation: minus the Task2Vec distance, 1 − <u,v>/(|u||v|) with u = a/(a+b),
-    # v = b/(a+b) after each is divided by its mean (task2vec.distances.task2vec_distance).
+    # v = b/(a+b) after each is divided by its mean (task2vec.analysis.distances.task2vec_distance).
     a, t = embeddings["a"] / embeddings["a"].mean(), embeddings["t"] / embeddings["t"].mean()
     u, v = a / (a + t), t / (a + t)
     assert lacking.scores[0] == pytest.approx(-(1 - u @ v / (np.linalg.norm(u) * np.linalg.norm(v))), rel=1e-9)

@@ -4,7 +4,7 @@ import json
 import pytest
 
 from tests.conftest import run_module
-from utils.qa.squad_metric import f1_v1, f1_v2, normalize_answer, squad_v1_scores, squad_v2_scores
+from utils.qa.metrics import f1_v1, f1_v2, normalize_answer, squad_v1_scores, squad_v2_scores
 
 
 def test_normalisation():
@@ -85,7 +85,7 @@ def test_cs224n_predictions_official_numbers(shared_data, tmp_path):
              for par in art["paragraphs"] for qa in par["qas"]}
     preds = json.loads(preds_file.read_text())
     odds = json.loads(odds_file.read_text())
-    from utils.qa.squad_metric import squad_v2_raw_scores
+    from utils.qa.metrics import squad_v2_raw_scores
     exact_raw, f1_raw = squad_v2_raw_scores(golds, preds)
     assert result["best_exact"] == pytest.approx(brute_force_best(golds, preds, odds, exact_raw)[0], abs=1e-9)
     assert result["best_f1"] == pytest.approx(brute_force_best(golds, preds, odds, f1_raw)[0], abs=1e-9)

@@ -12,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 import TaskDiversity
-from task2vec.io import TaskEmbedding, save_task_embedding
-from task2vec.reporting import json_safe
+from task2vec.embedding.io import TaskEmbedding, json_safe, save_task_embedding
+from task2vec.analysis.reporting import not_finite_reason
 from tests.conftest import run_module
 from tests.test_task_diversity import SOURCES, TARGET, write_task
 from utils.qa.metrics import score_qa
-from utils.results.seed_statistics import json_ready, summarize
+from utils.results.metrics import json_ready, summarize
 from utils.data.registry import get_task
 
 
@@ -79,7 +79,7 @@ def test_comparing_identical_runs_prints_strict_json_with_reasons(tmp_path):
 def test_json_safe_puts_a_reason_beside_every_null_it_makes():
     safe = json_safe({"value": 0.5, "se": math.nan, "diversity_corrected": np.float32("nan"),
                       "matrix": [[0.0, math.inf], [math.inf, 0.0]], "kept": None, "kept_reason": "given",
-                      "correlation": {"spearman_rho": math.nan, "reason": "only 2 source sets"}})
+                      "correlation": {"spearman_rho": math.nan, "reason": "only 2 source sets"}}, not_finite_reason)
     assert safe["value"] == 0.5 and safe["se"] is None and "spread" in safe["se_reason"]
     assert safe["diversity_corrected"] is None and "noise" in safe["diversity_corrected_reason"]
     assert safe["matrix"] == [[0.0, None], [None, 0.0]] and safe["matrix_reason"]

@@ -8,8 +8,8 @@ import run_intermediate_source_GPT2 as intermediate
 import run_target_task_GPT2_sst2_multiple as target
 from tests.conftest import REPO_ROOT, run_module
 from utils.data.loading import load_task_data
-from utils.data.samples import sample_file
-from utils.models.tiny_model import build_tiny_model
+from utils.data.loading import sample_file
+from utils.models.tiny import build_tiny_model
 
 TRAIN, DEV = str(sample_file("sst2", "train")), str(sample_file("sst2", "validation"))
 FAST = ["--train_file", TRAIN, "--validation_file", DEV, "--epochs", "2", "--batch_size", "8", "--learning_rate",
@@ -126,7 +126,6 @@ def test_real_learning_signal_on_sst2(family, shared_data, tmp_path):
                            "--num_runs", "1", "--epochs", "2", "--batch_size", "32", "--learning_rate", "1e-3",
                            "--output_dir", str(tmp_path / "sst2"), "--features_cache_dir", "none"])
     accuracy = summary["eval_accuracy"]["mean"]
-    # How long this run takes is measured by benchmarks/response_times.py.
     print(f"SST-2 dev accuracy {accuracy:.4f} (8,000 sentences, 2 epochs, tiny {family})")
     assert accuracy >= 0.70
 

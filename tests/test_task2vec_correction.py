@@ -1,4 +1,4 @@
-"""task2vec.correction: distances corrected for the embeddings' Monte-Carlo noise, checked on a
+"""task2vec.analysis.correction: distances corrected for the embeddings' Monte-Carlo noise, checked on a
 synthetic generator whose true distances are known."""
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy.spatial.distance import cosine as scipy_cosine
 
-from task2vec.analysis import noise_floor_verdict, resolved_pairs, subset_diversities
-from task2vec.correction import (MAX_FLOOR_SUM, corrected_distance, corrected_matrix, is_resolved, noise_bias,
+from task2vec.analysis.diversity import noise_floor_verdict, resolved_pairs, subset_diversities
+from task2vec.analysis.correction import (MAX_FLOOR_SUM, corrected_distance, corrected_matrix, is_resolved, noise_bias,
                                  noise_scale)
-from task2vec.diversity import corrected_data_diversity, set_statistics
+from task2vec.analysis.diversity import corrected_data_diversity, set_statistics
 
 
 def reference_distance(a: np.ndarray, b: np.ndarray) -> float:

@@ -1,4 +1,4 @@
-"""task2vec.distances and task2vec.diversity: distance properties (the scale convention among them),
+"""task2vec.analysis.distances and task2vec.analysis.diversity: distance properties (the scale convention among them),
 vectorised against a scipy loop, the diversity coefficient and its jackknife interval (including a
 coverage simulation and the cut to [0, 1])."""
 from __future__ import annotations
@@ -12,10 +12,10 @@ import pytest
 from scipy import stats
 from scipy.spatial.distance import cosine as scipy_cosine
 
-import task2vec.distances as distances_module
-from task2vec.distances import (DISTANCES, cosine_distance, cross_distances, distance_function, paired_distances,
+import task2vec.analysis.distances as distances_module
+from task2vec.analysis.distances import (DISTANCES, cosine_distance, cross_distances, distance_function, paired_distances,
                                 pairwise_distances, task2vec_distance)
-from task2vec.diversity import (cross_diversity, data_diversity, diversity_coefficient, jackknife_leave_one_out,
+from task2vec.analysis.diversity import (cross_diversity, data_diversity, diversity_coefficient, jackknife_leave_one_out,
                                 noise_floor)
 
 

@@ -6,10 +6,10 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
-from task2vec.fisher import diagonal_fisher, fisher_sums, sample_labels
-from task2vec.layout import build_layout, flatten, objective_exclusions, select_parameters
-from task2vec.predictions import next_token_predictions
-from task2vec.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
+from task2vec.embedding.fisher import diagonal_fisher, fisher_sums, sample_labels
+from task2vec.embedding.layout import build_layout, flatten, objective_exclusions, select_parameters
+from task2vec.embedding.predictions import next_token_predictions
+from task2vec.embedding.probe import (PREDICTIONS, HeadSettings, ProbeModel, cache_hidden_states, collate_fn, fit_head,
                             head_schedule, new_head)
 
 VOCAB = 50

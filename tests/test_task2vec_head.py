@@ -1,18 +1,17 @@
-"""Fitting the probe's head (task2vec.probe): the chunked vocabulary loss and gradient against autograd's
+"""Fitting the probe's head (task2vec.embedding.probe): the chunked vocabulary loss and gradient against autograd's
 full softmax, the fit against an independent AdamW reference and against the optimum of a long
 full-batch L-BFGS, the reported losses against brute force, determinism, and the progress lines."""
 from __future__ import annotations
 
 import logging
-from contextlib import nullcontext
 
 import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from task2vec.predictions import head_chunk_rows
-from task2vec.probe import HeadSettings, fit_head, head_schedule, lm_head_loss
+from task2vec.embedding.predictions import head_chunk_rows
+from task2vec.embedding.probe import HeadSettings, fit_head, head_schedule, lm_head_loss
 
 GPT2_VOCAB = 50257
 
@@ -77,7 +76,7 @@ def lm_rows(vocab: int, lengths: list[int], width: int, dtype: torch.dtype, seed
 
 def reference_adamw_fit(head: nn.Module, hidden: dict, rows: list[dict], schedule: list[list[int]],
                         settings: HeadSettings) -> list[float]:
-    """Written apart from task2vec.probe: torch's AdamW on F.cross_entropy of the full logits of each
+    """Written apart from task2vec.embedding.probe: torch's AdamW on F.cross_entropy of the full logits of each
     step's tokens, differentiated by autograd (what the head fit computed before the chunked gradient)."""
     optimizer = torch.optim.AdamW(head.parameters(), lr=settings.learning_rate, eps=1e-8,
                                   weight_decay=settings.weight_decay)
@@ -180,18 +179,18 @@ def test_a_non_finite_loss_stops_the_fit():
 
 
 def test_without_a_terminal_the_head_fit_logs_step_total_eta_and_loss(tiny_checkpoint, caplog):
-    from task2vec.embed import EmbeddingContext, EmbeddingSettings, embed_task
+    from task2vec.embedding.embed import EmbeddingSettings, embed_task
     from utils.data.loading import load_task_data
     from utils.data.registry import get_task
-    from utils.data.samples import sample_file
+    from utils.data.loading import sample_file
     from utils.models.loading import load_model
-    from utils.training.distributed import DistContext
+    from utils.training.runtime import RunContext
 
     caplog.set_level(logging.INFO)
     device = torch.device("cpu")
     settings = EmbeddingSettings(batch_size=8, num_batches=1, num_samples=1, noise_floor=False,
                                  head=HeadSettings(3, 5e-5, 1e-4, 4))
-    context = EmbeddingContext(device, nullcontext, DistContext(0, 1, 0, device), progress_interval_s=0.0)
+    context = RunContext(device, progress_interval_s=0.0)
     records = load_task_data("sst2", "train", sample_file("sst2", "train")).records
     embedding = embed_task(load_model(tiny_checkpoint, "lm"), get_task("sst2"), records, settings, context,
                            source="samples")
@@ -199,7 +198,7 @@ def test_without_a_terminal_the_head_fit_logs_step_total_eta_and_loss(tiny_check
     head = [line for line in lines if line.startswith("head sst2:")]
     assert [line.split(" (")[0] for line in head] == ["head sst2: 1 of 3", "head sst2: 2 of 3", "head sst2: 3 of 3"]
     assert all(" elapsed, ETA " in line and ", loss " in line for line in head)
-    said = [r.getMessage() for r in caplog.records if r.name == "task2vec.embed"]
+    said = [r.getMessage() for r in caplog.records if r.name == "task2vec.embedding.embed"]
     assert any(line.startswith("sst2: fitting the lm head, 3 AdamW steps of 4 sequences") for line in said)
     assert any(line.startswith("sst2: head fitted in ") for line in said)
     meta = embedding.metadata["head"]

@@ -1,4 +1,4 @@
-"""TaskDiversity.py, task2vec.analysis and task2vec.transfer: subset diversities (raw and corrected),
+"""TaskDiversity.py, task2vec.analysis.diversity and task2vec.analysis.transfer: subset diversities (raw and corrected),
 the results table grouped by condition into one point per source set, exact permutation p-values,
 comparability checks; all against independent numpy/scipy/itertools computations; errors and files."""
 from __future__ import annotations
@@ -15,11 +15,11 @@ from scipy import stats
 from scipy.spatial.distance import cosine as scipy_cosine
 
 import TaskDiversity
-from task2vec.correction import corrected_distance
-from task2vec.transfer import parse_source_tasks, training_algorithm
+from task2vec.analysis.correction import corrected_distance
+from task2vec.analysis.transfer import parse_source_tasks, training_algorithm
 from tests.conftest import REPO_ROOT, run_module
 from utils.run.errors import DataError, ToolkitError, UnknownTaskError
-from utils.results.table import LEGACY_RESULTS_TABLE_COLUMNS, RESULTS_TABLE_COLUMNS
+from utils.results.table import RESULTS_TABLE_COLUMNS
 
 SOURCES = ("squad", "squad_v2", "duorc-p", "duorc-s", "drop")
 TARGET = "sst2"
@@ -196,26 +196,19 @@ RESULT_DEFAULTS = {"created_at": "2025-01-01T00:00:00+00:00", "pretrained_model"
                    "objectives": "lm", "max_train_samples": "", "selection": "holdout"}
 
 
-def write_results_table(path: Path, rows: list[dict], version: str = "legacy") -> None:
+def write_results_table(path: Path, rows: list[dict]) -> None:
     """Rows of the target script's results table; each dict gives target_task, source_tasks and
-    either `accuracies` (the per-seed values: n, mean, std (ddof 1), min, max follow) or mean.
-
-    version "legacy": the accuracy-only columns of earlier versions; "current": RESULTS_TABLE_COLUMNS,
-    the score in the *_primary columns (`metric`, default accuracy, names it)."""
-    columns = LEGACY_RESULTS_TABLE_COLUMNS if version == "legacy" else RESULTS_TABLE_COLUMNS
+    either `accuracies` (the per-seed values: n, mean, std (ddof 1), min, max follow) or mean; the
+    score goes in the *_primary columns (`metric`, default accuracy, names it)."""
     with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer = csv.DictWriter(handle, fieldnames=RESULTS_TABLE_COLUMNS)
         writer.writeheader()
         for row in rows:
-            cells = {column: "" for column in columns} | RESULT_DEFAULTS
+            cells = {column: "" for column in RESULTS_TABLE_COLUMNS} | RESULT_DEFAULTS
             values = row.get("accuracies", [row.get("mean", 0.9)] * 3)
             std = float(np.std(values, ddof=1)) if len(values) > 1 else math.nan
-            if version == "legacy":
-                cells |= {"mean_accuracy": float(np.mean(values)), "std_accuracy": std,
-                          "min_accuracy": min(values), "max_accuracy": max(values)}
-            else:
-                cells |= {"primary_metric": row.get("metric", "accuracy"), "mean_primary": float(np.mean(values)),
-                          "std_primary": std, "min_primary": min(values), "max_primary": max(values)}
+            cells |= {"primary_metric": row.get("metric", "accuracy"), "mean_primary": float(np.mean(values)),
+                      "std_primary": std, "min_primary": min(values), "max_primary": max(values)}
             cells |= {"n": len(values), "seeds": ";".join(str(13 + 8 * i) for i in range(len(values))),
                       "output_dir": f"runs/{row['source_tasks']}",
                       "source_chain": " > ".join(["gpt2", *filter(None, row["source_tasks"].split(";"))])}
@@ -239,12 +232,10 @@ JOIN_TABLE = [  # lines 2.. of the file
 ]
 
 
-@pytest.mark.parametrize("version", ["legacy", "current"])
-def test_results_table_join(version, emb_dir, tmp_path):
-    """Tables of both versions (accuracy-only columns, and the primary-metric columns) join alike."""
+def test_results_table_join(emb_dir, tmp_path):
     folder, vectors = emb_dir
     table = tmp_path / "results.csv"
-    write_results_table(table, JOIN_TABLE, version)
+    write_results_table(table, JOIN_TABLE)
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table)))
 
     assert [row["line"] for row in result["joined_results"]] == [2, 3, 4, 5, 6, 9, 11, 12, 13]
@@ -443,7 +434,7 @@ def test_rows_scored_by_different_metrics_are_different_conditions(emb_dir, tmp_
             {"target_task": TARGET, "source_tasks": "", "accuracies": [0.88, 0.87]},
             {"target_task": TARGET, "source_tasks": "squad;drop", "accuracies": [0.4, 0.5], "metric": "pearson"},
             {"target_task": TARGET, "source_tasks": "duorc-p", "accuracies": [0.3, 0.35], "metric": "pearson"}]
-    write_results_table(table, rows, "current")
+    write_results_table(table, rows)
     result = TaskDiversity.main(base_args(folder, tmp_path / "out", "--results_table", str(table), "--no_plots"))
     by_metric = {c["condition"]["metric"]: c for c in result["transfer"]["conditions"]}
     assert set(by_metric) == {"accuracy", "pearson"}
@@ -612,7 +603,7 @@ def test_script_as_a_user_runs_it(emb_dir, tmp_path):
 
 
 def test_runs_sharing_seeds_are_flagged_and_rerun_rows_are_duplicates():
-    from task2vec.transfer import source_set_point
+    from task2vec.analysis.transfer import source_set_point
 
     def row(line, seeds, output_dir="runs/a", pretrained="ckpt"):
         values = [0.9, 0.91, 0.92][:len(seeds.split(";"))]
@@ -633,7 +624,7 @@ def test_runs_sharing_seeds_are_flagged_and_rerun_rows_are_duplicates():
 def test_pooled_intervals_of_bounded_metrics_stay_in_their_range():
     """Two seeds of an accuracy 0.25 and 0.75: the t-interval [-2.68, 3.68] is cut to [0, 1]; a
     correlation's to [-1, 1]; a tight one is left as it is."""
-    from task2vec.transfer import pooled_summary
+    from task2vec.analysis.transfer import pooled_summary
 
     wide = {"n": 2, "mean": 0.5, "std": float(np.std([0.25, 0.75], ddof=1))}
     assert (pooled_summary([{**wide, "metric": "accuracy"}], 0.95)["ci_low"],

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import run_target_task_GPT2_sst2_multiple as target
-from task2vec.sequences import task_rows
+from task2vec.embedding.sequences import task_rows
 from tests.conftest import run_module
-from utils.classification.metrics import METRIC_FUNCTIONS
+from utils.results.metrics import METRIC_FUNCTIONS
 from utils.data.loading import load_task_data
 from utils.data.registry import get_task
-from utils.data.task_files import KNOWN_METRICS
+from utils.data.registry import KNOWN_METRICS
 from utils.models.loading import load_model
 from utils.run.errors import ToolkitError, UnknownTaskError
 

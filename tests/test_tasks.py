@@ -1,7 +1,7 @@
 import pytest
 
 from utils.run.errors import UnknownTaskError
-from utils.data.registry import get_task, list_tasks, parse_task_list
+from utils.data.registry import TASKS, get_task, list_tasks, parse_task_list
 
 # DESIGN.md section 5, written out independently of the registry.
 EXPECTED_NAMES = {
@@ -84,3 +84,8 @@ def test_tasks_built_from_the_same_data_are_named():
     assert "not a held-out task" in messages[0]
     assert len(shared_data_warnings([duorc_p], [duorc_s])) == 1
     assert shared_data_warnings([drop], [squad]) == []
+
+
+def test_every_name_and_alias_is_registered_once():
+    keys = [key.lower() for spec in TASKS for key in (spec.name, *spec.aliases)]
+    assert len(keys) == len(set(keys))

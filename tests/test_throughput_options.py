@@ -5,6 +5,7 @@ graphs. Every option records itself in run_args.json."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -15,15 +16,15 @@ from tests.conftest import run_module
 from tests.test_training_loop import context
 from utils.classification.objective import ClassificationObjective, RegressionObjective
 from utils.run.errors import ToolkitError
-from utils.training.args import LoopSettings
-from utils.training.batching import length_grouped_batches
-from utils.training.compilation import Compiler, bucket_width, pad_batch_to_width
-from utils.training.inference import predict
-from utils.training.compilation import make_compiler
+from utils.training.loop import LoopSettings
+from utils.training.loop import length_grouped_batches
+from utils.training.runtime import Compiler, bucket_width, pad_batch_to_width
+from utils.training.loop import predict
+from utils.training.loop import make_compiler
 from utils.training.loop import train
-from utils.training.objectives import CausalLMObjective, SpanObjective
+from utils.qa.pipeline import CausalLMObjective, SpanObjective
 from utils.training.runtime import resolve_attention
-from utils.training.schedule import build_optimizer, resolve_optimizer_implementation
+from utils.training.optim import build_optimizer, resolve_optimizer_implementation
 
 VOCAB, PAD = 64, 0
 
@@ -117,7 +118,7 @@ def test_what_auto_resolves_to():
     assert resolve_optimizer_implementation("auto", torch.device("meta")) == "for-loop"
     with pytest.raises(ToolkitError, match="no fused AdamW for meta"):
         resolve_optimizer_implementation("fused", torch.device("meta"))
-    kinds = {kind: build_optimizer(torch.nn.Linear(2, 2), 1e-3, 0.0, torch.device("cpu"), implementation=kind)
+    kinds = {kind: build_optimizer(torch.nn.Linear(2, 2), 1e-3, device=torch.device("cpu"), implementation=kind)
              for kind in ("fused", "foreach", "for-loop")}
     assert kinds["fused"].defaults["fused"] and kinds["foreach"].defaults["foreach"]
     assert not kinds["for-loop"].defaults["foreach"] and not kinds["for-loop"].defaults["fused"]
@@ -136,8 +137,7 @@ def train_tiny_span(tmp_path, name: str, rows: list[dict], **settings_fields) ->
     folder.mkdir()
     settings = LoopSettings(learning_rate=1e-3, num_train_epochs=1, per_device_train_batch_size=4, logging_steps=1,
                             seed=0, **settings_fields)
-    ctx = context(folder)
-    ctx.compiler = make_compiler(settings)
+    ctx = replace(context(folder), compiler=make_compiler(settings))
     metrics = train(model, rows, [len(r["input_ids"]) for r in rows], SpanObjective(PAD), settings, ctx,
                     save_model=lambda m, f: None)
     return loss_curve(folder), model, {"metrics": metrics, "ctx": ctx}
@@ -215,7 +215,7 @@ def test_more_graphs_than_the_limit_is_an_error_not_a_silent_fall_back():
 @pytest.mark.slow
 def test_the_qa_script_compiled_matches_eager_and_records_its_options(tmp_path):
     from tests.test_qa_script import SHORT
-    from utils.data.synthetic_qa import write_learnable_task
+    from utils.models.tiny import write_learnable_task
 
     folder = tmp_path / "data"
     folder.mkdir()

@@ -8,8 +8,8 @@ from transformers import AutoTokenizer
 from tests.conftest import run_module
 from utils.models.checkpoint import read_lineage
 from utils.models.loading import load_model
-from utils.models.tiny_model import build_tiny_model, sample_texts, train_tokenizer
-from utils.models.tokenization import END_OF_TEXT
+from utils.models.tiny import build_tiny_model, sample_texts, train_tokenizer
+from utils.models.loading import END_OF_TEXT
 
 
 def test_loads_with_every_head_and_only_the_head_is_new(tiny_checkpoint):

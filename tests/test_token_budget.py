@@ -8,10 +8,10 @@ import torch
 
 from tests.test_training_loop import TokenMean, context
 from utils.run.errors import ToolkitError
-from utils.training.args import LoopSettings
-from utils.training.batching import length_grouped_batches, token_budget_cut
+from utils.training.loop import LoopSettings
+from utils.training.loop import length_grouped_batches, token_budget_cut
 from utils.training.loop import train
-from utils.training.schedule import plan_schedule
+from utils.training.loop import plan_schedule
 
 
 def test_the_cut_by_hand():

@@ -8,13 +8,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from utils.training.batching import evaluation_batches, length_grouped_batches, shard_for_training
-from utils.training.distributed import DistContext
+from utils.training.loop import evaluation_batches, length_grouped_batches, shard_for_training
+from utils.training.runtime import RunContext
 from utils.run.outputs import JsonlLog
 from utils.training.runtime import resolve_precision
-from utils.training.args import LoopSettings
-from utils.training.loop import LoopContext, supervised_items, train
-from utils.training.schedule import build_optimizer, linear_schedule, plan_schedule
+from utils.training.loop import LoopSettings
+from utils.training.loop import supervised_items, train
+from utils.training.optim import build_optimizer, linear_schedule
+from utils.training.loop import plan_schedule
 
 
 class TokenMean:
@@ -38,10 +39,9 @@ class TokenMean:
         return errors[mask].mean()
 
 
-def context(tmp_path: Path) -> LoopContext:
+def context(tmp_path: Path) -> RunContext:
     device = torch.device("cpu")
-    return LoopContext(device, resolve_precision("fp32", device), DistContext(0, 1, 0, device), tmp_path,
-                       JsonlLog(tmp_path / "log.jsonl"), False)
+    return RunContext(device, resolve_precision("fp32", device), output_dir=tmp_path, log=JsonlLog(tmp_path / "log.jsonl"))
 
 
 def test_accumulated_micro_batches_equal_one_big_batch(tmp_path):
@@ -90,7 +90,7 @@ def test_no_weight_decay_on_biases_and_layer_norms():
     from transformers import GPT2Config, GPT2LMHeadModel
 
     model = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=8, n_head=2, vocab_size=16, n_positions=8))
-    optimizer = build_optimizer(model, 1e-3, 0.01, torch.device("cpu"))
+    optimizer = build_optimizer(model, 1e-3, weight_decay=0.01, device=torch.device("cpu"))
     decayed, free = optimizer.param_groups
     assert decayed["weight_decay"] == 0.01 and free["weight_decay"] == 0.0
     names = {id(p): n for n, p in model.named_parameters()}
