@@ -121,6 +121,7 @@ def test_weights_changed_after_saving_are_detected(tiny_checkpoint, tmp_path):
         load_model(folder, "lm")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("lineage", [True, False])
 def test_cut_weights_are_one_line_with_or_without_a_lineage(tiny_checkpoint, tmp_path, lineage):
     """Any save_pretrained folder (no lineage.json, so no recorded sha256) whose model.safetensors

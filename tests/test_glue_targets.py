@@ -150,6 +150,7 @@ def test_an_undefined_metric_is_null_with_its_seeds_named(tmp_path):
     assert statistics["n"] == 2 and statistics["mean"] is None and "seed(s) 2" in statistics["reason"]
 
 
+@pytest.mark.slow
 def test_a_table_of_an_earlier_version_is_refused_before_training(tiny_checkpoint, tmp_path):
     table = tmp_path / "old.csv"
     old_columns = "created_at,target_task,pretrained_model,mean_accuracy,output_dir\r\n"   # an accuracy-only table

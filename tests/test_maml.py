@@ -156,6 +156,7 @@ def test_two_processes_give_the_same_theta_as_one(family, tmp_path, algorithm, p
     assert one == two
 
 
+@pytest.mark.slow
 def test_classification_tasks_and_stray_files_are_refused(tmp_path):
     done = run_module("maml_qa.py", "--tasks", "squad,sst2", "--output_dir", str(tmp_path / "x"))
     assert done.returncode == 2 and "sst2 is a classification task" in done.stderr

@@ -243,10 +243,10 @@ def test_an_unknown_family_is_refused_with_the_known_ones():
     assert family_of({}, "x").name == "gpt2"
 
 
-# Seven seconds a command (the interpreter and torch): llama in the fast tier, the others with the slow ones
-# (tiny_folders builds every family in-process anyway).
-@pytest.mark.parametrize("family", [pytest.param(f, marks=[] if f == "llama" else [pytest.mark.slow])
-                                    for f in FAMILY_CHOICES])
+# Seconds a command (the interpreter and torch): with the slow tests (tiny_folders builds every family
+# in-process in the fast tier anyway).
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILY_CHOICES)
 def test_the_tiny_model_command_builds_each_family(family, tmp_path):
     result = run_module("utils.tiny_model", "--family", family, "--output_dir", str(tmp_path / family),
                         "--n_layer", "1", "--no_progress")

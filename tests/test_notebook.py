@@ -59,6 +59,7 @@ def test_the_kernel_is_this_interpreter(executed):
     assert f"kernel prefix: {sys.prefix}" in outputs_text(nb.cells[-1])
 
 
+@pytest.mark.slow
 def test_every_task_is_embedded_and_the_heatmap_is_saved(executed):
     nb, emb_dir = executed
     for task in TASKS:
@@ -71,6 +72,7 @@ def test_every_task_is_embedded_and_the_heatmap_is_saved(executed):
                for out in cell.outputs)
 
 
+@pytest.mark.slow
 def test_the_distance_matrix_is_a_distance_matrix(executed):
     from task2vec.analysis.distances import pairwise_distances
     from task2vec.embedding.io import load_task_embedding
@@ -88,6 +90,7 @@ def test_the_distance_matrix_is_a_distance_matrix(executed):
     np.testing.assert_allclose(shown, matrix, atol=5e-5)  # printed with 4 decimals
 
 
+@pytest.mark.slow
 def test_the_noise_floor_and_its_verdict_are_printed(executed):
     nb, _ = executed
     printed = "".join(outputs_text(cell) for cell in nb.cells)

@@ -107,6 +107,7 @@ def test_a_malformed_task_file_is_a_one_line_error_naming_the_field(fields, mess
     assert message in str(refused.value) and str(path) in str(refused.value) and "\n" not in str(refused.value)
 
 
+@pytest.mark.slow
 def test_the_commands_take_a_task_file(tiny_checkpoint, tmp_path):
     spec_path, data = task_file(tmp_path), write_reviews(tmp_path, 12, 0)
     done = run_module("utils.data", "--task", str(spec_path), "--file", str(data), "--compact")

@@ -201,6 +201,7 @@ def test_a_compiled_run_gives_the_eager_curve_with_one_graph_per_shape(tmp_path)
     assert ctx.compiler.counter.graphs == before
 
 
+@pytest.mark.slow
 def test_more_graphs_than_the_limit_is_an_error_not_a_silent_fall_back():
     compiler = Compiler(8, max_graphs_per_function=1)
     double = compiler.function(lambda model, batch: model(batch["input_ids"].float()) * 2)
