@@ -144,8 +144,8 @@ def restore_training_checkpoint(folder: Path, optimizers: dict[str, torch.optim.
     `restore_optimizer_state`): the learning rate is this run's peak at the restored position of
     the schedule. Returns the saved TrainState."""
     for name, optimizer in optimizers.items():
-        restore_optimizer_state(optimizer, torch.load(folder / f"{name}{f'_{ctx.rank}' if per_rank else ''}.pt",
-                                                      weights_only=True, map_location="cpu"))
+        path = folder / f"{name}{f'_{ctx.rank}' if per_rank else ''}.pt"
+        restore_optimizer_state(optimizer, torch.load(path, weights_only=True, map_location="cpu"))
     if scheduler is not None:
         optimizer = next(iter(optimizers.values()))
         peaks = [group["initial_lr"] for group in optimizer.param_groups]
